@@ -1,0 +1,171 @@
+"""`acestep-viz`: the command line. Subcommands import their heavy parts only when they run."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from collector import options
+from collector.settings import SettingError, add_arguments, resolve
+
+PROG = "acestep-viz"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def trainer_settings():
+    from trainer_plugin.settings import TRAINER_SETTINGS
+
+    return {s.name: s for s in TRAINER_SETTINGS}
+
+
+def demo_settings():
+    trainer = trainer_settings()
+    return (trainer["endpoint"], trainer["run"], *options.DEMO_SETTINGS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Live PaCMAP maps of ACE-Step LoRA training.")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("collector", help="run the collector sidecar (ingest, projections, queries)")
+    add_arguments(p, options.COLLECTOR_SETTINGS)
+
+    p = sub.add_parser("dashboard", help="run the web dashboard")
+    add_arguments(p, options.DASHBOARD_SETTINGS)
+
+    p = sub.add_parser("demo", help="train the ACE-Step-shaped twin on CPU with the monitor attached")
+    p.add_argument("--endpoint", default=None, help="where frames go (default tcp://127.0.0.1:5557) "
+                                                    "[env ACESTEP_VIZ_ENDPOINT]")
+    p.add_argument("--run", default=None, help="run name (default demo-<time>) [env ACESTEP_VIZ_RUN]")
+    add_arguments(p, options.DEMO_SETTINGS)
+
+    p = sub.add_parser("up", help="start collector + dashboard (+ the demo) and print the dashboard URL")
+    p.add_argument("--demo", action="store_true", default=None, help="also start a demo training run")
+    add_arguments(p, [s for s in options.COLLECTOR_SETTINGS] + [options.HOST, options.PORT, options.INTERVAL,
+                                                                 options.STEPS])
+
+    p = sub.add_parser("stats", help="print the collector's live statistics")
+    add_arguments(p, [options.COLLECTOR_ENDPOINT])
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    commands = {"collector": cmd_collector, "dashboard": cmd_dashboard, "demo": cmd_demo, "up": cmd_up,
+                "stats": cmd_stats}
+    try:
+        return commands[args.command](vars(args))
+    except (SettingError, CliError, OSError) as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def check_binds(pairs: Sequence[str], allow_remote: bool) -> None:
+    for address in pairs:
+        problem = options.bind_problem(address, allow_remote)
+        if problem:
+            raise CliError(problem)
+    if allow_remote:
+        logging.getLogger("acestep_viz").warning("--allow-remote: ports may be reachable from other machines")
+
+
+def on_stop_signals(callback) -> None:
+    def handler(signum, frame):
+        callback()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_collector(flags: dict) -> int:
+    from collector.service import Collector
+
+    cfg = resolve(options.COLLECTOR_SETTINGS, flags)
+    check_binds([cfg["ingest"], cfg["query"]], cfg["allow_remote"])
+    collector = Collector(ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
+                          buffer_size=cfg["buffer_size"], n_neighbors=cfg["n_neighbors"],
+                          projection_interval_s=cfg["projection_interval_s"],
+                          numba_cache_dir=cfg["numba_cache_dir"])
+    with collector:
+        on_stop_signals(collector.stop_event.set)
+        print(f"collector: ingest {cfg['ingest']}  query {cfg['query']}  store {cfg['store']}", flush=True)
+        collector.wait()
+    return 0
+
+
+def cmd_dashboard(flags: dict) -> int:
+    cfg = resolve(options.DASHBOARD_SETTINGS, flags)
+    check_binds([cfg["host"]], cfg["allow_remote"])
+    from dashboard.app import serve
+
+    print(f"dashboard: http://{cfg['host']}:{cfg['port']}/  (collector {cfg['collector']})", flush=True)
+    serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"])
+    return 0
+
+
+def cmd_demo(flags: dict) -> int:
+    cfg = resolve(demo_settings(), flags)
+    from trainer_plugin.demo import run_demo
+
+    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"])
+    print(json.dumps(summary, default=str), flush=True)
+    return 0
+
+
+def cmd_stats(flags: dict) -> int:
+    from dashboard.client import CollectorClient, CollectorUnavailable
+
+    cfg = resolve([options.COLLECTOR_ENDPOINT], flags)
+    try:
+        stats = CollectorClient(cfg["collector"], timeout_ms=2000).stats()
+    except CollectorUnavailable:
+        raise CliError(f"no collector answered at {cfg['collector']} within 2 s; start one with "
+                       f"`{PROG} collector` or pass --collector") from None
+    print(json.dumps(stats, indent=2) if flags.get("json") else format_stats(stats))
+    return 0
+
+
+def format_stats(stats: dict) -> str:
+    lines = [f"uptime {stats['uptime_s']:.0f} s  frames received {stats['frames_received']}  "
+             f"accepted {stats['frames_accepted']}  projections {'paused' if stats['paused'] else 'on'}"
+             + ("  (PaCMAP warming up)" if stats.get("warming_up") else "")]
+    rejects = stats.get("rejects") or {}
+    lines.append("rejects: " + (", ".join(f"{k} {v}" for k, v in sorted(rejects.items())) or "none"))
+    header = f"{'run':<28} {'space':<7} {'received':>9} {'buffered':>9} {'projected':>9} {'last step':>9} {'fit s':>6}"
+    lines.append(header)
+    for run, spaces in stats.get("runs", {}).items():
+        for space, s in spaces.items():
+            fit = f"{s['last_projection_s']:.2f}" if s.get("last_projection_s") is not None else "-"
+            lines.append(f"{run[:28]:<28} {space:<7} {s['received']:>9} {s['buffered']:>9} "
+                         f"{s['projected']:>9} {s['last_step']:>9} {fit:>6}")
+    return "\n".join(lines)
+
+
+def cmd_up(flags: dict) -> int:
+    from collector.launcher import Stack
+
+    collector_cfg = resolve(options.COLLECTOR_SETTINGS, flags)
+    ui_cfg = resolve([options.HOST, options.PORT, options.INTERVAL, options.STEPS], flags)
+    check_binds([collector_cfg["ingest"], collector_cfg["query"], ui_cfg["host"]], collector_cfg["allow_remote"])
+    stack = Stack(collector_cfg, ui_cfg, demo=bool(flags.get("demo")))
+    stopping = threading.Event()
+    on_stop_signals(stopping.set)
+    with stack:
+        stack.start()
+        print(f"\n  Dashboard: {stack.url}\n", flush=True)
+        return stack.supervise(stopping)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""`acestep-viz up`: collector + dashboard (+ demo) as child processes, stopped together."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import zmq
+
+READY_TIMEOUT_S = 90
+
+
+class StackError(OSError):
+    pass
+
+
+class Stack:
+    def __init__(self, collector_cfg: dict, ui_cfg: dict, demo: bool):
+        self.collector_cfg, self.ui_cfg, self.demo = collector_cfg, ui_cfg, demo
+        self.children: dict[str, subprocess.Popen] = {}
+        host = ui_cfg["host"]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        self.url = f"http://{shown}:{ui_cfg['port']}/"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "collector.cli", *args]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        self.children[name] = proc
+        return proc
+
+    def start(self) -> None:
+        c = self.collector_cfg
+        remote = ["--allow-remote"] if c["allow_remote"] else []
+        self._spawn("collector", "collector", "--ingest", c["ingest"], "--query", c["query"], "--store", c["store"],
+                    "--buffer-size", str(c["buffer_size"]), "--n-neighbors", str(c["n_neighbors"]),
+                    "--projection-interval-s", str(c["projection_interval_s"]),
+                    "--numba-cache-dir", c["numba_cache_dir"], *remote)
+        self._wait("collector", self._collector_answers)
+        u = self.ui_cfg
+        self._spawn("dashboard", "dashboard", "--collector", c["query"], "--host", u["host"], "--port",
+                    str(u["port"]), "--interval", str(u["interval"]), *remote)
+        self._wait("dashboard", self._dashboard_answers)
+        if self.demo:
+            self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]))
+
+    def _wait(self, name: str, ready) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.children[name].poll() is not None:
+                raise StackError(f"the {name} exited with code {self.children[name].returncode} (see its error above)")
+            if ready():
+                return
+            time.sleep(0.3)
+        raise StackError(f"the {name} did not become ready within {READY_TIMEOUT_S} s")
+
+    def _collector_answers(self) -> bool:
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 500)
+        try:
+            sock.connect(self.collector_cfg["query"])
+            sock.send(json.dumps({"op": "ping"}).encode())
+            return bool(json.loads(sock.recv()).get("ok"))
+        except zmq.ZMQError:
+            return False
+        finally:
+            sock.close()
+
+    def _dashboard_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def supervise(self, stopping: threading.Event) -> int:
+        """Wait for Ctrl-C/SIGTERM; a dead collector or dashboard stops everything."""
+        demo_reported = False
+        while not stopping.wait(0.5):
+            for name in ("collector", "dashboard"):
+                if self.children[name].poll() is not None:
+                    print(f"the {name} stopped (code {self.children[name].returncode}); stopping the rest",
+                          file=sys.stderr, flush=True)
+                    return 1
+            demo = self.children.get("demo")
+            if demo is not None and demo.poll() is not None and not demo_reported:
+                demo_reported = True
+                print(f"demo run finished (code {demo.returncode}); the dashboard stays at {self.url} "
+                      f"- press Ctrl-C to stop", flush=True)
+        return 0
+
+    def close(self) -> None:
+        children, self.children = self.children, {}
+        for proc in reversed(list(children.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in children.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

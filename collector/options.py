@@ -1,0 +1,74 @@
+"""The sidecar's settings (collector, dashboard, demo), each declared once.
+
+The trainer side declares its own in ``trainer_plugin/settings.py``; the README lists both.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlparse
+
+from collector.settings import Setting, at_least, parse_bool, positive, zmq_endpoint
+from collector.store import default_store_dir
+
+
+def default_numba_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "acestep-viz", "numba")
+
+
+def port_number(value: int) -> str | None:
+    return None if 0 < value < 65536 else "must be a port between 1 and 65535"
+
+
+INGEST = Setting("ingest", "tcp://127.0.0.1:5557", "ZeroMQ endpoint the collector binds to receive frames",
+                 check=zmq_endpoint)
+QUERY = Setting("query", "tcp://127.0.0.1:5558", "ZeroMQ endpoint the collector binds to answer queries",
+                check=zmq_endpoint)
+STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)")
+BUFFER_SIZE = Setting("buffer_size", 2000, "rows kept per run and space; the oldest go first",
+                      parse=int, check=at_least(10))
+N_NEIGHBORS = Setting("n_neighbors", 10, "PaCMAP n_neighbors", parse=int, check=at_least(2))
+PROJECTION_INTERVAL = Setting("projection_interval_s", 1.0,
+                              "least time between two fits of the same space, seconds",
+                              parse=float, check=at_least(0.0))
+NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
+                      "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)")
+ALLOW_REMOTE = Setting("allow_remote", False,
+                       "allow binding to addresses other than loopback (exposes the ports; off by default)",
+                       parse=parse_bool)
+COLLECTOR_ENDPOINT = Setting("collector", "tcp://127.0.0.1:5558", "the collector's query endpoint",
+                             check=zmq_endpoint)
+HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
+PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
+INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,
+                   check=positive)
+STEPS = Setting("steps", 300, "training steps of the demo run", parse=int, check=positive)
+
+COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, NUMBA_CACHE,
+                      ALLOW_REMOTE)
+DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE)
+DEMO_SETTINGS = (STEPS,)  # plus the trainer's endpoint and run, see trainer_plugin/settings.py
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problem(endpoint_or_host: str, allow_remote: bool) -> str | None:
+    """A message when a bind address is not loopback and --allow-remote was not given."""
+    if allow_remote:
+        return None
+    if endpoint_or_host.startswith(("ipc://", "inproc://")):
+        return None
+    host = urlparse(endpoint_or_host).hostname if "://" in endpoint_or_host else endpoint_or_host
+    if host and is_loopback_host(host):
+        return None
+    return (f"{endpoint_or_host} is not a loopback address; binding it exposes the port to the network. "
+            f"Pass --allow-remote (or set ACESTEP_VIZ_ALLOW_REMOTE=1) if that is what you want")

@@ -1,0 +1,93 @@
+"""Projection maths: PaCMAP fits and keeping consecutive layouts in the same frame.
+
+Pure functions over numpy arrays; the collector runs ``fit_layout`` in a separate worker
+process so that ingest never waits for a fit.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
+WARM_START_MIN_SHARED = 0.5  # reuse the previous arrangement when at least half the rows are old
+
+
+def fit_layout(vectors: np.ndarray, n_neighbors: int = 10, init: np.ndarray | None = None,
+               num_iters: tuple[int, int, int] | None = None) -> np.ndarray:
+    """2-D PaCMAP coordinates of ``vectors`` (n, d). A new reducer per fit: a fitted one
+    silently reuses its neighbour pairs on new data."""
+    import pacmap
+
+    n = vectors.shape[0]
+    if n < MIN_POINTS:
+        raise ValueError(f"need at least {MIN_POINTS} points to project, got {n}")
+    kwargs = {"n_components": 2, "n_neighbors": min(n_neighbors, n - 1), "verbose": False}
+    if num_iters is not None:
+        kwargs["num_iters"] = num_iters
+    reducer = pacmap.PaCMAP(**kwargs)
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if init is None:
+            coords = reducer.fit_transform(data, init="pca")
+        else:
+            coords = reducer.fit_transform(data, init=np.ascontiguousarray(init, dtype=np.float32))
+    return np.asarray(coords, dtype=np.float64)
+
+
+def warm_start(prev_keys: list[str], prev_coords: np.ndarray, new_keys: list[str],
+               rng: np.random.Generator | None = None) -> np.ndarray | None:
+    """An initial layout for ``new_keys`` from the previous frame, or None when too little is shared.
+
+    Old rows keep their place; new rows start at the centroid with a little jitter.
+    """
+    if prev_coords is None or len(prev_keys) == 0 or len(new_keys) == 0:
+        return None
+    index = {k: i for i, k in enumerate(prev_keys)}
+    shared = [index.get(k) for k in new_keys]
+    if sum(i is not None for i in shared) < WARM_START_MIN_SHARED * len(new_keys):
+        return None
+    rng = rng or np.random.default_rng(0)
+    centre = prev_coords.mean(axis=0)
+    spread = prev_coords.std(axis=0).mean() * 0.05 + 1e-9
+    init = np.empty((len(new_keys), 2))
+    for row, i in enumerate(shared):
+        init[row] = prev_coords[i] if i is not None else centre + rng.normal(0, spread, 2)
+    return init
+
+
+def procrustes(reference: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Rotation (reflection allowed), scale and shift that best map ``moving`` onto ``reference``.
+
+    Returns (R, s, t) minimising ||s * moving @ R + t - reference||.
+    """
+    ref_mean, mov_mean = reference.mean(axis=0), moving.mean(axis=0)
+    ref_c, mov_c = reference - ref_mean, moving - mov_mean
+    u, sigma, vt = np.linalg.svd(mov_c.T @ ref_c)
+    rotation = u @ vt
+    norm = (mov_c ** 2).sum()
+    scale = float(sigma.sum() / norm) if norm > 0 else 1.0
+    shift = ref_mean - scale * mov_mean @ rotation
+    return rotation, scale, shift
+
+
+def align_to_previous(prev_keys: list[str], prev_coords: np.ndarray | None, new_keys: list[str],
+                      new_coords: np.ndarray) -> np.ndarray:
+    """Express ``new_coords`` in the previous frame's orientation and scale, using shared keys."""
+    if prev_coords is None or len(prev_keys) == 0:
+        return new_coords
+    index = {k: i for i, k in enumerate(prev_keys)}
+    pairs = [(row, index[k]) for row, k in enumerate(new_keys) if k in index]
+    if len(pairs) < 3:
+        return new_coords
+    new_rows, prev_rows = (np.array(p) for p in zip(*pairs))
+    rotation, scale, shift = procrustes(prev_coords[prev_rows], new_coords[new_rows])
+    return scale * new_coords @ rotation + shift
+
+
+def layout_diameter(coords: np.ndarray) -> float:
+    """Diagonal of the bounding box: the yardstick for how far points moved."""
+    if len(coords) == 0:
+        return 0.0
+    return float(np.linalg.norm(coords.max(axis=0) - coords.min(axis=0)))

@@ -1,0 +1,247 @@
+"""The collector process: sockets and three loops around ``CollectorState``.
+
+- ingest: ZeroMQ SUB bound on the ingest endpoint -> decode -> store -> buffers;
+- projections: hands fit jobs to the PaCMAP worker process, aligns and installs layouts;
+- queries: ZeroMQ REP with one JSON request and one JSON reply (see README, "Query API").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import zmq
+
+from collector.buffers import BufferReject, FROZEN_SPACES
+from collector.projection import align_to_previous, warm_start
+from collector.projector import Projector, ProjectorError
+from collector.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
+from collector.state import CollectorState, FitJob
+from collector.store import RunStore
+
+log = logging.getLogger("acestep_viz.collector")
+POLL_MS = 100
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class Collector:
+    def __init__(self, ingest: str, query: str, store_dir: str, buffer_size: int = 2000,
+                 n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = 10,
+                 numba_cache_dir: str | None = None, rcvhwm: int = 100_000):
+        self.ingest_endpoint, self.query_endpoint = ingest, query
+        self.n_neighbors = n_neighbors
+        self.projection_interval_s = projection_interval_s
+        self.state = CollectorState(buffer_size=buffer_size, min_points=min_points)
+        self.store = RunStore(store_dir)
+        self.projector = Projector(numba_cache_dir)
+        self.rcvhwm = rcvhwm
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ctx: zmq.Context | None = None
+        self._closed = False
+
+    # lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Collector":
+        self._ctx = zmq.Context()
+        sub = self._bind(zmq.SUB, self.ingest_endpoint, "ingest")
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        rep = self._bind(zmq.REP, self.query_endpoint, "query")
+        replayed = self._replay()
+        if replayed:
+            log.info("restored %d frames from %s", replayed, self.store.root)
+        self.projector.start()
+        for target, sock in ((self._ingest_loop, sub), (self._query_loop, rep), (self._projection_loop, None)):
+            args = (sock,) if sock is not None else ()
+            thread = threading.Thread(target=target, args=args, name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _bind(self, kind: int, endpoint: str, what: str) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if kind == zmq.SUB:
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES + MAX_PAYLOAD_BYTES + 4096)
+        else:
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            self.close()
+            raise OSError(f"cannot bind the {what} endpoint {endpoint}: {exc.strerror}; "
+                          f"is another collector running? choose another port with --{what}") from None
+        return sock
+
+    def _replay(self) -> int:
+        count = 0
+        for parts in self.store.replay():
+            try:
+                self.state.accept(decode(parts))
+                count += 1
+            except (ProtocolError, BufferReject) as exc:
+                self.state.reject(f"store_{exc.reason}")
+        return count
+
+    def wait(self) -> None:
+        while not self.stop_event.wait(0.5):
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(5)
+        self.projector.close()
+        self.store.close()
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ingest -------------------------------------------------------------------------------
+    def _ingest_loop(self, sock: zmq.Socket) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if sock.poll(POLL_MS):
+                    self._drain(sock)
+                self.store.maybe_flush()
+        finally:
+            sock.close(linger=0)
+
+    def _drain(self, sock: zmq.Socket, budget: int = 1000) -> None:
+        for _ in range(budget):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.ingest(parts)
+
+    def ingest(self, parts: list) -> bool:
+        """Validate, store and buffer one wire frame; count a reject instead of raising."""
+        self.state.frames_received += 1
+        try:
+            frame = decode(parts)
+            added = self.state.accept(frame)
+        except (ProtocolError, BufferReject) as exc:
+            self.state.reject(exc.reason)
+            return False
+        if added or frame.space not in FROZEN_SPACES:
+            self.store.append(frame.run, parts)
+        return True
+
+    # projections --------------------------------------------------------------------------
+    def _projection_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if not self.projector.ready.is_set():
+                if self.projector.failed:
+                    log.error("%s; projections are off", self.projector.failed)
+                    return
+                self.stop_event.wait(0.2)
+                continue
+            jobs = self.state.due_fits(time.time(), self.projection_interval_s)
+            for job in jobs:
+                self._fit(job)
+            if not jobs:
+                self.stop_event.wait(0.05)
+
+    def _fit(self, job: FitJob) -> None:
+        prev = job.previous
+        init = warm_start(prev.keys, prev.coords, job.keys) if prev else None
+        try:
+            coords, seconds = self.projector.fit(job.vectors, self.n_neighbors, init)
+        except ProjectorError as exc:
+            if self.stop_event.is_set():
+                return
+            first = not self.state.projection_errors
+            self.state.projection_errors[type(exc).__name__] += 1
+            if first:
+                log.error("projection of %s/%s failed: %s", job.run, job.space, exc)
+            return
+        if prev is not None:
+            coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
+        self.state.install(job, coords, seconds)
+
+    # queries ------------------------------------------------------------------------------
+    def _query_loop(self, sock: zmq.Socket) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if not sock.poll(POLL_MS):
+                    continue
+                raw = sock.recv()
+                sock.send(json.dumps(self.answer(raw), separators=(",", ":")).encode())
+        finally:
+            sock.close(linger=0)
+
+    def answer(self, raw: bytes) -> dict:
+        try:
+            request = json.loads(raw)
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+            handler = self._handlers().get(request.get("op"))
+            if handler is None:
+                raise ValueError(f"unknown op {request.get('op')!r}; known: {', '.join(self._handlers())}")
+            return handler(request)
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def _handlers(self) -> dict:
+        return {
+            "ping": lambda r: {"ok": True, "version": self.state.version, **self._health()},
+            "stats": lambda r: {**self.state.stats(), **self._health()},
+            "runs": lambda r: {"ok": True, "runs": self.state.run_list()},
+            "snapshot": self._snapshot,
+            "clear": self._clear,
+            "pause": lambda r: self._set_paused(True),
+            "resume": lambda r: self._set_paused(False),
+            "refit": lambda r: self._refit(r),
+        }
+
+    def _health(self) -> dict:
+        return {"warming_up": not self.projector.ready.is_set() and not self.projector.failed,
+                "projector_error": self.projector.failed, "warmup_s": self.projector.warmup_s,
+                "ingest": self.ingest_endpoint, "store": str(self.store.root)}
+
+    def _snapshot(self, request: dict) -> dict:
+        since = request.get("since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+            raise ValueError("since must be an integer version or null")
+        reply = self.state.snapshot(_run_arg(request), since)
+        reply["warming_up"] = self._health()["warming_up"]
+        return reply
+
+    def _clear(self, request: dict) -> dict:
+        run, space = _run_arg(request), _space_arg(request)
+        for name in self.state.clear(run, space):
+            self.store.forget(name)
+        return {"ok": True}
+
+    def _set_paused(self, paused: bool) -> dict:
+        self.state.set_paused(paused)
+        return {"ok": True, "paused": paused}
+
+    def _refit(self, request: dict) -> dict:
+        self.state.request_refit(_run_arg(request), _space_arg(request))
+        return {"ok": True}
+
+
+def _run_arg(request: dict) -> str | None:
+    run = request.get("run")
+    if run is not None and not isinstance(run, str):
+        raise ValueError("run must be a string or null")
+    return run
+
+
+def _space_arg(request: dict) -> str | None:
+    space = request.get("space")
+    if space is not None and space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)} or null")
+    return space

@@ -1,0 +1,117 @@
+"""Settings: each declared once (name, default, help), read from flags or ACESTEP_VIZ_* variables.
+
+A ``Setting`` knows its CLI flag and environment variable, parses and validates its value and
+says what to fix when the value is wrong. ``resolve`` applies the order
+flag > environment variable > default. Both the trainer side and the sidecars declare their
+settings with this module (it needs only the standard library), and a test checks the README
+documents every one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+ENV_PREFIX = "ACESTEP_VIZ_"
+
+
+class SettingError(ValueError):
+    """A setting has a value that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # snake_case; flag --name-with-dashes, variable ACESTEP_VIZ_NAME
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    check: Callable[[Any], str | None] | None = None  # returns a problem description or None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def convert(self, raw: Any, source: str) -> Any:
+        try:
+            value = self.parse(raw) if isinstance(raw, str) else raw
+        except (TypeError, ValueError) as exc:
+            raise SettingError(f"{source}: cannot read {raw!r} ({exc}); {self.help}") from None
+        problem = self.check(value) if self.check else None
+        if problem:
+            raise SettingError(f"{source}={raw!r}: {problem}")
+        return value
+
+
+def parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
+
+
+def parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def at_least(minimum: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= minimum else f"must be at least {minimum}"
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def zmq_endpoint(value: str) -> str | None:
+    if not isinstance(value, str) or not value.startswith(("tcp://", "ipc://", "inproc://")):
+        return "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5557"
+    if value.startswith("tcp://"):
+        host, _, port = value[len("tcp://"):].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return "must look like tcp://HOST:PORT with a port between 1 and 65535"
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+    """Add one flag per setting. Defaults stay None so the environment can fill them in."""
+    for setting in settings:
+        if setting.parse is parse_bool:
+            parser.add_argument(setting.flag, dest=setting.name, action="store_const", const=True,
+                                default=None, help=f"{setting.help} [env {setting.env}]")
+        else:
+            parser.add_argument(setting.flag, dest=setting.name, default=None,
+                                help=f"{setting.help} (default: {setting.default!r}) [env {setting.env}]")
+
+
+def resolve(settings: Iterable[Setting], flags: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return {name: value} from flags, then environment, then defaults; validate each."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in settings:
+        if flags.get(setting.name) is not None:
+            values[setting.name] = setting.convert(flags[setting.name], setting.flag)
+        elif environ.get(setting.env) not in (None, ""):
+            values[setting.name] = setting.convert(environ[setting.env], setting.env)
+        else:
+            values[setting.name] = setting.default
+    return values
+
+
+def markdown_table(settings: Iterable[Setting]) -> str:
+    """The README's settings table, one row per setting."""
+    rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in settings:
+        rows.append(f"| `{s.flag}` | `{s.env}` | `{s.default!r}` | {s.help} |")
+    return "\n".join(rows)

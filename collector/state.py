@@ -1,0 +1,234 @@
+"""Everything the collector knows, as plain data with a lock: runs, buffers, projections, counters.
+
+No sockets and no PaCMAP here: the service feeds frames in, the projection loop takes fit jobs
+out and puts layouts back, and the query loop reads snapshots and statistics.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from collector.buffers import SpaceBuffer
+from collector.projection import MIN_POINTS
+from collector.protocol import SPACES, Frame
+
+POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
+
+
+@dataclass
+class Projection:
+    keys: list[str]
+    coords: np.ndarray  # (n, 2)
+    meta: list[dict]
+    generation: int  # buffer generation it was fitted on
+    version: int  # collector-wide version when it was installed
+    projected_at: float
+    seconds: float
+
+
+@dataclass
+class SpaceState:
+    buffer: SpaceBuffer
+    projection: Projection | None = None
+    last_fit_at: float = 0.0
+    force: bool = False
+
+
+@dataclass
+class RunState:
+    name: str
+    spaces: dict[str, SpaceState]
+    first_seen: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+
+
+@dataclass
+class FitJob:
+    run: str
+    space: str
+    generation: int
+    vectors: np.ndarray
+    keys: list[str]
+    meta: list[dict]
+    previous: Projection | None
+
+
+class CollectorState:
+    def __init__(self, buffer_size: int = 2000, min_points: int = MIN_POINTS):
+        self.lock = threading.RLock()
+        self.buffer_size = buffer_size
+        self.min_points = max(min_points, MIN_POINTS)
+        self.runs: dict[str, RunState] = {}
+        self.version = 0
+        self.paused = False
+        self.frames_received = 0
+        self.frames_accepted = 0
+        self.rejects: Counter[str] = Counter()
+        self.projection_errors: Counter[str] = Counter()
+        self.started_at = time.time()
+        self._snapshot_cache: dict[str, tuple[int, dict]] = {}
+
+    # ingest -------------------------------------------------------------------------------
+    def accept(self, frame: Frame) -> int:
+        """Buffer a decoded frame; returns the number of new rows. Raises BufferReject."""
+        with self.lock:
+            run = self.runs.get(frame.run)
+            if run is None:
+                run = self.runs[frame.run] = RunState(
+                    frame.run, {s: SpaceState(SpaceBuffer(s, self.buffer_size)) for s in SPACES})
+            added = run.spaces[frame.space].buffer.add(frame)
+            run.last_seen = time.time()
+            self.frames_accepted += 1
+            return added
+
+    def reject(self, reason: str) -> None:
+        with self.lock:
+            self.rejects[reason] += 1
+
+    # projections --------------------------------------------------------------------------
+    def due_fits(self, now: float, min_interval_s: float) -> list[FitJob]:
+        """Spaces with new rows, enough points and no fit within the interval (or forced)."""
+        jobs = []
+        with self.lock:
+            if self.paused:
+                return jobs
+            for run in self.runs.values():
+                for name, space in run.spaces.items():
+                    buf = space.buffer
+                    fitted = space.projection.generation if space.projection else 0
+                    stale = buf.generation != fitted or space.force
+                    if not stale or buf.size < self.min_points:
+                        continue
+                    if not space.force and now - space.last_fit_at < min_interval_s:
+                        continue
+                    space.force = False
+                    space.last_fit_at = now
+                    vectors, keys, meta = buf.snapshot()
+                    jobs.append(FitJob(run.name, name, buf.generation, vectors, keys, meta, space.projection))
+        return jobs
+
+    def install(self, job: FitJob, coords: np.ndarray, seconds: float) -> None:
+        with self.lock:
+            run = self.runs.get(job.run)
+            if run is None:
+                return  # cleared while fitting
+            space = run.spaces[job.space]
+            if job.generation < space.buffer.cleared_at:
+                return  # cleared while fitting
+            self.version += 1
+            space.projection = Projection(job.keys, coords, job.meta, job.generation, self.version,
+                                          time.time(), seconds)
+
+    def request_refit(self, run: str | None, space: str | None) -> None:
+        with self.lock:
+            for state in self._select(run, space):
+                state.force = True
+
+    def set_paused(self, paused: bool) -> None:
+        with self.lock:
+            self.paused = paused
+
+    def clear(self, run: str | None, space: str | None) -> list[str]:
+        """Forget buffers and projections; returns the runs that are now gone entirely."""
+        with self.lock:
+            removed = []
+            if space is None:
+                names = list(self.runs) if run is None else [run] if run in self.runs else []
+                for name in names:
+                    del self.runs[name]
+                    removed.append(name)
+            else:
+                for state in self._select(run, space):
+                    state.buffer.clear()
+                    state.projection = None
+            self.version += 1
+            return removed
+
+    def _select(self, run: str | None, space: str | None) -> list[SpaceState]:
+        runs = self.runs.values() if run is None else [self.runs[run]] if run in self.runs else []
+        return [st for r in runs for name, st in r.spaces.items() if space in (None, name)]
+
+    # queries ------------------------------------------------------------------------------
+    def latest_run(self) -> str | None:
+        with self.lock:
+            if not self.runs:
+                return None
+            return max(self.runs.values(), key=lambda r: r.last_seen).name
+
+    def counts(self, run: str | None) -> dict:
+        with self.lock:
+            state = self.runs.get(run) if run else None
+            result = {}
+            for name in SPACES:
+                st = state.spaces[name] if state else None
+                result[name] = {"buffered": st.buffer.size if st else 0,
+                                "projected": len(st.projection.keys) if st and st.projection else 0}
+            return result
+
+    def snapshot(self, run: str | None, since: int | None) -> dict:
+        with self.lock:
+            run = run if run in self.runs else self.latest_run()
+            reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused,
+                     "counts": self.counts(run)}
+            if since is not None and since == self.version:
+                return {**reply, "changed": False}
+            reply["changed"] = True
+            reply["spaces"] = self._spaces_payload(run)
+            return reply
+
+    def _spaces_payload(self, run: str | None) -> dict:
+        cached = self._snapshot_cache.get(run or "")
+        if cached and cached[0] == self.version:
+            return cached[1]
+        state = self.runs.get(run) if run else None
+        payload = {}
+        for name in SPACES:
+            st = state.spaces[name] if state else None
+            payload[name] = _space_payload(st)
+        self._snapshot_cache = {run or "": (self.version, payload)}
+        return payload
+
+    def stats(self) -> dict:
+        with self.lock:
+            runs = {}
+            for run in self.runs.values():
+                runs[run.name] = {name: {
+                    "received": st.buffer.received,
+                    "buffered": st.buffer.size,
+                    "projected": len(st.projection.keys) if st.projection else 0,
+                    "version": st.projection.version if st.projection else 0,
+                    "last_projection_at": st.projection.projected_at if st.projection else None,
+                    "last_projection_s": st.projection.seconds if st.projection else None,
+                    "last_step": st.buffer.last_step,
+                    "dim": st.buffer.dim,
+                } for name, st in run.spaces.items()}
+            return {"ok": True, "paused": self.paused, "uptime_s": time.time() - self.started_at,
+                    "version": self.version, "frames_received": self.frames_received,
+                    "frames_accepted": self.frames_accepted, "rejects": dict(self.rejects),
+                    "projection_errors": dict(self.projection_errors), "runs": runs}
+
+    def run_list(self) -> list[dict]:
+        with self.lock:
+            ordered = sorted(self.runs.values(), key=lambda r: r.last_seen, reverse=True)
+            return [{"run": r.name, "first_seen": r.first_seen, "last_seen": r.last_seen,
+                     "last_step": max(st.buffer.last_step for st in r.spaces.values())} for r in ordered]
+
+
+def _space_payload(state: SpaceState | None) -> dict:
+    empty = {"buffered": 0, "projected": 0, "projected_at": None, "last_step": -1,
+             "points": {"x": [], "y": [], **{f: [] for f in POINT_FIELDS}}}
+    if state is None:
+        return empty
+    proj = state.projection
+    payload = {**empty, "buffered": state.buffer.size, "last_step": state.buffer.last_step}
+    if proj is None:
+        return payload
+    coords = np.round(proj.coords, 4)
+    points = {"x": coords[:, 0].tolist(), "y": coords[:, 1].tolist()}
+    for f in POINT_FIELDS:
+        points[f] = [m.get(f) for m in proj.meta]
+    return {**payload, "projected": len(proj.keys), "projected_at": proj.projected_at, "points": points}

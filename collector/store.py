@@ -1,0 +1,136 @@
+"""The durable run store: one append-only log of accepted frames per run.
+
+Layout: ``<store>/<run-dir>/frames.avz``, a sequence of records::
+
+    b"AVZ1" | u32 topic_len | u32 header_len | u32 payload_len | u32 crc32 | topic | header | payload
+
+(little-endian; the CRC covers topic, header and payload). The three parts are exactly the
+wire frame, so a record is decoded by ``collector.protocol.decode`` like a live frame. A
+record cut short by a crash or with a bad CRC ends the readable log: reading stops there and
+appending first truncates the torn tail. No pickle.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+MAGIC = b"AVZ1"
+_HEAD = struct.Struct("<4sIIII")
+LOG_NAME = "frames.avz"
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def run_dir_name(run: str) -> str:
+    """A directory name for a run id that cannot escape the store."""
+    return run if _SAFE.fullmatch(run) else "x-" + run.encode().hex()[:180]
+
+
+def default_store_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "acestep-viz", "runs")
+
+
+def read_records(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield (end offset, [topic, header, payload]) for each intact record."""
+    with open(path, "rb") as f:
+        data = f.read()
+    offset = 0
+    while offset + _HEAD.size <= len(data):
+        magic, t_len, h_len, p_len, crc = _HEAD.unpack_from(data, offset)
+        start = offset + _HEAD.size
+        end = start + t_len + h_len + p_len
+        if magic != MAGIC or end > len(data) or zlib.crc32(data[start:end]) != crc:
+            return
+        parts = [data[start:start + t_len], data[start + t_len:start + t_len + h_len],
+                 data[start + t_len + h_len:end]]
+        yield end, parts
+        offset = end
+
+
+def intact_length(path: Path) -> int:
+    end = 0
+    for end, _ in read_records(path):
+        pass
+    return end
+
+
+class RunStore:
+    """Appends accepted frames to per-run logs; flushes often so a kill -9 loses at most ~1 s."""
+
+    def __init__(self, root: str | os.PathLike, flush_every_s: float = 0.25, fsync_every_s: float = 1.0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.flush_every_s = flush_every_s
+        self.fsync_every_s = fsync_every_s
+        self._files: dict[str, object] = {}
+        self._last_flush = self._last_fsync = time.monotonic()
+        self.bytes_written = 0
+
+    def log_path(self, run: str) -> Path:
+        return self.root / run_dir_name(run) / LOG_NAME
+
+    def append(self, run: str, parts: list) -> None:
+        topic, header, payload = (bytes(p) for p in parts)
+        body = topic + header + payload
+        record = _HEAD.pack(MAGIC, len(topic), len(header), len(payload), zlib.crc32(body)) + body
+        self._file(run).write(record)
+        self.bytes_written += len(record)
+
+    def maybe_flush(self) -> None:
+        now = time.monotonic()
+        if now - self._last_flush >= self.flush_every_s:
+            self.flush(fsync=now - self._last_fsync >= self.fsync_every_s)
+
+    def flush(self, fsync: bool = False) -> None:
+        for f in self._files.values():
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        self._last_flush = time.monotonic()
+        if fsync:
+            self._last_fsync = self._last_flush
+
+    def replay(self) -> Iterator[list[bytes]]:
+        """Every intact stored frame of every run, run by run, in the order they were accepted."""
+        for path in sorted(self.root.glob(f"*/{LOG_NAME}")):
+            for _, parts in read_records(path):
+                yield parts
+
+    def forget(self, run: str) -> None:
+        """Delete a run's log (the user cleared it)."""
+        f = self._files.pop(run, None)
+        if f is not None:
+            f.close()
+        path = self.log_path(run)
+        if path.exists():
+            path.unlink()
+
+    def _file(self, run: str):
+        f = self._files.get(run)
+        if f is None:
+            path = self.log_path(run)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                keep = intact_length(path)
+                if keep != path.stat().st_size:
+                    os.truncate(path, keep)  # drop a torn tail so new records stay readable
+            f = self._files[run] = open(path, "ab", buffering=1 << 20)
+        return f
+
+    def close(self) -> None:
+        files, self._files = self._files, {}
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

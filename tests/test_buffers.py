@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from collector.buffers import BufferReject, SpaceBuffer
+from collector.protocol import Frame
+
+
+def frame(space, ids, step=0, dim=4, layer=None, value=1.0):
+    meta = [{"layer": layer, "prompt": f"p-{i}"} if layer else {"prompt": f"p-{i}"} for i in ids]
+    return Frame(run="r", space=space, step=step, ids=list(ids), meta=meta,
+                 vectors=np.full((len(ids), dim), value, np.float16))
+
+
+def test_frozen_space_keeps_one_row_per_clip():
+    buf = SpaceBuffer("latent", capacity=100)
+    assert buf.add(frame("latent", ["a", "b"], step=0)) == 2
+    assert buf.add(frame("latent", ["a", "b", "c"], step=5)) == 1
+    vectors, keys, meta = buf.snapshot()
+    assert keys == ["a", "b", "c"] and vectors.shape == (3, 4)
+    assert meta[0]["step"] == 5  # metadata refreshed
+
+
+def test_lora_space_keeps_every_step_and_layer():
+    buf = SpaceBuffer("lora", capacity=100)
+    buf.add(frame("lora", ["a"], step=1, layer="l0"))
+    buf.add(frame("lora", ["a"], step=1, layer="l1"))
+    buf.add(frame("lora", ["a"], step=2, layer="l0"))
+    assert buf.size == 3
+
+
+def test_ring_drops_the_oldest_rows_first():
+    buf = SpaceBuffer("lora", capacity=3)
+    for step in range(5):
+        buf.add(frame("lora", ["a"], step=step, layer="l0", value=step))
+    vectors, keys, meta = buf.snapshot()
+    assert [m["step"] for m in meta] == [2, 3, 4]
+    assert vectors[:, 0].tolist() == [2.0, 3.0, 4.0]
+    assert buf.received == 5
+
+
+def test_dimension_change_is_rejected_without_mixing():
+    buf = SpaceBuffer("lora", capacity=10)
+    buf.add(frame("lora", ["a"], dim=4, layer="l0"))
+    with pytest.raises(BufferReject) as err:
+        buf.add(frame("lora", ["b"], dim=8, layer="l0"))
+    assert err.value.reason == "dim_mismatch" and buf.size == 1
+
+
+def test_clear_empties_and_accepts_a_new_dimension():
+    buf = SpaceBuffer("prompt", capacity=10)
+    buf.add(frame("prompt", ["a"], dim=4))
+    gen = buf.generation
+    buf.clear()
+    assert buf.size == 0 and buf.generation != gen
+    buf.add(frame("prompt", ["a"], dim=8))
+    assert buf.snapshot()[0].shape == (1, 8)

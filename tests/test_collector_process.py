@@ -1,0 +1,94 @@
+"""The collector as a real process: frames in over ZeroMQ, projections and control out."""
+import time
+
+import pytest
+
+from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
+
+pytestmark = pytest.mark.slow
+SPACES = ("latent", "lora", "prompt")
+
+
+def all_projected(endpoint, minimum=10):
+    snap = query(endpoint, {"op": "snapshot", "since": None})
+    if snap["run"] and all(snap["spaces"][s]["projected"] >= minimum for s in SPACES):
+        return snap
+    return None
+
+
+@pytest.fixture
+def collector(tmp_path):
+    with CollectorProcess(tmp_path / "store") as proc:
+        proc.wait_ready()
+        yield proc
+
+
+def test_frames_become_projected_points_with_metadata(collector):
+    send_frames(collector.ingest, synthetic_frames(run="run-1", n_clips=30, steps=2))
+    snap = wait_for(lambda: all_projected(collector.query), timeout=60)
+    latent = snap["spaces"]["latent"]["points"]
+    assert len(latent["x"]) == 30 and len(set(latent["id"])) == 30
+    lora = snap["spaces"]["lora"]["points"]
+    assert len(lora["x"]) == 30 * 2 * 3 and set(lora["layer"]) == {f"block{i}.to_out.0" for i in range(3)}
+    assert all(p.startswith(("metal", "jazz", "ambient", "techno", "folk")) for p in lora["prompt"])
+    unchanged = query(collector.query, {"op": "snapshot", "since": snap["version"]})
+    assert unchanged["changed"] is False and "spaces" not in unchanged
+
+
+def test_bad_frames_are_counted_by_reason_and_good_ones_still_accepted(collector):
+    import zmq
+    frames = synthetic_frames(run="run-2", n_clips=12, steps=1)
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.connect(collector.ingest)
+    assert pub.poll(10000)
+    pub.recv()
+    pub.send_multipart([b"garbage"])
+    pub.send_multipart([b"run-2/lora", b"{nope", b"\0\0"])
+    pub.close()
+    send_frames(collector.ingest, frames)
+    stats = wait_for(lambda: (lambda s: s if s["frames_accepted"] >= len(frames) else None)(
+        query(collector.query, {"op": "stats"})), timeout=20)
+    assert stats["rejects"] == {"part_count": 1, "json": 1}
+    assert stats["runs"]["run-2"]["latent"]["buffered"] == 12
+
+
+def test_clear_pause_and_refit_over_the_query_api(collector):
+    send_frames(collector.ingest, synthetic_frames(run="run-3", n_clips=20, steps=1))
+    wait_for(lambda: all_projected(collector.query), timeout=60)
+    assert query(collector.query, {"op": "pause"})["ok"]
+    send_frames(collector.ingest, synthetic_frames(run="run-3", n_clips=25, steps=2, seed=1))
+    before = query(collector.query, {"op": "stats"})["runs"]["run-3"]["lora"]
+    wait_for(lambda: query(collector.query, {"op": "stats"})["runs"]["run-3"]["lora"]["buffered"] > before["projected"])
+    assert query(collector.query, {"op": "stats"})["runs"]["run-3"]["lora"]["version"] == before["version"]
+    query(collector.query, {"op": "resume"})
+    wait_for(lambda: query(collector.query, {"op": "stats"})["runs"]["run-3"]["lora"]["version"] > before["version"],
+             timeout=30)
+    version = query(collector.query, {"op": "stats"})["runs"]["run-3"]["prompt"]["version"]
+    query(collector.query, {"op": "refit", "space": "prompt"})
+    wait_for(lambda: query(collector.query, {"op": "stats"})["runs"]["run-3"]["prompt"]["version"] > version,
+             timeout=30)
+    assert query(collector.query, {"op": "clear"})["ok"]
+    snap = query(collector.query, {"op": "snapshot", "since": None})
+    assert snap["run"] is None and all(snap["spaces"][s]["projected"] == 0 for s in SPACES)
+
+
+def test_unknown_ops_and_bad_requests_get_errors_not_crashes(collector):
+    assert query(collector.query, {"op": "explode"})["ok"] is False
+    assert "since" in query(collector.query, {"op": "snapshot", "since": "x"})["error"]
+    assert query(collector.query, {"op": "clear", "space": "video"})["ok"] is False
+    assert query(collector.query, {"op": "ping"})["ok"] is True
+
+
+def test_restart_restores_buffers_from_the_store(tmp_path):
+    store = tmp_path / "store"
+    frames = synthetic_frames(run="run-4", n_clips=15, steps=2)
+    with CollectorProcess(store) as first:
+        send_frames(first.ingest, frames)
+        wait_for(lambda: query(first.query, {"op": "stats"})["frames_accepted"] == len(frames), timeout=20)
+        time.sleep(1.5)  # the promise: what was accepted more than ~1 s before a kill -9 survives it
+        first.kill9()
+    with CollectorProcess(store) as second:
+        runs = query(second.query, {"op": "stats"})["runs"]
+        assert {s: runs["run-4"][s]["buffered"] for s in SPACES} == {"latent": 15, "lora": 90, "prompt": 15}
