@@ -1,0 +1,60 @@
+"""The Dash app factory and a server entry point.
+
+Everything the page needs is served from this machine: Plotly.js and the Dash renderer from
+the installed dash package (``serve_locally``), the Bootstrap theme and the palette from the
+repository's ``assets/`` folder. No CDN, no external stylesheet.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dash
+
+from dashboard.callbacks import register
+from dashboard.client import DEFAULT_ENDPOINT, CollectorClient
+from dashboard.layout import page
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_TITLE = "ACE-Step LoRA embeddings"
+
+
+def normalise_prefix(url_prefix: str) -> str:
+    """"viz" or "/viz" -> "/viz/"; Dash needs a leading and a trailing slash."""
+    stripped = (url_prefix or "/").strip("/")
+    return f"/{stripped}/" if stripped else "/"
+
+
+def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_prefix: str = "/",
+               title: str = DEFAULT_TITLE, timeout_ms: int = 1500) -> dash.Dash:
+    """A Dash app polling the collector's query endpoint every ``interval_s`` seconds."""
+    if not interval_s or interval_s <= 0:
+        raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
+    app = dash.Dash(
+        __name__,
+        assets_folder=str(ASSETS),
+        url_base_pathname=normalise_prefix(url_prefix),
+        serve_locally=True,
+        title=title,
+        update_title=None,
+    )
+    app.layout = page(interval_s)
+    register(app, CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms)))
+    return app
+
+
+def request_timeout_ms(interval_s: float, timeout_ms: int = 1500) -> int:
+    """Shorter than the poll interval: Dash drops a reply once the next tick's request is out,
+    so a slower timeout would never let "Collector offline" reach the page."""
+    return max(250, min(int(timeout_ms), int(interval_s * 600)))
+
+
+def serve(collector: str = DEFAULT_ENDPOINT, host: str = "127.0.0.1", port: int = 8050,
+          quiet: bool = True, **kw) -> None:
+    """Run the app on Flask's threaded server until interrupted. ``kw`` goes to ``create_app``."""
+    app = create_app(collector, **kw)
+    if quiet:  # one access-log line per poll per browser is noise
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    print(f"acestep-viz dashboard on http://{host}:{port}{normalise_prefix(kw.get('url_prefix', '/'))} "
+          f"(collector {collector})", flush=True)
+    app.run(host=host, port=int(port), debug=False)

@@ -1,0 +1,100 @@
+"""Talks to the collector's query endpoint (ZeroMQ REQ -> REP, one JSON object each way).
+
+A fresh REQ socket per request: Flask serves callbacks on several threads and ZeroMQ
+sockets must not be shared between threads, and a REQ socket that missed a reply is stuck
+in the wrong state anyway. Every request has a timeout; nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import zmq
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5558"
+
+
+class CollectorError(Exception):
+    """Base class for anything that went wrong talking to the collector."""
+
+
+class CollectorUnavailable(CollectorError):
+    """No reply in time, or a reply that is not a JSON object with an "ok" field."""
+
+
+class CollectorRequestError(CollectorError):
+    """The collector answered, but with ``"ok": false``; the message is its ``error``."""
+
+
+class CollectorClient:
+    """Request/reply client for one collector. Holds configuration only, no connection."""
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout_ms: int = 1500):
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"CollectorClient({self.endpoint!r}, timeout_ms={self.timeout_ms})"
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request, return the reply object; raise a ``CollectorError`` subclass."""
+        raw = self._round_trip(json.dumps(message).encode("utf-8"))
+        reply = _parse_reply(raw, self.endpoint)
+        if not reply["ok"]:
+            raise CollectorRequestError(
+                f"collector at {self.endpoint} refused {message.get('op')!r}: "
+                f"{reply.get('error', 'no error message')}")
+        return reply
+
+    def _round_trip(self, payload: bytes) -> bytes:
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+        sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+        try:
+            sock.connect(self.endpoint)
+            sock.send(payload)
+            return sock.recv()
+        except zmq.Again:
+            raise CollectorUnavailable(
+                f"no reply from the collector at {self.endpoint} within {self.timeout_ms} ms "
+                "(is `acestep-viz collector` running?)") from None
+        except zmq.ZMQError as exc:
+            raise CollectorUnavailable(f"cannot reach the collector at {self.endpoint}: {exc}") from None
+        finally:
+            sock.close()
+
+    # -- the query API ---------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return self.request({"op": "stats"})
+
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.request({"op": "runs"}).get("runs") or [])
+
+    def snapshot(self, run: str | None = None, since: int | None = None) -> dict[str, Any]:
+        """Projected points of ``run`` (None: the most recently active run) newer than ``since``."""
+        return self.request({"op": "snapshot", "run": run, "since": since})
+
+    def clear(self, run: str | None = None, space: str | None = None) -> dict[str, Any]:
+        """Forget data: None run means every run, None space every space."""
+        return self.request({"op": "clear", "run": run, "space": space})
+
+    def pause(self) -> dict[str, Any]:
+        return self.request({"op": "pause"})
+
+    def resume(self) -> dict[str, Any]:
+        return self.request({"op": "resume"})
+
+    def refit(self, run: str | None = None, space: str | None = None) -> dict[str, Any]:
+        return self.request({"op": "refit", "run": run, "space": space})
+
+
+def _parse_reply(raw: bytes, endpoint: str) -> dict[str, Any]:
+    try:
+        reply = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CollectorUnavailable(f"the collector at {endpoint} sent a reply that is not JSON: {exc}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise CollectorUnavailable(
+            f"the collector at {endpoint} sent a reply without a boolean \"ok\" field")
+    return reply

@@ -1,0 +1,266 @@
+"""Pure figure building: a collector snapshot (a dict) in, a Plotly figure out.
+
+No I/O and no Dash here, so every function can be unit tested with plain dicts.
+User text (sample ids, prompts, layer names) is HTML-escaped before it reaches Plotly's
+hover labels, which interpret a subset of HTML.
+"""
+from __future__ import annotations
+
+import copy
+import html
+import math
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.colors import get_colorscale
+from plotly.subplots import make_subplots
+
+SPACES = ("latent", "lora", "prompt")
+MIN_POINTS = 10
+PROMPT_CHARS = 60
+
+PALETTE = {
+    "page": "#111827",
+    "plot": "#1f2937",
+    "text": "#9ca3af",
+    "title": "#e5e7eb",
+    "grid": "#374151",
+    "accent": "#8b5cf6",
+    "accent_hover": "#a78bfa",
+}
+
+EMPTY_TITLE = "Waiting for training data..."
+EMPTY_DETAIL = "Embeddings will appear once training begins and hooks capture data."
+INSUFFICIENT = f"Insufficient data (need >= {MIN_POINTS} samples per space)"
+WARMING_UP = "PaCMAP is warming up (about 25 s on a fresh machine)..."
+
+
+@dataclass(frozen=True)
+class Panel:
+    space: str
+    title: str
+    colorscale: str
+    colour_by: str  # "step" or "layer"
+
+
+PANELS = (
+    Panel("latent", "Latent Space (Audio)", "Viridis", "step"),
+    Panel("lora", "LoRA Layer Outputs", "Plasma", "layer"),
+    Panel("prompt", "Prompt Embeddings", "Cividis", "step"),
+)
+TITLES = tuple(panel.title for panel in PANELS)
+
+_AXIS = dict(gridcolor=PALETTE["grid"], zerolinecolor=PALETTE["grid"], linecolor=PALETTE["grid"],
+             zeroline=True, showline=False, tickfont=dict(color=PALETTE["text"]),
+             title=dict(font=dict(color=PALETTE["text"], size=12)))
+
+TEMPLATE = go.layout.Template(layout=dict(
+    paper_bgcolor=PALETTE["page"],
+    plot_bgcolor=PALETTE["plot"],
+    font=dict(color=PALETTE["text"], family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"),
+    xaxis=_AXIS,
+    yaxis=_AXIS,
+    hoverlabel=dict(bgcolor=PALETTE["page"], bordercolor=PALETTE["accent"],
+                    font=dict(color=PALETTE["title"], size=12)),
+    modebar=dict(bgcolor="rgba(0,0,0,0)", color=PALETTE["text"], activecolor=PALETTE["accent_hover"]),
+))
+
+
+# -- snapshot access ---------------------------------------------------------------------------
+def space_points(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, list]:
+    """The point columns of one space, with missing or null columns as lists of None."""
+    entry = ((snapshot or {}).get("spaces") or {}).get(space) or {}
+    raw = entry.get("points") or {}
+    xs = list(raw.get("x") or [])
+    n = len(xs)
+    columns = {"x": xs, "y": list(raw.get("y") or [])[:n]}
+    for key in ("id", "step", "loss", "timestep", "layer", "prompt"):
+        values = raw.get(key)
+        columns[key] = list(values)[:n] if values is not None else [None] * n
+        columns[key] += [None] * (n - len(columns[key]))
+    columns["y"] += [None] * (n - len(columns["y"]))
+    return columns
+
+
+def space_counts(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, int]:
+    """{"buffered": n, "projected": n} for one space, from "counts" or "spaces"."""
+    snapshot = snapshot or {}
+    entry = (snapshot.get("counts") or {}).get(space) or (snapshot.get("spaces") or {}).get(space) or {}
+    return {"buffered": int(entry.get("buffered") or 0), "projected": int(entry.get("projected") or 0)}
+
+
+def has_any_data(snapshot: Mapping[str, Any] | None) -> bool:
+    return any(space_counts(snapshot, s)["buffered"] or space_points(snapshot, s)["x"] for s in SPACES)
+
+
+# -- text ----------------------------------------------------------------------------------------
+def inert(value: Any) -> str:
+    """User text made safe for Plotly's HTML-like labels: <, > and & are escaped."""
+    return html.escape(str(value), quote=False)
+
+
+def short_prompt(prompt: str) -> str:
+    prompt = " ".join(str(prompt).split())
+    return prompt if len(prompt) <= PROMPT_CHARS else prompt[:PROMPT_CHARS] + "…"
+
+
+def hover_text(sample_id: Any, step: Any, loss: Any, timestep: Any, layer: Any, prompt: Any) -> str:
+    """One point's hover label; fields that do not apply are left out."""
+    lines = []
+    if sample_id is not None:
+        lines.append(f"<b>{inert(sample_id)}</b>")
+    if step is not None:
+        lines.append(f"Step: {int(step)}")
+    if loss is not None:
+        lines.append(f"Loss: {float(loss):.4f}")
+    if timestep is not None:
+        lines.append(f"Timestep: {float(timestep):.0f}")
+    if layer is not None:
+        lines.append(f"Layer: {inert(layer)}")
+    if prompt:
+        lines.append(f"Prompt: {inert(short_prompt(prompt))}")
+    return "<br>".join(lines)
+
+
+def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
+    return [hover_text(*row) for row in zip(points["id"], points["step"], points["loss"],
+                                             points["timestep"], points["layer"], points["prompt"])]
+
+
+# -- colours ---------------------------------------------------------------------------------------
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def layer_codes(layers: Sequence[Any]) -> tuple[list[int], list[str]]:
+    """Map layer names to indices in natural order (block2 before block10)."""
+    names = sorted({str(layer) for layer in layers if layer is not None}, key=_natural_key)
+    index = {name: i for i, name in enumerate(names)}
+    return [index.get(str(layer), -1) if layer is not None else -1 for layer in layers], names
+
+
+def _colour_bar(title: str, domain: Sequence[float], tickvals: list | None = None,
+                span: float = 1.0) -> dict:
+    """A horizontal colour bar under its panel, with whole-number ticks."""
+    bar = dict(title=dict(text=title, side="top", font=dict(size=11)), orientation="h",
+               x=(domain[0] + domain[1]) / 2, xanchor="center", y=-0.2, yanchor="top",
+               len=(domain[1] - domain[0]) * 0.9, lenmode="fraction", thickness=10,
+               outlinewidth=0, tickfont=dict(size=10),
+               tickformat="d", tick0=0, dtick=max(1, math.ceil(span / 5)))
+    if tickvals is not None:
+        bar.update(tickvals=tickvals, tickmode="array")
+    return bar
+
+
+def _marker(panel: Panel, points: Mapping[str, Sequence], domain: Sequence[float]) -> dict:
+    # plotly.js knows only some scale names (not Plasma): always send the explicit list.
+    # The thin light outline keeps the dark low end of each scale visible on the dark plot.
+    marker = dict(size=5, colorscale=get_colorscale(panel.colorscale), showscale=True, opacity=0.9,
+                  line=dict(width=0.5, color="rgba(229, 231, 235, 0.35)"))
+    layers_known = any(layer is not None for layer in points["layer"])
+    if panel.colour_by == "layer" and layers_known:
+        codes, names = layer_codes(points["layer"])
+        ticks = list(range(len(names))) if len(names) <= 12 else None
+        marker.update(color=codes, cmin=0, cmax=max(len(names) - 1, 1),
+                      colorbar=_colour_bar("Layer", domain, ticks, span=len(names) - 1))
+    else:
+        steps = [s if s is not None else 0 for s in points["step"]]
+        low, high = (min(steps), max(steps)) if steps else (0, 1)
+        high = high if high > low else low + 1
+        marker.update(color=steps, cmin=low, cmax=high, colorbar=_colour_bar("Step", domain, span=high - low))
+    return marker
+
+
+def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float]) -> dict:
+    """One Scattergl for one space; customdata holds each point's sample id."""
+    return dict(
+        type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
+        x=points["x"], y=points["y"], mode="markers", name=panel.title, showlegend=False,
+        marker=_marker(panel, points, domain), text=hover_texts(points),
+        customdata=[str(i) if i is not None else "" for i in points["id"]],
+        hovertemplate="%{text}<extra></extra>", meta=panel.space,
+    )
+
+
+def _axis_name(letter: str, col: int) -> str:
+    return letter if col == 1 else f"{letter}{col}"
+
+
+# -- annotations -------------------------------------------------------------------------------
+def panel_notice(snapshot: Mapping[str, Any] | None, space: str, shown: int) -> str | None:
+    """The message shown inside a panel that has too few points, or None."""
+    if shown >= MIN_POINTS:
+        return None
+    buffered = space_counts(snapshot, space)["buffered"]
+    if buffered >= MIN_POINTS:
+        if (snapshot or {}).get("warming_up"):
+            return WARMING_UP
+        return f"Projecting {buffered} samples..."
+    return INSUFFICIENT
+
+
+def _panel_annotation(text: str, col: int) -> dict:
+    return dict(text=text, xref=f"{_axis_name('x', col)} domain", yref=f"{_axis_name('y', col)} domain",
+                x=0.5, y=0.5,
+                showarrow=False, font=dict(size=12, color=PALETTE["text"]),
+                bgcolor=PALETTE["page"], bordercolor=PALETTE["grid"], borderpad=6)
+
+
+def _empty_annotation() -> dict:
+    detail = "<br>".join(textwrap.wrap(EMPTY_DETAIL, 42))
+    return dict(text=f"<b>{EMPTY_TITLE}</b><br>{detail}", xref="paper", yref="paper",
+                x=0.5, y=0.5, showarrow=False, font=dict(size=15, color=PALETTE["title"]),
+                bgcolor=PALETTE["page"], bordercolor=PALETTE["accent"], borderpad=12)
+
+
+# -- the figure ----------------------------------------------------------------------------------
+# Figures are plain dicts in Plotly's JSON schema: dcc.Graph takes them as they are, and building
+# them skips plotly.graph_objects' per-element validation (about 10x faster at 3 x 1000 points).
+# ``go.Figure(build_figure(...))`` validates one when needed (the tests do).
+
+def _base_layout() -> dict:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=TITLES, horizontal_spacing=0.06)
+    fig.update_layout(template=TEMPLATE, height=540, margin=dict(l=50, r=20, t=50, b=120),
+                      hovermode="closest", dragmode="zoom", showlegend=False)
+    fig.update_xaxes(title_text="PaCMAP-1")
+    fig.update_yaxes(title_text="PaCMAP-2")
+    fig.update_annotations(font=dict(color=PALETTE["title"], size=15))
+    return fig.to_plotly_json()["layout"]
+
+
+_BASE_LAYOUT = _base_layout()
+_DOMAINS = tuple(tuple(_BASE_LAYOUT[_axis_name("xaxis", col)]["domain"]) for col in (1, 2, 3))
+
+
+def base_figure() -> dict:
+    """Three empty subplots with titles, axes and the dark palette."""
+    return {"data": [], "layout": copy.deepcopy(_BASE_LAYOUT)}
+
+
+def build_figure(snapshot: Mapping[str, Any] | None) -> dict:
+    """The three panels for a snapshot reply (``"changed": true``) or None (empty state)."""
+    fig = base_figure()
+    layout = fig["layout"]
+    waiting = not has_any_data(snapshot)
+    for col, panel in enumerate(PANELS, start=1):
+        points = space_points(snapshot, panel.space)
+        fig["data"].append(panel_trace(panel, points, col, _DOMAINS[col - 1]))
+        notice = None if waiting else panel_notice(snapshot, panel.space, len(points["x"]))
+        if notice:
+            layout["annotations"].append(_panel_annotation(notice, col))
+    if waiting:
+        layout["annotations"].append(_empty_annotation())
+        for col in (1, 2, 3):  # the default ranges mean nothing yet
+            layout[_axis_name("xaxis", col)]["showticklabels"] = False
+            layout[_axis_name("yaxis", col)]["showticklabels"] = False
+    run = (snapshot or {}).get("run")
+    layout["uirevision"] = f"run:{run}"
+    layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}
+    return fig
+
+
+def empty_figure() -> dict:
+    return build_figure(None)

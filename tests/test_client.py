@@ -1,0 +1,184 @@
+"""dashboard.client and the poll glue against a tiny in-test REP server on a loopback port."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import zmq
+from dash import no_update
+from dash.exceptions import PreventUpdate
+
+from dashboard.callbacks import clear_outputs, poll_outputs
+from dashboard.client import CollectorClient, CollectorRequestError, CollectorUnavailable
+from dashboard.status import CLEARED, ERROR, LIVE, OFFLINE
+from tests.support import free_port
+
+
+@contextmanager
+def rep_server(handler):
+    """A REP socket on a free 127.0.0.1 port answering ``handler(request_bytes) -> reply_bytes``."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    stop = threading.Event()
+    ready = threading.Event()
+    seen: list = []
+
+    def serve():
+        sock = zmq.Context.instance().socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        ready.set()
+        try:
+            while not stop.is_set():
+                if sock.poll(50):
+                    raw = sock.recv()
+                    seen.append(json.loads(raw))
+                    reply = handler(raw)
+                    if reply is not None:
+                        sock.send(reply)
+                    else:  # a hung collector: never answers again
+                        stop.wait()
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        yield endpoint, seen
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def json_handler(fn):
+    return lambda raw: json.dumps(fn(json.loads(raw))).encode()
+
+
+def snapshot_reply(request, version=3, run="run-a", n=12):
+    counts = {s: {"buffered": n, "projected": n} for s in ("latent", "lora", "prompt")}
+    if request.get("since") == version:
+        return {"ok": True, "changed": False, "version": version, "run": run, "warming_up": False,
+                "paused": False, "counts": counts}
+    pts = {"x": [float(i) for i in range(n)], "y": [float(-i) for i in range(n)],
+           "id": [f"c{i}" for i in range(n)], "step": list(range(n)), "loss": None, "timestep": None,
+           "layer": None, "prompt": None}
+    spaces = {s: {**counts[s], "projected_at": 1.0, "last_step": n, "points": pts} for s in counts}
+    return {"ok": True, "changed": True, "version": version, "run": run, "warming_up": False, "paused": False,
+            "counts": counts, "spaces": spaces}
+
+
+def test_round_trip_of_every_op():
+    def handle(request):
+        if request["op"] == "snapshot":
+            return snapshot_reply(request)
+        if request["op"] == "runs":
+            return {"ok": True, "runs": [{"run": "run-a", "first_seen": 1.0, "last_seen": 2.0, "last_step": 5}]}
+        return {"ok": True, "echo": request}
+
+    with rep_server(json_handler(handle)) as (endpoint, seen):
+        client = CollectorClient(endpoint)
+        assert client.stats()["echo"] == {"op": "stats"}
+        assert client.runs()[0]["run"] == "run-a"
+        assert client.snapshot("run-a", 2)["changed"] is True
+        assert client.snapshot(None, 3)["changed"] is False
+        assert client.clear()["echo"] == {"op": "clear", "run": None, "space": None}
+        assert client.clear("run-a", "lora")["echo"] == {"op": "clear", "run": "run-a", "space": "lora"}
+        assert client.pause()["ok"] and client.resume()["ok"]
+        assert client.refit("run-a")["echo"] == {"op": "refit", "run": "run-a", "space": None}
+    assert seen[2] == {"op": "snapshot", "run": "run-a", "since": 2}
+
+
+def test_timeout_raises_collector_unavailable_quickly():
+    with rep_server(lambda raw: None) as (endpoint, _):
+        client = CollectorClient(endpoint, timeout_ms=300)
+        started = time.monotonic()
+        with pytest.raises(CollectorUnavailable, match="no reply"):
+            client.stats()
+        assert time.monotonic() - started < 2.0
+
+
+def test_nobody_listening_raises_collector_unavailable():
+    client = CollectorClient(f"tcp://127.0.0.1:{free_port()}", timeout_ms=200)
+    started = time.monotonic()
+    with pytest.raises(CollectorUnavailable):
+        client.snapshot()
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("reply", [b"not json", b"[1, 2]", b'{"no_ok": 1}', b"\xff\xfe"])
+def test_bad_replies_raise_collector_unavailable(reply):
+    with rep_server(lambda raw: reply) as (endpoint, _):
+        with pytest.raises(CollectorUnavailable):
+            CollectorClient(endpoint).stats()
+
+
+def test_refusal_raises_request_error_with_the_collectors_message():
+    with rep_server(json_handler(lambda r: {"ok": False, "error": "unknown op 'x'"})) as (endpoint, _):
+        with pytest.raises(CollectorRequestError, match="unknown op 'x'"):
+            CollectorClient(endpoint).request({"op": "x"})
+
+
+def test_client_is_usable_from_many_threads():
+    with rep_server(json_handler(lambda r: {"ok": True, "n": r["n"]})) as (endpoint, _):
+        client = CollectorClient(endpoint)
+        results = {}
+
+        def ask(n):
+            results[n] = client.request({"op": "stats", "n": n})["n"]
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results == {n: n for n in range(8)}
+
+
+# -- the poll glue ---------------------------------------------------------------------------------
+def test_poll_draws_then_sends_nothing_when_unchanged():
+    with rep_server(json_handler(snapshot_reply)) as (endpoint, _):
+        client = CollectorClient(endpoint)
+        figure, *texts, state, seen = poll_outputs(client, None, None, ["0 samples"] * 3)
+        assert [len(t["x"]) for t in figure["data"]] == [12, 12, 12]
+        assert texts == ["12 samples (projected)"] * 3
+        assert state["state"] == LIVE and seen == {"run": "run-a", "version": 3}
+        with pytest.raises(PreventUpdate):  # same version, same counts: nothing at all is sent
+            poll_outputs(client, seen, state, texts)
+        forced = poll_outputs(client, seen, state, texts, forced=True)  # Refresh Now redraws
+        assert forced[0] is not no_update and forced[1] is no_update
+
+
+def test_poll_follows_a_new_run_with_a_full_snapshot():
+    def handle(request):
+        return snapshot_reply(request, version=3, run="run-b")
+
+    with rep_server(json_handler(handle)) as (endpoint, seen_requests):
+        outputs = poll_outputs(CollectorClient(endpoint), {"run": "run-a", "version": 3}, None, [""] * 3)
+    assert outputs[0] is not no_update and outputs[-1] == {"run": "run-b", "version": 3}
+    assert seen_requests[-1] == {"op": "snapshot", "run": "run-b", "since": None}
+
+
+def test_poll_with_the_collector_offline_leaves_the_figure_alone():
+    client = CollectorClient(f"tcp://127.0.0.1:{free_port()}", timeout_ms=200)
+    figure, *texts, state, seen = poll_outputs(client, {"run": "r", "version": 1}, None, [""] * 3)
+    assert figure is no_update and seen is no_update and all(t is no_update for t in texts)
+    assert state["state"] == OFFLINE
+    with pytest.raises(PreventUpdate):  # still offline: nothing new to say
+        poll_outputs(client, {"run": "r", "version": 1}, state, [""] * 3)
+
+
+def test_poll_reports_a_refusal_as_an_error():
+    with rep_server(json_handler(lambda r: {"ok": False, "error": "boom"})) as (endpoint, _):
+        *_, state, _seen = poll_outputs(CollectorClient(endpoint), None, None, [""] * 3)
+    assert state["state"] == ERROR and "boom" in state["detail"]
+
+
+def test_clear_asks_the_collector_and_resets_the_page():
+    with rep_server(json_handler(lambda r: {"ok": True})) as (endpoint, seen_requests):
+        figure, *texts, state, seen = clear_outputs(CollectorClient(endpoint))
+    assert seen_requests == [{"op": "clear", "run": None, "space": None}]
+    assert state["state"] == CLEARED and seen == {"run": None, "version": None}
+    assert texts == ["0 samples"] * 3 and [len(t["x"]) for t in figure["data"]] == [0, 0, 0]
