@@ -33,10 +33,10 @@ test: install browser
 
 lint: install
 	@$(PYTHON) -m ruff --version >/dev/null 2>&1 || $(PYTHON) -m pip install ruff
-	$(PYTHON) -m ruff check collector dashboard trainer_plugin tests benchmarks
+	$(PYTHON) -m ruff check collector dashboard trainer_plugin tests
 
 bench: install
-	$(PYTHON) -m benchmarks.run_all
+	$(PYTHON) tests/benchmarks/run_all.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache build *.egg-info test-artifacts bench-results.json

@@ -57,6 +57,7 @@ class SpaceBuffer:
             raise BufferReject("dim_mismatch", f"{self.space} vectors have dimension {self.dim}, "
                                                f"this frame has {dim}")
         added = 0
+        slots = []
         for row in range(rows):
             meta = _row_meta(frame, row)
             key = row_key(self.space, meta)
@@ -64,9 +65,9 @@ class SpaceBuffer:
             if slot is None:
                 slot = self._claim_slot(key)
                 added += 1
-            if slot is not None:
-                self.vectors[slot] = frame.vectors[row]
-                self.meta[slot] = meta
+            self.meta[slot] = meta
+            slots.append(slot)
+        self.vectors[slots] = frame.vectors
         self.received += rows
         self.last_step = max(self.last_step, frame.step)
         self.changed_at = time.time()

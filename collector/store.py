@@ -35,6 +35,12 @@ def default_store_dir() -> str:
     return os.path.join(base, "acestep-viz", "runs")
 
 
+def _buffer(part) -> memoryview:
+    """A byte view of a message part (bytes, memoryview or zmq.Frame) without copying it."""
+    view = memoryview(getattr(part, "buffer", part))
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 def read_records(path: Path) -> Iterator[tuple[int, list[bytes]]]:
     """Yield (end offset, [topic, header, payload]) for each intact record."""
     with open(path, "rb") as f:
@@ -75,11 +81,13 @@ class RunStore:
         return self.root / run_dir_name(run) / LOG_NAME
 
     def append(self, run: str, parts: list) -> None:
-        topic, header, payload = (bytes(p) for p in parts)
-        body = topic + header + payload
-        record = _HEAD.pack(MAGIC, len(topic), len(header), len(payload), zlib.crc32(body)) + body
-        self._file(run).write(record)
-        self.bytes_written += len(record)
+        topic, header, payload = (_buffer(p) for p in parts)
+        crc = zlib.crc32(payload, zlib.crc32(header, zlib.crc32(topic)))
+        f = self._file(run)
+        f.write(_HEAD.pack(MAGIC, topic.nbytes, header.nbytes, payload.nbytes, crc))
+        for part in (topic, header, payload):
+            f.write(part)
+        self.bytes_written += _HEAD.size + topic.nbytes + header.nbytes + payload.nbytes
 
     def maybe_flush(self) -> None:
         now = time.monotonic()

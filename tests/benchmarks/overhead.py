@@ -1,0 +1,125 @@
+"""Trainer overhead: twin training-step time with the tap off, ours on, and the seed-style hooks.
+
+All three capture the same modules every step (latent encoder per clip, text encoder, three LoRA
+layers; frozen spaces captured every step, the worst case). Modes rotate in short blocks in one
+run, so drift on a noisy machine hits all three alike; we report the median step of each mode.
+The seed-style path is what the original tab did: in the hook, `.tolist()` the output and send
+JSON over a socket, synchronously on the training thread (pooled first, else it crashes on
+variable shapes).
+
+    python tests/benchmarks/overhead.py [--rounds 12] [--block 4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import torch
+import zmq
+
+from common import pause_projections, quiet_collector, record
+from trainer_plugin import attach
+from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+
+
+class SeedStyleHooks:
+    """The seed's capture: synchronous .tolist() + JSON + send inside every hook."""
+
+    def __init__(self, modules: dict, endpoint: str):
+        self.sock = zmq.Context.instance().socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in modules.items()]
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            x = getattr(output, "last_hidden_state", output)
+            if isinstance(x, (tuple, list)):
+                x = x[0]
+            x = x.detach().float()
+            pooled = x.mean(dim=-1) if x.dim() == 4 else x.mean(dim=1) if x.dim() == 3 else x
+            payload = {"type": name, "timestamp": time.time(), "embedding": pooled.cpu().numpy().tolist()}
+            self.sock.send_string(json.dumps(payload))
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.sock.close()
+
+
+def make_batches(n: int, batch_size: int = 2) -> list[dict]:
+    data = SyntheticSongs()
+    order = list(range(len(data)))
+    return [collate([data[order[(i * batch_size + j) % len(order)]] for j in range(batch_size)]) for i in range(n)]
+
+
+def train_step(pipeline, optimizer, batch, step, tap=None) -> float:
+    started = time.perf_counter()
+    if tap is not None:
+        with tap.step(step, 0, batch):
+            loss = pipeline.training_step(batch, step)
+    else:
+        loss = pipeline.training_step(batch, step)
+    loss.backward()  # outside the armed block: checkpoint recompute is not captured
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
+
+
+def main(rounds: int = 12, block: int = 4) -> dict:
+    torch.manual_seed(0)
+    pipeline = build_pipeline(every_plot_step=10**9)
+    pipeline.plot_step = lambda *a, **k: None  # evaluation is not what we time
+    pipeline.log = lambda *a, **k: None  # no Trainer attached in this hand-written loop
+    optimizer = torch.optim.AdamW([p for p in pipeline.parameters() if p.requires_grad], lr=1e-4)
+    batches = make_batches(rounds * 3 * block + 3)
+    times = {"off": [], "ours": [], "seed": []}
+    with quiet_collector() as collector:
+        pause_projections(collector)
+        probe = attach(pipeline, endpoint=collector.ingest, run="bench-probe", frozen_once=False)
+        seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
+        probe.close()
+        for step in range(3):  # warm-up
+            train_step(pipeline, optimizer, batches[step], step)
+        step = 3
+        for _ in range(rounds):
+            modes = list(times)
+            random.shuffle(modes)
+            for mode in modes:
+                tap = seed = None
+                if mode == "ours":
+                    tap = attach(pipeline, endpoint=collector.ingest, run="bench-overhead", frozen_once=False)
+                elif mode == "seed":
+                    seed = SeedStyleHooks(seed_modules, collector.ingest)
+                for _ in range(block):
+                    times[mode].append(train_step(pipeline, optimizer, batches[step], step, tap))
+                    step += 1
+                if tap is not None:
+                    sent = tap.stats()
+                    tap.close()
+                if seed is not None:
+                    seed.close()
+    med = {mode: statistics.median(v) for mode, v in times.items()}
+    results = {
+        "overhead_step_ms_off": round(1000 * med["off"], 2),
+        "overhead_step_ms_ours": round(1000 * med["ours"], 2),
+        "overhead_step_ms_seed": round(1000 * med["seed"], 2),
+        "overhead_pct": round(100 * (med["ours"] / med["off"] - 1), 2),
+        "seed_overhead_pct": round(100 * (med["seed"] / med["off"] - 1), 2),
+        "overhead_steps_per_mode": len(times["off"]),
+        "overhead_modules_hooked": len(seed_modules),
+    }
+    print(json.dumps({**results, "last_tap_stats": {k: sent.get(k) for k in ("frames_sent", "frames_dropped")}}))
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--block", type=int, default=4)
+    args = parser.parse_args()
+    record(main(args.rounds, args.block))

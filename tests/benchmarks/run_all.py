@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark of the project, results merged into bench-results.json."""
+from __future__ import annotations
+
+import json
+
+import overhead
+import transport
+from common import RESULTS, record
+
+BENCHMARKS = (
+    ("trainer overhead", lambda: overhead.main(rounds=12, block=4)),
+    ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
+)
+
+
+def main() -> None:
+    for name, run in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        record(run())
+    print(f"== results ({RESULTS})")
+    print(json.dumps(json.loads(RESULTS.read_text()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

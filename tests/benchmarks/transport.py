@@ -1,0 +1,113 @@
+"""Transport: pooled 2560-d vectors per second into the collector's buffers, ours vs the seed's JSON.
+
+Ours: the trainer plugin's Publisher (background thread, XPUB, raw float16 frames of 6 rows:
+3 LoRA layers x batch 2) into a real collector process, until its stats count every row.
+Seed-style: one JSON message per vector built with `.tolist()`, sent over a PUB socket to a
+receiver process that `json.loads` it and makes a numpy array, until it has them all.
+Same vectors, same machine, same run.
+
+    python tests/benchmarks/transport.py [--vectors 30000] [--seed-vectors 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from common import HERE, pause_projections, quiet_collector, query, record
+from collector.protocol import Frame
+from support import child_env, free_port, wait_for
+from trainer_plugin.publisher import Publisher
+
+DIM = 2560
+ROWS_PER_FRAME = 6
+
+
+def make_vectors(n: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, DIM)).astype(np.float16)
+
+
+def frames(vectors: np.ndarray) -> list[Frame]:
+    out = []
+    for start in range(0, len(vectors), ROWS_PER_FRAME):
+        rows = vectors[start:start + ROWS_PER_FRAME]
+        out.append(Frame(run="bench-transport", space="lora", step=start // ROWS_PER_FRAME, ids=[f"clip{i % 2}" for i in range(len(rows))],
+                         vectors=rows, meta=[{"layer": f"block{i // 2}.attn.to_out.0", "loss": 0.1, "timestep": 500.0}
+                                             for i in range(len(rows))], sent_at=time.time()))
+    return out
+
+
+def ours(vectors: np.ndarray) -> float:
+    batch = frames(vectors)
+    with quiet_collector(["--buffer-size", str(len(vectors))]) as collector:
+        pause_projections(collector)
+        with Publisher(collector.ingest, queue_size=4096) as publisher:
+            wait_for(lambda: publisher.stats()["subscribed"], timeout=10)
+            started = time.perf_counter()
+            for frame in batch:
+                while not publisher.publish(frame):
+                    time.sleep(0.0002)  # benchmark pacing: a full queue would be a counted drop
+            rows = lambda: query(collector.query, {"op": "stats"})["runs"].get("bench-transport", {}).get("lora", {})
+            wait_for(lambda: rows().get("received", 0) >= len(vectors), timeout=300, interval=0.02)
+            elapsed = time.perf_counter() - started
+            dropped = publisher.stats().get("dropped", 0)
+    assert not dropped, f"{dropped} frames dropped"
+    return len(vectors) / elapsed
+
+
+def seed(vectors: np.ndarray) -> float:
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, str(HERE / "transport.py"), "--seed-receiver", str(port),
+                                 str(len(vectors))], stdout=subprocess.PIPE, env=child_env(), text=True)
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    assert receiver.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    started = time.time()
+    for i, vector in enumerate(vectors):
+        sock.send_string(json.dumps({"type": "lora", "step": i // ROWS_PER_FRAME, "layer": i % 3,
+                                     "loss": 0.1, "embedding": vector.astype(np.float32).tolist()}))
+    finished = float(receiver.stdout.readline())
+    receiver.wait(30)
+    sock.close()
+    return len(vectors) / (finished - started)
+
+
+def seed_receiver(port: int, expected: int) -> None:
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    print("ready", flush=True)
+    buffer = []
+    while len(buffer) < expected:
+        message = json.loads(sock.recv_string())
+        buffer.append(np.asarray(message["embedding"], dtype=np.float32))
+    print(time.time(), flush=True)
+
+
+def main(n_vectors: int, n_seed: int) -> dict:
+    vectors = make_vectors(max(n_vectors, n_seed))
+    ours_rate = ours(vectors[:n_vectors])
+    seed_rate = seed(vectors[:n_seed])
+    results = {"transport_vectors_per_s_ours": round(ours_rate), "transport_vectors_per_s_seed": round(seed_rate),
+               "transport_ratio": round(ours_rate / seed_rate, 1), "transport_dim": DIM}
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--seed-receiver":
+        seed_receiver(int(sys.argv[2]), int(sys.argv[3]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=30000)
+    parser.add_argument("--seed-vectors", type=int, default=3000)
+    args = parser.parse_args()
+    record(main(args.vectors, args.seed_vectors))
