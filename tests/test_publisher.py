@@ -1,0 +1,137 @@
+"""The publisher over a real ZeroMQ SUB socket: delivery, never blocking, replay after a restart."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from collector.protocol import Frame, decode
+from tests.support import free_port, wait_for
+from trainer_plugin.publisher import Publisher
+
+
+class SubCollector:
+    """A stand-in collector: binds a SUB socket and decodes frames on its own thread, as the real one polls."""
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.frames: list[Frame] = []
+        self._context = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._bound = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._bound.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self):
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.endpoint)
+        sock.subscribe(b"")
+        self._bound.set()
+        try:
+            while not self._stop.is_set():
+                if sock.poll(20):
+                    self.frames.append(decode(sock.recv_multipart(copy=False)))
+        finally:
+            sock.close()
+
+    def spaces(self, space: str) -> list[Frame]:
+        return [f for f in self.frames if f.space == space]
+
+
+def make_frame(space="lora", step=0, rows=3, dim=8, run="pub-test", ids=None) -> Frame:
+    vectors = (np.arange(rows * dim).reshape(rows, dim) / 10 + step).astype(np.float16)
+    ids = ids or [f"clip{i}" for i in range(rows)]
+    meta = [{"layer": "blocks.0", "loss": 0.5, "prompt": "jazz"} for _ in range(rows)]
+    return Frame(run=run, space=space, step=step, vectors=vectors, ids=ids, micro_batch=1, rank=0, meta=meta)
+
+
+def loopback() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_round_trip_including_frames_published_before_the_subscription(transport):
+    context = zmq.Context.instance()
+    endpoint = loopback() if transport == "tcp" else f"inproc://pub-test-{time.monotonic_ns()}"
+    with SubCollector(endpoint, context) as collector, Publisher(endpoint, context=context) as publisher:
+        sent = [make_frame(step=s) for s in range(3)]  # no subscription has arrived yet: held, not lost
+        for frame in sent:
+            assert publisher.publish(frame)
+        publisher.publish(lambda: make_frame(space="latent", step=9))  # deferred frames run on the sender
+        wait_for(lambda: len(collector.frames) == 4, timeout=5, interval=0.02)
+    by_step = {f.step: f for f in collector.frames}
+    for frame in sent:
+        got = by_step[frame.step]
+        assert (got.space, got.ids, got.micro_batch, got.meta) == ("lora", frame.ids, 1, frame.meta)
+        np.testing.assert_array_equal(got.vectors, frame.vectors)
+        assert got.sent_at > 0
+    assert by_step[9].space == "latent"
+    assert publisher.stats()["sent"] == 4 and publisher.stats()["dropped"] == 0
+
+
+def test_publish_never_blocks_when_nobody_listens():
+    publisher = Publisher(loopback(), queue_size=64, pending_size=16)
+    frame = make_frame(rows=64, dim=256)
+    started = time.perf_counter()
+    accepted = sum(publisher.publish(frame) for _ in range(10_000))
+    elapsed = time.perf_counter() - started
+    publisher.close()
+    stats = publisher.stats()
+    assert elapsed < 1.0, f"10k publishes took {elapsed:.2f} s"
+    assert accepted < 10_000
+    assert stats["sent"] == 0 and stats["dropped"] == 10_000  # every frame is accounted for
+
+
+def test_frozen_frames_are_replayed_when_the_collector_restarts():
+    endpoint = loopback()
+    publisher = Publisher(endpoint)
+    try:
+        with SubCollector(endpoint) as first:
+            publisher.publish(make_frame(space="latent", ids=["a", "b", "c"]))
+            publisher.publish(make_frame(space="lora", step=1))
+            wait_for(lambda: len(first.frames) == 2, timeout=5, interval=0.02)
+        with SubCollector(endpoint) as restarted:  # same port, fresh collector: it missed the latent rows
+            wait_for(lambda: restarted.spaces("latent"), timeout=5, interval=0.02)
+            time.sleep(0.2)
+        assert [f.ids for f in restarted.spaces("latent")] == [["a", "b", "c"]]
+        assert not restarted.spaces("lora")  # only frozen spaces are replayed
+        assert publisher.stats()["resent"] >= 1
+    finally:
+        publisher.close()
+
+
+def test_bad_frames_are_counted_not_raised():
+    with SubCollector(loopback()) as collector, Publisher(collector.endpoint) as publisher:
+        bad = make_frame()
+        bad.vectors[0, 0] = np.nan
+        publisher.publish(bad)
+        publisher.publish(lambda: 1 / 0)
+        publisher.publish(make_frame(step=5))
+        wait_for(lambda: collector.frames, timeout=5, interval=0.02)
+        time.sleep(0.1)
+        stats = publisher.stats()
+    assert [f.step for f in collector.frames] == [5]
+    assert stats["dropped"] == 2 and stats["errors"] == {"encode": 1, "prepare_frame": 1}
+
+
+def test_close_is_idempotent_and_later_publishes_are_dropped():
+    publisher = Publisher(loopback())
+    publisher.close()
+    publisher.close()
+    assert publisher.publish(make_frame()) is False
+    assert publisher.stats()["dropped"] == 1
+
+
+def test_bad_endpoint_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot connect"):
+        Publisher("tcp://nowhere")

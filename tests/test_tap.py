@@ -1,0 +1,386 @@
+"""The tap on the ACE-Step twin: each trainer-side gotcha from the design, one test each."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from tests.support import free_port
+from trainer_plugin import attach
+from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from trainer_plugin.publisher import MemoryPublisher
+from trainer_plugin.tap import output_tensor
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+
+LORA_LAYER = "transformers.transformer_blocks.0.attn.to_out.0"
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    model = build_pipeline(batch_size=3, every_plot_step=1)  # plot_step evaluates on every step
+    model.hparams.infer_steps = 1
+    model.train()
+    return model
+
+
+@pytest.fixture
+def fast(pipeline):
+    """The pipeline with plot_step stubbed out, for tests about something other than evaluation."""
+    pipeline.plot_step = lambda batch, batch_idx: None
+    yield pipeline
+    del pipeline.plot_step
+
+
+@pytest.fixture(scope="module")
+def songs():
+    return SyntheticSongs(n_clips=12)
+
+
+def batch_of(songs, indices):
+    return collate([songs[i] for i in indices])
+
+
+def train_step(pipeline, tap, batch, step=0, batch_idx=0, disarm=True):
+    """What Lightning does around one training batch, with the callback's tap calls."""
+    tap.arm(step, batch_idx, batch)
+    loss = pipeline.training_step(batch, batch_idx)  # plot_step, preprocess, checkpointed forward
+    if disarm:
+        tap.disarm()
+    loss.backward()
+    pipeline.zero_grad(set_to_none=True)
+    tap.flush(loss=loss, timesteps=pipeline.last_timesteps, sample_losses=pipeline.last_sample_losses)
+
+
+def frames_of(publisher, space):
+    return [f for f in publisher.frames if f.space == space]
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def monitor(pipeline, **kw):
+    publisher = kw.pop("publisher", None) or MemoryPublisher()
+    kw.setdefault("eval_methods", ("plot_step",))
+    return attach(pipeline, run="tap-test", publisher=publisher, **kw), publisher
+
+
+# ---------------------------------------------------------------------------- (1) and (5)
+
+def test_latent_rows_map_to_clips_in_call_order_and_lengths_pool_alike(pipeline, songs):
+    batch = batch_of(songs, [4, 0, 9])
+    per_clip = []
+    grab = pipeline.dcae.dcae.encoder.register_forward_hook(lambda m, a, out: per_clip.append(out.detach()))
+    pipeline.dcae.encode(batch["target_wavs"], batch["wav_lengths"])
+    grab.remove()
+    assert len({out.shape[-1] for out in per_clip}) == 3  # three clips, three latent lengths
+
+    tap, publisher = monitor(pipeline)
+    with tap:
+        train_step(pipeline, tap, batch)
+    (latent,) = frames_of(publisher, "latent")
+    assert latent.ids == batch["keys"] and latent.vectors.shape == (3, 128)
+    expected = torch.cat([out.mean(-1).flatten(1) for out in per_clip]).numpy()
+    np.testing.assert_allclose(latent.vectors.astype(np.float32), expected, atol=2e-3, rtol=2e-3)
+    assert latent.meta[1]["prompt"] == batch["prompts"][1]
+
+
+def test_prompt_rows_are_mask_aware_means_of_the_text_encoder(fast, songs):
+    batch = batch_of(songs, [1, 2, 3])
+    tap, publisher = monitor(fast)
+    with tap:
+        train_step(fast, tap, batch)
+    (prompt,) = frames_of(publisher, "prompt")
+    tokenizer, encoder = fast.text_tokenizer, fast.text_encoder_model
+    assert len({int(n) for n in tokenizer(batch["prompts"])["attention_mask"].sum(1)}) > 1  # padding present
+    with torch.no_grad():
+        alone = torch.cat([encoder(**tokenizer([p])).last_hidden_state.mean(1) for p in batch["prompts"]])
+    assert prompt.ids == batch["keys"] and prompt.vectors.shape == (3, 64)
+    np.testing.assert_allclose(prompt.vectors.astype(np.float32), alone.numpy(), atol=2e-3, rtol=2e-3)
+
+
+# ---------------------------------------------------------------------------- (2)
+
+def test_checkpoint_recompute_during_backward_is_not_captured(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    layer = fast.transformers.get_submodule("transformer_blocks.0.attn.to_out.0")
+    in_backward = []
+    spy = layer.register_forward_hook(lambda *a: in_backward.append(torch._C._current_graph_task_id() != -1))
+    tap, publisher = monitor(fast)
+    with tap:
+        train_step(fast, tap, batch, disarm=False)  # backward while still armed: the hook guard alone
+    spy.remove()
+    assert any(in_backward), "the twin should recompute checkpointed blocks during backward"
+    (lora,) = frames_of(publisher, "lora")
+    assert lora.vectors.shape[0] == 3 * 3  # three layers x three clips, not twice that
+    assert tap.stats()["captures"]["lora"] == 3
+
+
+# ---------------------------------------------------------------------------- (3)
+
+def test_evaluation_forwards_are_not_captured(pipeline, songs):
+    batch = batch_of(songs, [5, 6, 7])
+    plots_before = len(pipeline.plot_steps)
+    tap, publisher = monitor(pipeline)
+    with tap:
+        train_step(pipeline, tap, batch)  # plot_step runs the encoders and 3 transformer passes first
+        assert len(pipeline.plot_steps) == plots_before + 1
+        assert tap.stats()["captures"] == {"latent": 3, "prompt": 1, "lora": 3}
+        assert [f.vectors.shape[0] for f in publisher.frames] == [3, 3, 9]
+
+        tap.arm(1, 0, batch)
+        with torch.no_grad():
+            pipeline.predict_step(batch)  # an evaluation forward that is not wrapped: grad gating
+        assert tap.stats()["captures"]["lora"] == 3
+        assert tap.stats()["captures"]["latent"] == 6  # frozen modules run under no_grad even in training
+        tap.discard()
+    assert "plot_step" not in vars(pipeline)  # the wrapper is gone after close
+    assert pipeline.plot_step.__func__ is type(pipeline).plot_step
+
+
+# ---------------------------------------------------------------------------- (4)
+
+@pytest.mark.parametrize("frozen_once", [True, False])
+def test_frozen_spaces_are_published_once_per_clip(fast, songs, frozen_once):
+    first, overlapping = batch_of(songs, [0, 1, 2]), batch_of(songs, [2, 3, 4])
+    tap, publisher = monitor(fast, frozen_once=frozen_once)
+    with tap:
+        for step, batch in enumerate([first, first, overlapping]):
+            train_step(fast, tap, batch, step=step)
+    latent = [(f.step, f.ids) for f in frames_of(publisher, "latent")]
+    prompt = [(f.step, f.ids) for f in frames_of(publisher, "prompt")]
+    if frozen_once:
+        expected = [(0, first["keys"]), (2, overlapping["keys"][1:])]
+    else:
+        expected = [(0, first["keys"]), (1, first["keys"]), (2, overlapping["keys"])]
+    assert latent == prompt == expected
+    assert [f.step for f in frames_of(publisher, "lora")] == [0, 1, 2]  # LoRA outputs evolve: every step
+
+
+# ---------------------------------------------------------------------------- (6)
+
+def test_bfloat16_activations_are_captured(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    dtypes = []
+    spy = fast.transformers.get_submodule("transformer_blocks.0.attn.to_out.0").register_forward_hook(
+        lambda m, a, out: dtypes.append(out.dtype))
+    tap, publisher = monitor(fast, lora_output="both")
+    with tap:
+        tap.arm(0, 0, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fast.training_step(batch, 0)
+        tap.disarm()
+        loss.float().backward()
+        fast.zero_grad(set_to_none=True)
+        tap.flush(loss=loss, timesteps=fast.last_timesteps, sample_losses=fast.last_sample_losses)
+        stats = tap.stats()
+    spy.remove()
+    assert torch.bfloat16 in dtypes
+    assert stats["errors"] == {}
+    (lora,) = frames_of(publisher, "lora")
+    assert lora.vectors.dtype == np.float16 and lora.vectors.shape == (18, 64)
+    assert np.isfinite(lora.vectors).all() and np.abs(lora.vectors).sum() > 0
+    assert all(isinstance(m["loss"], float) for m in lora.meta)
+
+
+# ---------------------------------------------------------------------------- (7)
+
+def test_training_finishes_with_no_collector_and_drops_are_counted(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap = attach(fast, endpoint=f"tcp://127.0.0.1:{free_port()}", run="nobody-listens",
+                 eval_methods=("plot_step",))
+    for step in range(3):
+        train_step(fast, tap, batch, step=step)
+    tap.close()
+    stats = tap.stats()
+    assert stats["frames_queued"] == 5  # latent + prompt once, lora on three steps
+    assert stats["frames_sent"] == 0 and stats["frames_dropped"] == 5
+    assert hook_count(fast) == 0
+
+
+# ---------------------------------------------------------------------------- LoRA rows
+
+def test_lora_rows_carry_layer_timestep_and_per_sample_loss(fast, songs):
+    batch = batch_of(songs, [3, 8, 10])
+    tap, publisher = monitor(fast)
+    with tap:
+        train_step(fast, tap, batch, step=7, batch_idx=2)
+    (lora,) = frames_of(publisher, "lora")
+    assert (lora.step, lora.micro_batch) == (7, 2)
+    assert lora.ids == batch["keys"] * 3
+    assert [m["layer"] for m in lora.meta] == [f"transformers.transformer_blocks.{i}.attn.to_out.0"
+                                               for i in (0, 2, 3) for _ in range(3)]
+    timesteps, losses = fast.last_timesteps.tolist(), fast.last_sample_losses.tolist()
+    assert [m["timestep"] for m in lora.meta[:3]] == pytest.approx(timesteps)
+    assert [m["loss"] for m in lora.meta[:3]] == pytest.approx(losses)
+    assert len(set(timesteps)) > 1 or len(set(losses)) > 1  # rows are told apart by their own values
+
+
+def test_delta_is_the_adapter_contribution_times_scaling(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    layer = fast.get_submodule(LORA_LAYER)
+    adapter = layer.active_adapters[0]
+    assert layer.scaling[adapter] != 1.0
+    lora_b = layer.lora_B[adapter]
+    saved = lora_b.weight.detach().clone()
+    inputs = []
+    spy = layer.register_forward_hook(lambda m, a, out: inputs.append(a[0].detach()))
+    try:
+        with torch.no_grad():
+            lora_b.weight.normal_(0.0, 0.5)  # peft starts lora_B at zero: make the delta visible
+        tap, publisher = monitor(fast, spaces={"lora": [LORA_LAYER]}, lora_output="both")
+        with tap:
+            tap.arm(0, 0, batch)
+            loss = fast.training_step(batch, 0)
+            tap.flush(loss=loss)
+        with torch.no_grad():
+            x = inputs[0]
+            expected_output = layer(x).mean(1)
+            expected_delta = (layer(x) - layer.base_layer(x)).mean(1)
+    finally:
+        spy.remove()
+        with torch.no_grad():
+            lora_b.weight.copy_(saved)
+    (lora,) = frames_of(publisher, "lora")
+    rows = {label: lora.vectors[[i for i, m in enumerate(lora.meta) if m["layer"] == label]].astype(np.float32)
+            for label in (LORA_LAYER, LORA_LAYER + ":delta")}
+    np.testing.assert_allclose(rows[LORA_LAYER], expected_output.numpy(), atol=3e-3, rtol=3e-3)
+    np.testing.assert_allclose(rows[LORA_LAYER + ":delta"], expected_delta.numpy(), atol=3e-3, rtol=3e-3)
+
+
+# ---------------------------------------------------------------------------- selection
+
+def test_unknown_module_path_lists_close_matches(pipeline):
+    with pytest.raises(ValueError, match="dcae.dcae.encoder") as error:
+        attach(pipeline, spaces={"latent": ["dcae.dcae.encodr"]}, publisher=MemoryPublisher())
+    assert "latent" in str(error.value)
+    assert hook_count(pipeline) == 0
+
+
+def test_lora_globs_select_peft_layers_by_type(pipeline):
+    tap, _ = monitor(pipeline, lora_layers=["transformer_blocks.*.cross_attn.to_q"])
+    with tap:
+        labels = tap.hooked["lora"]
+    assert labels == [f"transformers.transformer_blocks.{i}.cross_attn.to_q" for i in range(4)]
+
+
+def test_explicit_paths_capture_whatever_the_module_returns(fast, songs):
+    from transformers.modeling_outputs import BaseModelOutput
+
+    x = torch.ones(2, 3, 4)
+    assert all(output_tensor(out) is x for out in (x, (x, None), [x], {"sample": x}, BaseModelOutput(last_hidden_state=x)))
+    batch = batch_of(songs, [0, 1, 2])
+    # The whole transformer returns a dataclass with .sample (B, 8, 16, T); lyric layers return tensors.
+    tap, publisher = monitor(fast, preset=None, spaces={"lora": ["transformers", "transformers.lyric_encoder"]})
+    with tap:
+        with tap.step(0, 0, batch, loss=0.25):
+            fast.training_step(batch, 0)
+    (lora,) = frames_of(publisher, "lora")
+    assert lora.vectors.shape == (3, 128)  # the lyric encoder's 32-d rows are skipped: one size per frame
+    assert tap.stats()["errors"] == {"dim_mismatch": 1}
+    assert [m["loss"] for m in lora.meta] == [0.25] * 3
+
+
+def test_delta_of_a_plain_module_is_a_clear_error(pipeline):
+    with pytest.raises(ValueError, match="not a peft LoRA layer"):
+        attach(pipeline, spaces={"lora": ["transformers.proj_in"]}, lora_output="delta", publisher=MemoryPublisher())
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+def test_close_twice_is_safe_and_removes_every_hook(pipeline):
+    tap, _ = monitor(pipeline, lora_output="both")
+    assert hook_count(pipeline) == 8  # latent, prompt, 3 layers x (output, delta)
+    tap.close()
+    tap.close()
+    assert all(not m._forward_hooks for m in pipeline.modules())
+    assert "plot_step" not in vars(pipeline)
+
+
+def test_every_n_steps_skips_steps(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast, every_n_steps=2, frozen_once=False)
+    with tap:
+        for step in range(4):
+            with tap.step(step, 0, batch):
+                fast.preprocess(batch)
+        stats = tap.stats()
+    assert sorted({f.step for f in publisher.frames}) == [0, 2]
+    assert (stats["steps_seen"], stats["steps_captured"]) == (4, 2)
+
+
+def test_nothing_is_captured_outside_an_armed_step(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast)
+    with tap:
+        fast.preprocess(batch)
+        with tap.step(0, 0, batch):
+            fast.preprocess(batch)
+        fast.preprocess(batch)
+        assert tap.stats()["captures"] == {"latent": 3, "prompt": 1}
+
+
+def test_a_failing_step_block_discards_its_captures(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast)
+    with tap:
+        with pytest.raises(RuntimeError):
+            with tap.step(0, 0, batch):
+                fast.preprocess(batch)
+                raise RuntimeError("forward failed")
+        assert publisher.frames == []
+        with tap.step(1, 0, batch):
+            fast.preprocess(batch)
+    assert [f.step for f in publisher.frames] == [1, 1]
+
+
+def test_hook_errors_never_reach_training_and_are_logged_once(fast, songs, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("pooling exploded")
+
+    monkeypatch.setattr("trainer_plugin.tap.pool_any", broken)
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast)
+    with caplog.at_level(logging.WARNING, logger="acestep_viz"), tap:
+        train_step(fast, tap, batch)
+        train_step(fast, tap, batch, step=1)
+        stats = tap.stats()
+    assert stats["errors"] == {"capture:latent": 6, "capture:prompt": 2, "capture:lora": 6}
+    assert publisher.frames == []
+    logged = [r.getMessage() for r in caplog.records if "pooling exploded" in r.getMessage()]
+    assert len(logged) == 3  # one per kind
+
+
+def test_a_space_that_never_fires_gets_one_warning(fast, songs, caplog):
+    never_called = "transformers.transformer_blocks.0.cross_attn.to_add_out"  # exists, never called
+    batch = batch_of(songs, [0, 1, 2])
+    tap, _ = monitor(fast, preset=None, spaces={"lora": [never_called], "latent": ["dcae.dcae.encoder"]},
+                     warn_after_steps=2)
+    with caplog.at_level(logging.WARNING, logger="acestep_viz"), tap:
+        for step in range(5):
+            with tap.step(step, 0, batch):
+                fast.preprocess(batch)
+    warnings = [r.getMessage() for r in caplog.records if "captured nothing" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "lora space" in warnings[0] and never_called in warnings[0]
+
+
+def test_only_rank_zero_publishes_unless_all_ranks(pipeline, songs):
+    quiet = attach(pipeline, rank=1, publisher=MemoryPublisher(), run="r")
+    assert not quiet.active and hook_count(pipeline) == 0
+    assert quiet.arm(0, 0, {}) is False
+    quiet.close()
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(pipeline, rank=1, all_ranks=True)
+    with tap:
+        with tap.step(0, 0, batch):
+            pipeline.preprocess(batch)
+    assert {f.rank for f in publisher.frames} == {1}
+
+
+def test_rank_defaults_to_the_environment(pipeline, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    tap = attach(pipeline, publisher=MemoryPublisher(), run="r")
+    assert (tap.rank, tap.active) == (3, False)
+    tap.close()

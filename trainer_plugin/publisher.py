@@ -1,0 +1,279 @@
+"""Send frames to the collector from a background thread; ``publish`` never blocks training.
+
+The collector *binds* a SUB socket; every trainer rank *connects* an XPUB socket to it. XPUB
+(not PUB) with ``XPUB_VERBOSE`` lets the sender thread see each subscription message, which
+is how it learns that a collector is listening, or has restarted:
+
+- PUB/SUB silently drops frames nobody has subscribed to yet. Until the first subscription,
+  frames wait in a bounded ``pending`` deque (oldest dropped, counted).
+- Frozen spaces (latent, prompt) are published once per clip, so losing one loses that clip
+  for the whole run. Their frames stay in a bounded cache and are replayed whenever a
+  subscription message arrives (collector started late or restarted). The collector must
+  treat a frozen row it already has as a duplicate.
+- ``XPUB_NODROP`` makes a full send buffer (slow collector) raise EAGAIN instead of dropping
+  silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
+
+Items are ``Frame`` objects or zero-argument callables returning a ``Frame`` (or None). The
+callables run on the sender thread: device-to-host waits and numpy conversion stay off the
+training thread. This module never imports torch.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from typing import Callable, Union
+
+import numpy as np
+import zmq
+
+from collector.protocol import Frame, encode
+
+log = logging.getLogger("acestep_viz")
+
+Item = Union[Frame, Callable[[], "Frame | None"]]
+SUBSCRIBE = 1
+UNSUBSCRIBE = 0
+
+
+class ErrorLog:
+    """Counts errors by kind and logs only the first of each kind (with its traceback)."""
+
+    def __init__(self, logger: logging.Logger = log):
+        self._logger = logger
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def record(self, kind: str, exc: BaseException) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+            first = self._counts[kind] == 1
+        if first:
+            self._logger.warning("acestep_viz: %s error: %s: %s (further %s errors are only counted; "
+                                 "training is not affected)", kind, type(exc).__name__, exc, kind,
+                                 exc_info=(type(exc), exc, exc.__traceback__))
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class Publisher:
+    """A connected XPUB socket owned by a daemon thread. Use as a context manager or call ``close``."""
+
+    def __init__(self, endpoint: str, sndhwm: int = 1000, queue_size: int = 256, *,
+                 frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache: int = 10_000,
+                 pending_size: int = 1024, drain_s: float = 1.0, linger_ms: int = 250,
+                 context: zmq.Context | None = None, poll_s: float = 0.02):
+        self.endpoint = endpoint
+        self.errors = ErrorLog()
+        self._frozen_spaces = frozenset(frozen_spaces)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._cache: deque[list] = deque(maxlen=frozen_cache)  # encoded frozen frames, for replay
+        self._replay: deque[list] = deque(maxlen=frozen_cache)
+        self._pending: deque[list] = deque(maxlen=pending_size)
+        self._drain_s = drain_s
+        self._linger_ms = linger_ms
+        self._poll_s = poll_s
+        self._subscriptions = 0
+        self._queued = self._dropped_full = 0  # written by the caller's thread only
+        self._sent = self._resent = self._dropped_sender = 0  # written by the sender thread only
+        self._closed = False
+        self._stop = threading.Event()
+        self._socket = self._connect(context or zmq.Context.instance(), endpoint, sndhwm)
+        self._thread = threading.Thread(target=self._run, name="acestep-viz-publisher", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def publish(self, item: Item) -> bool:
+        """Queue a frame (or a callable making one). Never blocks; returns False if it was dropped."""
+        if self._closed:
+            self._dropped_full += 1
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._dropped_full += 1
+            return False
+        self._queued += 1
+        return True
+
+    def stats(self) -> dict:
+        return {
+            "queued": self._queued,
+            "sent": self._sent,
+            "dropped": self._dropped_full + self._dropped_sender,
+            "resent": self._resent,
+            "queue_depth": self._queue.qsize(),
+            "held": len(self._pending) + len(self._replay),
+            "subscribed": self._subscriptions > 0,
+            "errors": self.errors.as_dict(),
+        }
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Send what is queued for up to ``drain_s``, then close the socket. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("acestep_viz: publisher thread did not stop within %.1f s; leaving it (daemon)", timeout)
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sender thread
+
+    @staticmethod
+    def _connect(context: zmq.Context, endpoint: str, sndhwm: int) -> zmq.Socket:
+        sock = context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription message, not only the first per topic
+        sock.setsockopt(zmq.XPUB_NODROP, 1)  # full buffer -> EAGAIN, so drops are seen and counted
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ValueError(f"cannot connect to {endpoint!r}: {exc}; expected e.g. tcp://127.0.0.1:5557") from None
+        return sock
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._read_subscriptions()
+                self._pump()
+                self._take(self._poll_s)
+            self._drain()
+        except Exception as exc:  # the thread must end cleanly whatever happens
+            self.errors.record("publisher_thread", exc)
+        finally:
+            self._socket.close(linger=self._linger_ms)
+
+    def _take(self, timeout: float, limit: int = 64) -> None:
+        """Accept one item (waiting up to ``timeout``), then whatever else is already queued."""
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return
+        self._accept(item)
+        for _ in range(limit):
+            try:
+                self._accept(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _accept(self, item: Item) -> None:
+        try:
+            frame = item() if callable(item) else item
+        except Exception as exc:
+            self.errors.record("prepare_frame", exc)
+            self._dropped_sender += 1
+            return
+        if frame is None:
+            return
+        if not frame.sent_at:
+            frame.sent_at = time.time()
+        try:
+            if not np.isfinite(frame.vectors).all():
+                raise ValueError(f"{frame.space} vectors at step {frame.step} contain NaN or Inf")
+            parts = encode(frame)
+        except Exception as exc:
+            self.errors.record("encode", exc)
+            self._dropped_sender += 1
+            return
+        if frame.space in self._frozen_spaces:
+            self._cache.append(parts)
+            self._hold(self._replay, parts)
+        else:
+            self._hold(self._pending, parts)
+
+    def _hold(self, buffer: deque, parts: list) -> None:
+        if len(buffer) == buffer.maxlen:
+            self._dropped_sender += 1  # the oldest falls out
+        buffer.append(parts)
+
+    def _read_subscriptions(self) -> None:
+        new_subscriber = False
+        while True:
+            try:
+                message = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if message[:1] == bytes([SUBSCRIBE]):
+                self._subscriptions += 1
+                new_subscriber = True
+            elif message[:1] == bytes([UNSUBSCRIBE]):
+                self._subscriptions = max(0, self._subscriptions - 1)
+        if new_subscriber:
+            # A collector (re)subscribed: it may have missed every frozen frame so far.
+            self._replay = deque(self._cache, maxlen=self._cache.maxlen)
+            self._resent += len(self._replay)
+
+    def _pump(self) -> None:
+        """Send held frames, frozen first, until done or the socket pushes back."""
+        if self._subscriptions <= 0:
+            return
+        for buffer in (self._replay, self._pending):
+            while buffer:
+                try:
+                    self._socket.send_multipart(buffer[0], flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return  # collector is slow: retry on the next turn; the bounded deque counts losses
+                except zmq.ZMQError as exc:
+                    self.errors.record("send", exc)
+                    self._dropped_sender += 1
+                else:
+                    self._sent += 1
+                buffer.popleft()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._drain_s
+        while time.monotonic() < deadline:
+            self._take(0, limit=self._queue.maxsize)
+            self._read_subscriptions()
+            self._pump()
+            nothing_left = self._queue.empty() and not (self._replay or self._pending)
+            if nothing_left or self._subscriptions <= 0:
+                break
+            time.sleep(self._poll_s)
+        self._dropped_sender += self._queue.qsize() + len(self._replay) + len(self._pending)
+
+
+class MemoryPublisher:
+    """Keeps frames in a list instead of sending them: for tests and in-process inspection."""
+
+    def __init__(self):
+        self.frames: list[Frame] = []
+        self.errors = ErrorLog()
+        self._closed = False
+
+    def publish(self, item: Item) -> bool:
+        try:
+            frame = item() if callable(item) else item
+        except Exception as exc:
+            self.errors.record("prepare_frame", exc)
+            return False
+        if frame is not None:
+            self.frames.append(frame)
+        return True
+
+    def stats(self) -> dict:
+        return {"queued": len(self.frames), "sent": len(self.frames), "dropped": 0, "resent": 0,
+                "queue_depth": 0, "held": 0, "subscribed": True, "errors": self.errors.as_dict()}
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> "MemoryPublisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

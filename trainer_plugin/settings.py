@@ -1,0 +1,36 @@
+"""The trainer side's settings, declared once; ``EmbeddingMonitor`` resolves them in ``setup``.
+
+Each is read from an explicit argument, else its ``ACESTEP_VIZ_<NAME>`` environment variable,
+else the default. This module imports no torch, so a CLI or the README test can list them cheaply.
+"""
+from __future__ import annotations
+
+from collector.protocol import MAX_NAME_CHARS
+from collector.settings import Setting, one_of, parse_bool, parse_list, positive, zmq_endpoint
+
+LORA_OUTPUTS = ("output", "delta", "both")
+
+
+def _run_name(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS or "/" in value:
+        return f"must be 1 to {MAX_NAME_CHARS} characters without '/'"
+    return None
+
+
+TRAINER_SETTINGS = [
+    Setting("enabled", True, "Capture embeddings during training; false turns the monitor off entirely.",
+            parse_bool),
+    Setting("endpoint", "tcp://127.0.0.1:5557",
+            "ZeroMQ endpoint of the collector's ingest socket; the trainer connects to it.", str, zmq_endpoint),
+    Setting("run", None, "Run name shown in the dashboard (no '/'); default: the logger's version or the start "
+            "time.", str, _run_name),
+    Setting("every_n_steps", 1, "Capture every Nth optimizer step (global_step % N == 0).", int, positive),
+    Setting("lora_layers", (), "Comma-separated globs choosing LoRA layers for the lora space, e.g. "
+            "'transformer_blocks.*.attn.to_out.0'; default: self-attention to_out.0 of the first, middle "
+            "and last transformer block.", parse_list),
+    Setting("lora_output", "output", "What the lora space records: 'output' (the LoRA layer's output), 'delta' "
+            "(the adapter's own contribution) or 'both'.", str, one_of(*LORA_OUTPUTS)),
+    Setting("all_ranks", False, "With several GPUs (DDP), publish from every rank, not only rank 0.", parse_bool),
+]

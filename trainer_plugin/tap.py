@@ -1,0 +1,514 @@
+"""Forward hooks that capture pooled activations of exactly one training forward per step.
+
+Capture is armed for one training step (``arm`` / ``step``) and gated in every hook body:
+- nothing outside an armed step, nothing while an evaluation method (``plot_step``) runs;
+- nothing inside the autograd engine: with non-reentrant gradient checkpointing, hooks inside
+  a checkpointed block fire a second time during backward (recompute);
+- the lora space only while gradients are enabled (evaluation forwards run under no_grad,
+  while the frozen DCAE and text encoder run under no_grad even in training).
+
+Hook bodies pool on the device and start a non-blocking copy to the host; frames are built on
+the publisher's thread (``_FrameBuilder``), so the training thread never waits for the device.
+No exception escapes a hook or a public method except configuration errors from ``attach``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from collector.protocol import MAX_NAME_CHARS, Frame
+from trainer_plugin.pooling import pool_any
+from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
+from trainer_plugin.publisher import ErrorLog, Publisher
+
+log = logging.getLogger("acestep_viz")
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
+PROMPT_CHARS = 200
+OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
+
+_graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
+
+
+def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
+           endpoint: str = DEFAULT_ENDPOINT, run: str | None = None, every_n_steps: int = 1,
+           lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
+           rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
+           eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None) -> "Tap":
+    """Hook ``model`` and return a ``Tap``. Raises ValueError if a setting or module path is wrong.
+
+    spaces: {"latent"|"lora"|"prompt": [module paths or globs]}, replacing the preset's entries.
+    lora_output: "output" (the LoRA layer's output), "delta" (the adapter's own contribution,
+    lora_B output x scaling) or "both" (layers named "<path>" and "<path>:delta").
+    eval_methods: names of methods on ``model`` during which nothing is captured.
+    """
+    if int(every_n_steps) < 1:
+        raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
+    if int(warn_after_steps) < 1:
+        raise ValueError(f"warn_after_steps={warn_after_steps!r}: must be at least 1")
+    run = check_run_name(run or default_run_name())
+    bindings = select_bindings(model, space_specs(model, preset, spaces, lora_layers), lora_output)
+    rank = default_rank() if rank is None else int(rank)
+    active = bool(all_ranks) or rank == 0
+    if active and publisher is None:
+        publisher = Publisher(endpoint, frozen_spaces=FROZEN_SPACES, **dict(publisher_options or {}))
+    tap = Tap(bindings, publisher, run=run, rank=rank, active=active, every_n_steps=int(every_n_steps),
+              frozen_once=frozen_once, warn_after_steps=int(warn_after_steps))
+    tap.suspend_during(model, eval_methods)
+    return tap
+
+
+def default_rank() -> int:
+    """This process's rank: torch.distributed if initialised, else $RANK, else $LOCAL_RANK, else 0."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    for variable in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(variable, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def default_run_name() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def check_run_name(run: str) -> str:
+    run = str(run)
+    if not run or len(run) > MAX_NAME_CHARS or "/" in run:
+        raise ValueError(f"run={run!r}: must be 1 to {MAX_NAME_CHARS} characters without '/'")
+    return run
+
+
+@dataclass
+class _Capture:
+    label: str
+    host: torch.Tensor  # (rows, dim) float16 on the host; valid once ``event`` completes
+    event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
+
+
+@dataclass
+class _StepState:
+    step: int
+    micro_batch: int
+    keys: list[str] | None
+    prompts: list[str] | None
+    captures: dict[str, list[_Capture]] = field(default_factory=dict)
+    loss: Any = None
+    timesteps: Any = None
+    sample_losses: Any = None
+
+
+@dataclass(frozen=True)
+class _Row:
+    source: int  # row index in the concatenation of the frame's captures
+    key_index: int
+    label: str
+
+
+class Tap:
+    """Installed hooks plus their gating; a context manager. Build it with ``attach``."""
+
+    def __init__(self, bindings: Sequence[Binding], publisher: Any, run: str, rank: int = 0, active: bool = True,
+                 every_n_steps: int = 1, frozen_once: bool = True, warn_after_steps: int = 20):
+        self.run = run
+        self.rank = rank
+        self.active = active
+        self.every_n_steps = every_n_steps
+        self.frozen_once = frozen_once
+        self.warn_after_steps = warn_after_steps
+        self.bindings = list(bindings)
+        self._binding_order = {b.label: i for i, b in enumerate(self.bindings)}
+        self._publisher = publisher if active else None
+        self._errors = ErrorLog(log)
+        self._state: _StepState | None = None
+        self._armed = False
+        self._suspend_depth = 0
+        self._closed = False
+        self._seen_frozen: set[tuple[str, str, str]] = set()
+        self._silent_steps: Counter[str] = Counter()
+        self._warned_silent: set[str] = set()
+        self._captures: Counter[str] = Counter()
+        self._rows: Counter[str] = Counter()
+        self._steps_seen = self._steps_captured = self._frames_queued = self._frames_refused = 0
+        self._restores: list[Any] = []
+        self._handles = [b.module.register_forward_hook(self._hook_for(b), with_kwargs=True)
+                         for b in self.bindings] if active else []
+        if publisher is not None and not active:
+            publisher.close()  # this rank does not publish
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def hooked(self) -> dict[str, list[str]]:
+        """{space: [labels]} of the hook points."""
+        out: dict[str, list[str]] = {}
+        for b in self.bindings:
+            out.setdefault(b.space, []).append(b.label)
+        return out
+
+    # ------------------------------------------------------------------ step lifecycle
+
+    @contextmanager
+    def step(self, global_step: int, batch_idx: int = 0, batch: Any = None, loss: Any = None) -> Iterator["Tap"]:
+        """Capture the training forward run inside the block; publish when it exits.
+
+        Call ``tap.note(loss=..., timesteps=..., sample_losses=...)`` inside to attach per-row
+        metadata. If the block raises, the step's captures are discarded.
+        """
+        self.arm(global_step, batch_idx, batch)
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
+        self.flush(loss=loss)
+
+    def arm(self, global_step: int, batch_idx: int = 0, batch: Any = None, *,
+            keys: Sequence[Any] | None = None, prompts: Sequence[Any] | None = None) -> bool:
+        """Start capturing for one training forward. Returns False for a skipped step."""
+        if not self.active or self._closed:
+            return False
+        try:
+            if self._state is not None:
+                self.flush()  # the previous step was never flushed: publish what it captured
+            self._steps_seen += 1
+            if int(global_step) % self.every_n_steps:
+                return False
+            keys = keys if keys is not None else _batch_field(batch, "keys")
+            prompts = prompts if prompts is not None else _batch_field(batch, "prompts")
+            self._state = _StepState(int(global_step), int(batch_idx), _strings(keys, MAX_NAME_CHARS),
+                                     _strings(prompts, PROMPT_CHARS))
+            self._armed = True
+            return True
+        except Exception as exc:
+            self._errors.record("arm", exc)
+            self._state, self._armed = None, False
+            return False
+
+    def disarm(self) -> None:
+        """Stop capturing but keep this step's captures for ``flush`` (call before backward)."""
+        self._armed = False
+
+    def note(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> None:
+        """Attach the step's loss, per-row timesteps and per-row losses (tensors are fine)."""
+        state = self._state
+        if state is None:
+            return
+        try:
+            state.loss = _host_values(loss) if loss is not None else state.loss
+            state.timesteps = _host_values(timesteps) if timesteps is not None else state.timesteps
+            state.sample_losses = _host_values(sample_losses) if sample_losses is not None else state.sample_losses
+        except Exception as exc:
+            self._errors.record("note", exc)
+
+    def flush(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> int:
+        """Disarm and hand this step's captures to the publisher, one frame per space. Returns frames queued."""
+        self.note(loss, timesteps, sample_losses)
+        state, self._state, self._armed = self._state, None, False
+        if state is None or self._publisher is None:
+            return 0
+        try:
+            self._steps_captured += 1
+            self._warn_if_silent(state)
+            return sum(self._publish_space(space, captures, state) for space, captures in state.captures.items())
+        except Exception as exc:
+            self._errors.record("flush", exc)
+            return 0
+
+    def discard(self) -> None:
+        """Drop this step's captures without publishing."""
+        self._state, self._armed = None, False
+
+    # ------------------------------------------------------------------ evaluation forwards
+
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Capture nothing inside this block, even in an armed step."""
+        self._suspend_depth += 1
+        try:
+            yield
+        finally:
+            self._suspend_depth -= 1
+
+    def suspend_during(self, owner: Any, names: Iterable[str]) -> list[str]:
+        """Wrap ``owner.<name>()`` methods so nothing is captured while they run; ``close`` restores them."""
+        wrapped = []
+        for name in names:
+            original = getattr(owner, name, None)
+            if not callable(original):
+                continue
+            had_own = name in vars(owner)
+            owned = vars(owner).get(name)
+            setattr(owner, name, _without_capture(self, original))
+            self._restores.append(functools.partial(_restore_attr, owner, name, had_own, owned))
+            wrapped.append(name)
+        return wrapped
+
+    # ------------------------------------------------------------------ teardown and stats
+
+    def close(self) -> None:
+        """Remove every hook, restore wrapped methods, close the publisher. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.discard()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        while self._restores:
+            try:
+                self._restores.pop()()
+            except Exception as exc:
+                self._errors.record("restore", exc)
+        if self._publisher is not None:
+            try:
+                self._publisher.close()
+            except Exception as exc:
+                self._errors.record("publisher_close", exc)
+
+    def __enter__(self) -> "Tap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        published = self._publisher.stats() if self._publisher is not None else {}
+        errors = Counter(self._errors.as_dict())
+        errors.update(published.get("errors", {}))
+        return {
+            "run": self.run,
+            "rank": self.rank,
+            "active": self.active,
+            "steps_seen": self._steps_seen,
+            "steps_captured": self._steps_captured,
+            "frames_queued": self._frames_queued,
+            "frames_sent": published.get("sent", 0),
+            "frames_dropped": published.get("dropped", 0),
+            "frames_resent": published.get("resent", 0),
+            "queue_depth": published.get("queue_depth", 0),
+            "frames_held": published.get("held", 0),
+            "errors": dict(errors),
+            "captures": dict(self._captures),
+            "rows_queued": dict(self._rows),
+        }
+
+    # ------------------------------------------------------------------ hot path
+
+    def _hook_for(self, binding: Binding):
+        space, label = binding.space, binding.label
+        needs_grad = space == "lora"
+        layer, adapter = binding.lora_layer, binding.adapter
+
+        def hook(module, args, kwargs, output):
+            if not self._armed or self._suspend_depth:
+                return
+            if needs_grad and not torch.is_grad_enabled():
+                return
+            if _graph_task_id is not None and _graph_task_id() != -1:
+                return  # inside backward: a checkpoint recompute, not a new forward
+            try:
+                scale = float(layer.scaling[adapter]) if layer is not None else 1.0
+                x = output_tensor(output)
+                host, event = to_host(pool_any(x, _sequence_mask(kwargs, x), scale))
+                self._state.captures.setdefault(space, []).append(_Capture(label, host, event))
+                self._captures[space] += 1
+            except Exception as exc:
+                self._errors.record(f"capture:{space}", exc)
+
+        return hook
+
+    # ------------------------------------------------------------------ building frames
+
+    def _publish_space(self, space: str, captures: list[_Capture], state: _StepState) -> int:
+        first = min(captures, key=lambda c: self._binding_order.get(c.label, 0))
+        dim = first.host.shape[1]  # the first declared module's size wins, whatever fired first
+        kept = [c for c in captures if c.host.shape[1] == dim]
+        if len(kept) < len(captures):
+            odd = sorted({c.label for c in captures if c.host.shape[1] != dim})
+            self._errors.record("dim_mismatch", ValueError(f"{space}: {', '.join(odd)} pool to a size other "
+                                                           f"than {dim}; their rows are skipped"))
+        rows = self._plan_rows(space, kept, state)
+        if not rows:
+            return 0
+        builder = _FrameBuilder(self.run, self.rank, space, state, kept, rows, time.time())
+        if self._publisher.publish(builder):
+            self._frames_queued += 1
+            self._rows[space] += len(rows)
+            return 1
+        if space in FROZEN_SPACES and self.frozen_once:
+            self._seen_frozen.difference_update((space, r.label, builder.ids[i]) for i, r in enumerate(rows))
+        return 0
+
+    def _plan_rows(self, space: str, captures: list[_Capture], state: _StepState) -> list[_Row]:
+        """Row i of a module's firings in this step belongs to clip keys[i] (clips encoded one by one)."""
+        once = self.frozen_once and space in FROZEN_SPACES
+        per_label: Counter[str] = Counter()
+        rows, source = [], 0
+        for capture in captures:
+            for _ in range(capture.host.shape[0]):
+                key_index = per_label[capture.label]
+                per_label[capture.label] += 1
+                if once:
+                    seen = (space, capture.label, _row_id(state, key_index))
+                    if seen in self._seen_frozen:
+                        source += 1
+                        continue
+                    self._seen_frozen.add(seen)
+                rows.append(_Row(source, key_index, capture.label))
+                source += 1
+        return rows
+
+    def _warn_if_silent(self, state: _StepState) -> None:
+        for space, labels in self.hooked.items():
+            if space in state.captures:
+                self._silent_steps[space] = 0
+                continue
+            self._silent_steps[space] += 1
+            if self._silent_steps[space] >= self.warn_after_steps and space not in self._warned_silent:
+                self._warned_silent.add(space)
+                log.warning("acestep_viz: the %s space captured nothing in %d training steps; hooked modules: %s. "
+                            "A hook fires only when the module itself is called (module(...)) during the "
+                            "training forward; check the module paths.", space, self._silent_steps[space],
+                            ", ".join(labels))
+
+
+class _FrameBuilder:
+    """Runs on the publisher thread: waits for device copies, converts to numpy, builds the Frame."""
+
+    def __init__(self, run: str, rank: int, space: str, state: _StepState, captures: list[_Capture],
+                 rows: list[_Row], sent_at: float):
+        self.run, self.rank, self.space, self.state = run, rank, space, state
+        self.captures, self.rows, self.sent_at = captures, rows, sent_at
+        self.ids = [_row_id(state, r.key_index) for r in rows]
+
+    def __call__(self) -> Frame:
+        for capture in self.captures:
+            if capture.event is not None:
+                capture.event.synchronize()
+        vectors = np.concatenate([c.host.numpy() for c in self.captures], axis=0)
+        vectors = vectors[[r.source for r in self.rows]]
+        return Frame(run=self.run, space=self.space, step=self.state.step, vectors=vectors, ids=self.ids,
+                     micro_batch=self.state.micro_batch, rank=self.rank, meta=self._meta(), sent_at=self.sent_at)
+
+    def _meta(self) -> list[dict[str, Any]]:
+        state = self.state
+        loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
+        batch = len(state.keys) if state.keys else None
+        show_layer = self.space == "lora" or len({c.label for c in self.captures}) > 1
+        meta = []
+        for row in self.rows:
+            index = row.key_index % batch if batch else row.key_index
+            entry: dict[str, Any] = {}
+            if state.prompts and index < len(state.prompts):
+                entry["prompt"] = state.prompts[index]
+            if sample_losses is not None and index < len(sample_losses) and len(sample_losses) != 1:
+                entry["loss"] = sample_losses[index]
+            elif loss is not None and len(loss) == 1:
+                entry["loss"] = loss[0]
+            if self.space == "lora" and timesteps is not None and index < len(timesteps):
+                entry["timestep"] = timesteps[index]
+            if show_layer:
+                entry["layer"] = row.label
+            meta.append(entry)
+        return meta
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The tensor a module returned: itself, a ModelOutput's last_hidden_state / sample, or a tuple's first."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for key in OUTPUT_KEYS:
+        value = output.get(key) if isinstance(output, Mapping) else getattr(output, key, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    if isinstance(output, (tuple, list)) and output:
+        return output_tensor(output[0])
+    raise TypeError(f"no tensor found in a {type(output).__name__} output (expected a tensor, a tuple, "
+                    f"or an object with {' or '.join(OUTPUT_KEYS)})")
+
+
+def to_host(pooled: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Start copying to host memory. From CUDA: pinned, non-blocking, plus an event to wait on."""
+    if pooled.device.type == "cuda":
+        host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+        host.copy_(pooled, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(pooled.device))
+        return host, event
+    if pooled.device.type == "cpu":
+        return pooled.clone(), None  # the model may reuse the memory in place
+    return pooled.to("cpu"), None
+
+
+def _sequence_mask(kwargs: Mapping[str, Any] | None, x: torch.Tensor) -> torch.Tensor | None:
+    mask = kwargs.get("attention_mask") if kwargs else None
+    if isinstance(mask, torch.Tensor) and x.dim() == 3 and tuple(mask.shape) == tuple(x.shape[:2]):
+        return mask
+    return None
+
+
+def _host_values(value: Any) -> tuple[torch.Tensor, Any]:
+    if isinstance(value, torch.Tensor):
+        return to_host(value.detach().float().reshape(-1))
+    return torch.as_tensor(value, dtype=torch.float32).reshape(-1), None
+
+
+def _resolve(host_values: tuple[torch.Tensor, Any] | None) -> list[float] | None:
+    if host_values is None:
+        return None
+    host, event = host_values
+    if event is not None:
+        event.synchronize()
+    return host.numpy().astype(float).tolist()
+
+
+def _batch_field(batch: Any, name: str) -> Any:
+    return batch.get(name) if isinstance(batch, Mapping) else None
+
+
+def _strings(values: Any, limit: int) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    return [str(v)[:limit] for v in values]
+
+
+def _row_id(state: _StepState, key_index: int) -> str:
+    if state.keys:
+        return state.keys[key_index % len(state.keys)]
+    return f"step{state.step}-mb{state.micro_batch}-row{key_index}"
+
+
+def _without_capture(tap: Tap, method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with tap.suspended():
+            return method(*args, **kwargs)
+    return wrapper
+
+
+def _restore_attr(owner: Any, name: str, had_own: bool, owned: Any) -> None:
+    if had_own:
+        setattr(owner, name, owned)
+    else:
+        delattr(owner, name)
