@@ -116,6 +116,7 @@ def row_key(space: str, meta: dict) -> str:
 
 def _row_meta(frame: Frame, row: int) -> dict:
     extra = frame.meta[row] if frame.meta else {}
-    return {"id": frame.ids[row], "step": frame.step, "micro_batch": frame.micro_batch, "rank": frame.rank,
+    return {"id": frame.ids[row], "step": extra.get("step", frame.step),
+            "micro_batch": extra.get("micro_batch", frame.micro_batch), "rank": frame.rank,
             "loss": extra.get("loss"), "timestep": extra.get("timestep"), "layer": extra.get("layer"),
             "prompt": extra.get("prompt"), "sent_at": frame.sent_at}

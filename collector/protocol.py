@@ -30,7 +30,12 @@ MAX_DIM = 65536
 MAX_TEXT_CHARS = 500  # prompt text and other free text per row
 MAX_NAME_CHARS = 200  # run ids, sample ids, layer names
 
-ROW_META_KEYS = ("prompt", "loss", "timestep", "layer")
+# Per-row metadata: free text, finite numbers, and integer overrides of the frame's step and
+# micro-batch (a publisher that batches several steps into one frame sets them per row).
+ROW_TEXT_KEYS = {"prompt": MAX_TEXT_CHARS, "layer": MAX_NAME_CHARS}
+ROW_NUMBER_KEYS = ("loss", "timestep")
+ROW_INT_KEYS = ("step", "micro_batch")
+ROW_META_KEYS = (*ROW_TEXT_KEYS, *ROW_NUMBER_KEYS, *ROW_INT_KEYS)
 
 
 class ProtocolError(ValueError):
@@ -127,7 +132,7 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
     if not isinstance(meta, list) or len(meta) != rows or not all(isinstance(m, dict) for m in meta):
         raise ProtocolError("meta", f"meta must be a list of {rows} objects")
     vectors = np.frombuffer(payload, dtype="<f2").reshape(rows, dim)
-    if not _all_finite(vectors):
+    if not all_finite(vectors):
         raise ProtocolError("non_finite", "vectors contain NaN or Inf")
     return Frame(
         run=run,
@@ -142,8 +147,11 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
     )
 
 
-def _all_finite(vectors: np.ndarray) -> bool:
-    """float16 is finite unless its exponent bits are all ones; integer maths beats np.isfinite on halves."""
+def all_finite(vectors: np.ndarray) -> bool:
+    """True unless NaN or Inf. For float16 the exponent bits test beats np.isfinite on halves."""
+    if vectors.dtype != np.float16:
+        return bool(np.isfinite(vectors).all())
+    # A half is non-finite exactly when its five exponent bits are all ones.
     return not ((vectors.view(np.uint16) & 0x7C00) == 0x7C00).any()
 
 
@@ -209,32 +217,33 @@ def _shape(shape: Any) -> tuple[int, int]:
 def _clean_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Keep the known keys, bound text, drop non-finite numbers (JSON has no NaN)."""
     out: dict[str, Any] = {}
-    for key in ROW_META_KEYS:
-        value = meta.get(key)
+    for key, value in meta.items():
         if value is None:
             continue
-        if key in ("loss", "timestep"):
+        if key in ROW_TEXT_KEYS:
+            out[key] = str(value)[: ROW_TEXT_KEYS[key]]
+        elif key in ROW_NUMBER_KEYS:
             value = float(value)
             if math.isfinite(value):
                 out[key] = value
-        else:
-            out[key] = str(value)[: MAX_TEXT_CHARS if key == "prompt" else MAX_NAME_CHARS]
+        elif key in ROW_INT_KEYS:
+            out[key] = int(value)
     return out
 
 
 def _check_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ROW_META_KEYS:
-        value = meta.get(key)
-        if value is None:
+    for key, value in meta.items():
+        if value is None or key not in ROW_META_KEYS:
             continue
-        if key in ("loss", "timestep"):
+        if key in ROW_TEXT_KEYS:
+            if not isinstance(value, str) or len(value) > ROW_TEXT_KEYS[key]:
+                raise ProtocolError("meta", f"{key} must be a string of at most {ROW_TEXT_KEYS[key]} characters")
+        elif key in ROW_NUMBER_KEYS:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ProtocolError("meta", f"{key} must be a finite number")
-            out[key] = float(value)
-        else:
-            limit = MAX_TEXT_CHARS if key == "prompt" else MAX_NAME_CHARS
-            if not isinstance(value, str) or len(value) > limit:
-                raise ProtocolError("meta", f"{key} must be a string of at most {limit} characters")
-            out[key] = value
+            value = float(value)
+        elif isinstance(value, bool) or not isinstance(value, int) or not -(2**53) < value < 2**53:
+            raise ProtocolError("meta", f"{key} must be an integer")
+        out[key] = value
     return out

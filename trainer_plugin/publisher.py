@@ -26,10 +26,10 @@ import time
 from collections import Counter, deque
 from typing import Callable, Union
 
-import numpy as np
 import zmq
 
-from collector.protocol import Frame, encode
+from collector.protocol import Frame, all_finite, encode
+from trainer_plugin.coalesce import coalesce
 
 log = logging.getLogger("acestep_viz")
 
@@ -158,47 +158,54 @@ class Publisher:
             self._socket.close(linger=self._linger_ms)
 
     def _take(self, timeout: float, limit: int = 64) -> None:
-        """Accept one item (waiting up to ``timeout``), then whatever else is already queued."""
+        """Accept one item (waiting up to ``timeout``), then whatever else is already queued.
+
+        A backlog of several items is coalesced into fewer frames (see ``coalesce``)."""
         try:
-            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            items = [self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()]
         except queue.Empty:
             return
-        self._accept(item)
         for _ in range(limit):
             try:
-                self._accept(self._queue.get_nowait())
+                items.append(self._queue.get_nowait())
             except queue.Empty:
-                return
+                break
+        frames = [frame for frame in map(self._prepare, items) if frame is not None]
+        for frame, count in coalesce(frames, self._frozen_spaces):
+            self._accept(frame, count)
 
-    def _accept(self, item: Item) -> None:
+    def _prepare(self, item: Item) -> Frame | None:
+        """Run a deferred item and vet the frame, before it can be merged with good ones."""
         try:
             frame = item() if callable(item) else item
-        except Exception as exc:
-            self.errors.record("prepare_frame", exc)
-            self._dropped_sender += 1
-            return
-        if frame is None:
-            return
-        if not frame.sent_at:
-            frame.sent_at = time.time()
-        try:
-            if not np.isfinite(frame.vectors).all():
+            if frame is not None and not all_finite(frame.vectors):
                 raise ValueError(f"{frame.space} vectors at step {frame.step} contain NaN or Inf")
+        except Exception as exc:
+            self.errors.record("prepare_frame" if callable(item) else "encode", exc)
+            self._dropped_sender += 1
+            return None
+        if frame is not None and not frame.sent_at:
+            frame.sent_at = time.time()
+        return frame
+
+    def _accept(self, frame: Frame, count: int) -> None:
+        """Encode and hold a frame that stands for ``count`` published frames."""
+        try:
             parts = encode(frame)
         except Exception as exc:
             self.errors.record("encode", exc)
-            self._dropped_sender += 1
+            self._dropped_sender += count
             return
         if frame.space in self._frozen_spaces:
             self._cache.append(parts)
-            self._hold(self._replay, parts)
+            self._hold(self._replay, parts, count)
         else:
-            self._hold(self._pending, parts)
+            self._hold(self._pending, parts, count)
 
-    def _hold(self, buffer: deque, parts: list) -> None:
+    def _hold(self, buffer: deque, parts: list, count: int) -> None:
         if len(buffer) == buffer.maxlen:
-            self._dropped_sender += 1  # the oldest falls out
-        buffer.append(parts)
+            self._dropped_sender += buffer[0][1]  # the oldest falls out
+        buffer.append((parts, count))
 
     def _read_subscriptions(self) -> None:
         new_subscriber = False
@@ -214,7 +221,7 @@ class Publisher:
                 self._subscriptions = max(0, self._subscriptions - 1)
         if new_subscriber:
             # A collector (re)subscribed: it may have missed every frozen frame so far.
-            self._replay = deque(self._cache, maxlen=self._cache.maxlen)
+            self._replay = deque(((parts, 1) for parts in self._cache), maxlen=self._cache.maxlen)
             self._resent += len(self._replay)
 
     def _pump(self) -> None:
@@ -223,15 +230,16 @@ class Publisher:
             return
         for buffer in (self._replay, self._pending):
             while buffer:
+                parts, count = buffer[0]
                 try:
-                    self._socket.send_multipart(buffer[0], flags=zmq.NOBLOCK, copy=False)
+                    self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     return  # collector is slow: retry on the next turn; the bounded deque counts losses
                 except zmq.ZMQError as exc:
                     self.errors.record("send", exc)
-                    self._dropped_sender += 1
+                    self._dropped_sender += count
                 else:
-                    self._sent += 1
+                    self._sent += count
                 buffer.popleft()
 
     def _drain(self) -> None:
@@ -244,7 +252,8 @@ class Publisher:
             if nothing_left or self._subscriptions <= 0:
                 break
             time.sleep(self._poll_s)
-        self._dropped_sender += self._queue.qsize() + len(self._replay) + len(self._pending)
+        held = sum(count for _, count in self._replay) + sum(count for _, count in self._pending)
+        self._dropped_sender += self._queue.qsize() + held
 
 
 class MemoryPublisher:

