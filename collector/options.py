@@ -13,6 +13,8 @@ from collector.store import default_store_dir
 
 
 def default_numba_cache() -> str:
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "acestep-viz", "numba")
 
@@ -43,7 +45,7 @@ HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
 PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
 INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,
                    check=positive)
-STEPS = Setting("steps", 300, "training steps of the demo run", parse=int, check=positive)
+STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 
 COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, NUMBA_CACHE,
                       ALLOW_REMOTE)

@@ -8,6 +8,7 @@ array bytes whose size the header gives. No pickle.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -148,6 +149,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Small early fits make PaCMAP warn about shrinking its pair counts on every call: expected, not news.
+    logging.getLogger("pacmap").setLevel(logging.ERROR)
     # Keep the protocol pipe private: PaCMAP prints chatter to stdout, which goes nowhere.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     devnull = os.open(os.devnull, os.O_WRONLY)

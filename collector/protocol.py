@@ -214,36 +214,41 @@ def _shape(shape: Any) -> tuple[int, int]:
     return rows, dim
 
 
+_ROW_KIND = {**{k: "text" for k in ROW_TEXT_KEYS}, **{k: "number" for k in ROW_NUMBER_KEYS},
+             **{k: "int" for k in ROW_INT_KEYS}}
+
+
 def _clean_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Keep the known keys, bound text, drop non-finite numbers (JSON has no NaN)."""
     out: dict[str, Any] = {}
     for key, value in meta.items():
-        if value is None:
+        kind = _ROW_KIND.get(key)
+        if kind is None or value is None:
             continue
-        if key in ROW_TEXT_KEYS:
+        if kind == "text":
             out[key] = str(value)[: ROW_TEXT_KEYS[key]]
-        elif key in ROW_NUMBER_KEYS:
+        elif kind == "number":
             value = float(value)
             if math.isfinite(value):
                 out[key] = value
-        elif key in ROW_INT_KEYS:
+        else:
             out[key] = int(value)
     return out
 
 
 def _check_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """Validate one row's metadata; returns it (unknown keys and nulls dropped). Runs per row: keep it lean."""
     for key, value in meta.items():
-        if value is None or key not in ROW_META_KEYS:
-            continue
-        if key in ROW_TEXT_KEYS:
-            if not isinstance(value, str) or len(value) > ROW_TEXT_KEYS[key]:
+        kind = _ROW_KIND.get(key)
+        if kind is None or value is None:
+            return {k: v for k, v in meta.items() if k in _ROW_KIND and v is not None and _check_row_meta({k: v})}
+        cls = type(value)
+        if kind == "text":
+            if cls is not str or len(value) > ROW_TEXT_KEYS[key]:
                 raise ProtocolError("meta", f"{key} must be a string of at most {ROW_TEXT_KEYS[key]} characters")
-        elif key in ROW_NUMBER_KEYS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        elif kind == "number":
+            if (cls is not float and cls is not int) or not math.isfinite(value):
                 raise ProtocolError("meta", f"{key} must be a finite number")
-            value = float(value)
-        elif isinstance(value, bool) or not isinstance(value, int) or not -(2**53) < value < 2**53:
+        elif cls is not int or not -(2**53) < value < 2**53:
             raise ProtocolError("meta", f"{key} must be an integer")
-        out[key] = value
-    return out
+    return meta

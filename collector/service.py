@@ -118,12 +118,16 @@ class Collector:
             sock.close(linger=0)
 
     def _drain(self, sock: zmq.Socket, budget: int = 1000) -> None:
-        for _ in range(budget):
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self.ingest(parts)
+        started = time.perf_counter()
+        try:
+            for _ in range(budget):
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                self.ingest(parts)
+        finally:
+            self.state.ingest_busy_s += time.perf_counter() - started
 
     def ingest(self, parts: list) -> bool:
         """Validate, store and buffer one wire frame; count a reject instead of raising."""

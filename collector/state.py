@@ -67,6 +67,7 @@ class CollectorState:
         self.paused = False
         self.frames_received = 0
         self.frames_accepted = 0
+        self.ingest_busy_s = 0.0  # time the ingest thread spent receiving and storing: its load
         self.rejects: Counter[str] = Counter()
         self.projection_errors: Counter[str] = Counter()
         self.started_at = time.time()
@@ -208,7 +209,8 @@ class CollectorState:
                 } for name, st in run.spaces.items()}
             return {"ok": True, "paused": self.paused, "uptime_s": time.time() - self.started_at,
                     "version": self.version, "frames_received": self.frames_received,
-                    "frames_accepted": self.frames_accepted, "rejects": dict(self.rejects),
+                    "frames_accepted": self.frames_accepted, "ingest_busy_s": round(self.ingest_busy_s, 3),
+                    "rejects": dict(self.rejects),
                     "projection_errors": dict(self.projection_errors), "runs": runs}
 
     def run_list(self) -> list[dict]:

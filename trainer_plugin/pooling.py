@@ -7,6 +7,7 @@ whole row into Inf.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 FLOAT16_MAX = 65504.0
@@ -33,19 +34,23 @@ def pool_any(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1
     1-D: one vector; 2-D: already pooled; 3-D: a sequence (mask-aware); 4-D and more:
     channels x ... x time, averaged over the last (time) axis and flattened.
     """
+    return _to_wire(pool_float32(x, mask, scale))
+
+
+def pool_float32(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+    """``pool_any`` before the float16 conversion: what a hook runs, one reduction, a fresh tensor.
+
+    Clamping and float16 happen later on the publisher thread, off the training step.
+    """
     with torch.no_grad():
         x = x.detach()
-        if x.dim() == 1:
-            pooled = x.float().unsqueeze(0)
-        elif x.dim() == 2:
-            pooled = x.float()
+        if x.dim() <= 2:
+            pooled = x.to(torch.float32, copy=True).reshape(-1 if x.dim() == 1 else x.shape[0], x.shape[-1])
         elif x.dim() == 3:
             pooled = _sequence_mean(x, mask)
         else:
             pooled = _latent_mean(x)
-        if scale != 1.0:
-            pooled = pooled * scale
-        return _to_wire(pooled)
+        return pooled * scale if scale != 1.0 else pooled
 
 
 def _sequence_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -69,3 +74,8 @@ def _latent_mean(x: torch.Tensor) -> torch.Tensor:
 
 def _to_wire(pooled: torch.Tensor) -> torch.Tensor:
     return pooled.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16)
+
+
+def to_wire(pooled: np.ndarray) -> np.ndarray:
+    """The publisher thread's half of ``pool_any``: clamp to float16's range, then convert."""
+    return np.clip(pooled, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)

@@ -150,7 +150,12 @@ class Publisher:
             while not self._stop.is_set():
                 self._read_subscriptions()
                 self._pump()
-                self._take(self._poll_s)
+                if self._subscriptions > 0 and (self._replay or self._pending):
+                    # The collector pushed back: wait for room on the socket, not for new frames.
+                    self._socket.poll(int(self._poll_s * 1000), zmq.POLLOUT)
+                    self._take(0)
+                else:
+                    self._take(self._poll_s)
             self._drain()
         except Exception as exc:  # the thread must end cleanly whatever happens
             self.errors.record("publisher_thread", exc)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from collector.protocol import MAX_NAME_CHARS, Frame
-from trainer_plugin.pooling import pool_any
+from trainer_plugin.pooling import pool_float32, to_wire
 from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
 from trainer_plugin.publisher import ErrorLog, Publisher
 
@@ -324,7 +324,7 @@ class Tap:
             try:
                 scale = float(layer.scaling[adapter]) if layer is not None else 1.0
                 x = output_tensor(output)
-                host, event = to_host(pool_any(x, _sequence_mask(kwargs, x), scale))
+                host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
                 self._state.captures.setdefault(space, []).append(_Capture(label, host, event))
                 self._captures[space] += 1
             except Exception as exc:
@@ -401,7 +401,7 @@ class _FrameBuilder:
             if capture.event is not None:
                 capture.event.synchronize()
         vectors = np.concatenate([c.host.numpy() for c in self.captures], axis=0)
-        vectors = vectors[[r.source for r in self.rows]]
+        vectors = to_wire(vectors[[r.source for r in self.rows]])
         return Frame(run=self.run, space=self.space, step=self.state.step, vectors=vectors, ids=self.ids,
                      micro_batch=self.state.micro_batch, rank=self.rank, meta=self._meta(), sent_at=self.sent_at)
 
@@ -453,7 +453,7 @@ def to_host(pooled: torch.Tensor) -> tuple[torch.Tensor, Any]:
         event.record(torch.cuda.current_stream(pooled.device))
         return host, event
     if pooled.device.type == "cpu":
-        return pooled.clone(), None  # the model may reuse the memory in place
+        return pooled, None  # pooling made a fresh tensor: the model cannot overwrite it
     return pooled.to("cpu"), None
 
 

@@ -8,7 +8,7 @@ import transport
 from common import RESULTS, record
 
 BENCHMARKS = (
-    ("trainer overhead", lambda: overhead.main(rounds=12, block=4)),
+    ("trainer overhead", lambda: overhead.main(rounds=150, block=1)),
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
 )
 
