@@ -79,6 +79,19 @@ class SpaceBuffer:
         self.__init__(space=self.space, capacity=self.capacity)
         self.generation = self.cleared_at = generation
 
+    def resize(self, capacity: int) -> None:
+        """Keep up to ``capacity`` rows from now on; the newest rows stay."""
+        if capacity == self.capacity:
+            return
+        vectors, keys, meta = self.snapshot()
+        self.capacity, self.slot_of, self.next_slot = capacity, {}, 0
+        if self.dim is not None:
+            self._allocate(self.dim)
+            for key, vector, row_meta in zip(keys[-capacity:], vectors[-capacity:], meta[-capacity:]):
+                slot = self._claim_slot(key)
+                self.vectors[slot], self.meta[slot] = vector, row_meta
+        self.generation += 1
+
     def snapshot(self) -> tuple[np.ndarray, list[str], list[dict]]:
         """Copies of the live rows, oldest first: (float32 vectors, row keys, metadata)."""
         if not self.slot_of:

@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="print the collector's live statistics")
     add_arguments(p, [options.COLLECTOR_ENDPOINT])
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser("acetrainer", help="add (or remove) the live embeddings tab in an ACETrainer checkout")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("install", help="add the tab (and, with --acestep, the trainer.py hookup)")
+    a.add_argument("path", metavar="PATH", help="the ACETrainer checkout (the folder with app.py)")
+    a.add_argument("--dashboard-url", default=None, metavar="URL",
+                   help="dashboard URL for the tab (default: the ACETrainer page's host, port 8050)")
+    a.add_argument("--acestep", default=None, metavar="PATH",
+                   help="ACE-Step checkout whose trainer.py gets the marked EmbeddingMonitor hookup")
+    a = actions.add_parser("uninstall", help="restore every file the install touched, byte for byte")
+    a.add_argument("path", metavar="PATH", help="the ACETrainer checkout")
+    a.add_argument("--acestep", default=None, metavar="PATH", help="also undo the trainer.py hookup there")
+    a.add_argument("--force", action="store_true",
+                   help="files edited since the install: take out only the acestep-viz blocks, keep the edits")
     return parser
 
 
@@ -62,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"collector": cmd_collector, "dashboard": cmd_dashboard, "demo": cmd_demo, "up": cmd_up,
-                "stats": cmd_stats}
+                "stats": cmd_stats, "acetrainer": cmd_acetrainer}
     try:
         return commands[args.command](vars(args))
     except (SettingError, CliError, OSError) as exc:
@@ -96,6 +110,7 @@ def cmd_collector(flags: dict) -> int:
     collector = Collector(ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
                           buffer_size=cfg["buffer_size"], n_neighbors=cfg["n_neighbors"],
                           projection_interval_s=cfg["projection_interval_s"],
+                          max_fit_points=cfg["max_fit_points"], history_size=cfg["history_size"],
                           numba_cache_dir=cfg["numba_cache_dir"])
     with collector:
         on_stop_signals(collector.stop_event.set)
@@ -150,6 +165,20 @@ def format_stats(stats: dict) -> str:
             lines.append(f"{run[:28]:<28} {space:<7} {s['received']:>9} {s['buffered']:>9} "
                          f"{s['projected']:>9} {s['last_step']:>9} {fit:>6}")
     return "\n".join(lines)
+
+
+def cmd_acetrainer(flags: dict) -> int:
+    from collector import acetrainer
+
+    try:
+        if flags["action"] == "install":
+            report = acetrainer.install(flags["path"], dashboard_url=flags["dashboard_url"], acestep=flags["acestep"])
+        else:
+            report = acetrainer.uninstall(flags["path"], acestep=flags["acestep"], force=flags["force"])
+    except acetrainer.InstallError as exc:
+        raise CliError(str(exc)) from None
+    print("\n".join(report), flush=True)
+    return 0
 
 
 def cmd_up(flags: dict) -> int:

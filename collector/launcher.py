@@ -37,6 +37,7 @@ class Stack:
         self._spawn("collector", "collector", "--ingest", c["ingest"], "--query", c["query"], "--store", c["store"],
                     "--buffer-size", str(c["buffer_size"]), "--n-neighbors", str(c["n_neighbors"]),
                     "--projection-interval-s", str(c["projection_interval_s"]),
+                    "--max-fit-points", str(c["max_fit_points"]), "--history-size", str(c["history_size"]),
                     "--numba-cache-dir", c["numba_cache_dir"], *remote)
         self._wait("collector", self._collector_answers)
         u = self.ui_cfg

@@ -34,6 +34,11 @@ N_NEIGHBORS = Setting("n_neighbors", 10, "PaCMAP n_neighbors", parse=int, check=
 PROJECTION_INTERVAL = Setting("projection_interval_s", 1.0,
                               "least time between two fits of the same space, seconds",
                               parse=float, check=at_least(0.0))
+MAX_FIT_POINTS = Setting("max_fit_points", 3000,
+                         "most rows one PaCMAP fit uses; above it a sample keeps every clip's newest row",
+                         parse=int, check=at_least(10))
+HISTORY_SIZE = Setting("history_size", 100, "projection frames kept per run and space for scrubbing and replay",
+                       parse=int, check=at_least(1))
 NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
                       "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)")
 ALLOW_REMOTE = Setting("allow_remote", False,
@@ -47,8 +52,8 @@ INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, second
                    check=positive)
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 
-COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, NUMBA_CACHE,
-                      ALLOW_REMOTE)
+COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, MAX_FIT_POINTS,
+                      HISTORY_SIZE, NUMBA_CACHE, ALLOW_REMOTE)
 DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE)
 DEMO_SETTINGS = (STEPS,)  # plus the trainer's endpoint and run, see trainer_plugin/settings.py
 

@@ -15,6 +15,7 @@ import zmq
 
 from collector.buffers import BufferReject, FROZEN_SPACES
 from collector.projection import align_to_previous, warm_start
+from collector.quality import latest_by_key, neighbour_overlap, relative_drift
 from collector.projector import Projector, ProjectorError
 from collector.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
 from collector.state import CollectorState, FitJob
@@ -28,11 +29,13 @@ MAX_REQUEST_BYTES = 64 * 1024
 class Collector:
     def __init__(self, ingest: str, query: str, store_dir: str, buffer_size: int = 2000,
                  n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = 10,
-                 numba_cache_dir: str | None = None, rcvhwm: int = 100_000):
+                 numba_cache_dir: str | None = None, rcvhwm: int = 100_000, max_fit_points: int = 3000,
+                 history_size: int = 100):
         self.ingest_endpoint, self.query_endpoint = ingest, query
         self.n_neighbors = n_neighbors
         self.projection_interval_s = projection_interval_s
-        self.state = CollectorState(buffer_size=buffer_size, min_points=min_points)
+        self.state = CollectorState(buffer_size=buffer_size, min_points=min_points, max_fit_points=max_fit_points,
+                                    history_size=history_size)
         self.store = RunStore(store_dir)
         self.projector = Projector(numba_cache_dir)
         self.rcvhwm = rcvhwm
@@ -172,7 +175,14 @@ class Collector:
             return
         if prev is not None:
             coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
-        self.state.install(job, coords, seconds)
+        self.state.install(job, coords, seconds, self._quality(job, coords))
+
+    def _quality(self, job: FitJob, coords) -> dict:
+        quality = {"neighbour_overlap": neighbour_overlap(job.vectors, coords, k=self.n_neighbors)}
+        if job.space == "lora":
+            latest = latest_by_key(job.vectors, job.meta)
+            quality["lora_drift"] = relative_drift(self.state.first_lora_vectors(job, latest), latest)
+        return {k: round(v, 4) for k, v in quality.items() if v is not None}
 
     # queries ------------------------------------------------------------------------------
     def _query_loop(self, sock: zmq.Socket) -> None:
@@ -207,6 +217,8 @@ class Collector:
             "pause": lambda r: self._set_paused(True),
             "resume": lambda r: self._set_paused(False),
             "refit": lambda r: self._refit(r),
+            "history": self._history,
+            "set": self._set,
         }
 
     def _health(self) -> dict:
@@ -235,6 +247,33 @@ class Collector:
     def _refit(self, request: dict) -> dict:
         self.state.request_refit(_run_arg(request), _space_arg(request))
         return {"ok": True}
+
+
+    def _history(self, request: dict) -> dict:
+        space = _space_arg(request)
+        if space is None:
+            raise ValueError("history needs a space: latent, lora or prompt")
+        version = request.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValueError("version must be an integer or null")
+        return self.state.history(_run_arg(request), space, version)
+
+    def _set(self, request: dict) -> dict:
+        """Change projection settings while running; each is validated like its start-up flag."""
+        from collector.options import BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL
+
+        changed = {}
+        for setting in (N_NEIGHBORS, PROJECTION_INTERVAL, BUFFER_SIZE):
+            if request.get(setting.name) is not None:
+                changed[setting.name] = setting.convert(request[setting.name], setting.name)
+        if not changed:
+            raise ValueError("set takes n_neighbors, projection_interval_s and/or buffer_size")
+        self.n_neighbors = changed.get("n_neighbors", self.n_neighbors)
+        self.projection_interval_s = changed.get("projection_interval_s", self.projection_interval_s)
+        self.state.configure(buffer_size=changed.get("buffer_size"))
+        if "n_neighbors" in changed:
+            self.state.request_refit(None, None)
+        return {"ok": True, **changed}
 
 
 def _run_arg(request: dict) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 from collector.buffers import SpaceBuffer
 from collector.projection import MIN_POINTS
 from collector.protocol import SPACES, Frame
+from collector.quality import cap_rows
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
 
@@ -28,14 +29,25 @@ class Projection:
     version: int  # collector-wide version when it was installed
     projected_at: float
     seconds: float
+    step: int = -1  # newest training step among its rows
+    quality: dict = field(default_factory=dict)  # neighbour_overlap, lora_drift
+
+    def summary(self) -> dict:
+        return {"version": self.version, "step": self.step, "projected_at": self.projected_at,
+                "seconds": round(self.seconds, 4), "points": len(self.keys), **self.quality}
 
 
 @dataclass
 class SpaceState:
     buffer: SpaceBuffer
-    projection: Projection | None = None
+    history: deque  # of Projection, oldest first; the last one is the current map
     last_fit_at: float = 0.0
     force: bool = False
+    first_vectors: dict | None = None  # LoRA: each (clip, layer)'s vector in the first fitted frame
+
+    @property
+    def projection(self) -> Projection | None:
+        return self.history[-1] if self.history else None
 
 
 @dataclass
@@ -58,9 +70,12 @@ class FitJob:
 
 
 class CollectorState:
-    def __init__(self, buffer_size: int = 2000, min_points: int = MIN_POINTS):
+    def __init__(self, buffer_size: int = 2000, min_points: int = MIN_POINTS, max_fit_points: int = 3000,
+                 history_size: int = 100):
         self.lock = threading.RLock()
         self.buffer_size = buffer_size
+        self.max_fit_points = max_fit_points
+        self.history_size = history_size
         self.min_points = max(min_points, MIN_POINTS)
         self.runs: dict[str, RunState] = {}
         self.version = 0
@@ -79,12 +94,14 @@ class CollectorState:
         with self.lock:
             run = self.runs.get(frame.run)
             if run is None:
-                run = self.runs[frame.run] = RunState(
-                    frame.run, {s: SpaceState(SpaceBuffer(s, self.buffer_size)) for s in SPACES})
+                run = self.runs[frame.run] = RunState(frame.run, {s: self._new_space(s) for s in SPACES})
             added = run.spaces[frame.space].buffer.add(frame)
             run.last_seen = time.time()
             self.frames_accepted += 1
             return added
+
+    def _new_space(self, space: str) -> SpaceState:
+        return SpaceState(SpaceBuffer(space, self.buffer_size), deque(maxlen=self.history_size))
 
     def reject(self, reason: str) -> None:
         with self.lock:
@@ -109,10 +126,13 @@ class CollectorState:
                     space.force = False
                     space.last_fit_at = now
                     vectors, keys, meta = buf.snapshot()
+                    rows = cap_rows(meta, self.max_fit_points)
+                    if len(rows) < len(meta):
+                        vectors, keys, meta = vectors[rows], [keys[i] for i in rows], [meta[i] for i in rows]
                     jobs.append(FitJob(run.name, name, buf.generation, vectors, keys, meta, space.projection))
         return jobs
 
-    def install(self, job: FitJob, coords: np.ndarray, seconds: float) -> None:
+    def install(self, job: FitJob, coords: np.ndarray, seconds: float, quality: dict | None = None) -> None:
         with self.lock:
             run = self.runs.get(job.run)
             if run is None:
@@ -121,8 +141,19 @@ class CollectorState:
             if job.generation < space.buffer.cleared_at:
                 return  # cleared while fitting
             self.version += 1
-            space.projection = Projection(job.keys, coords, job.meta, job.generation, self.version,
-                                          time.time(), seconds)
+            step = max((m["step"] for m in job.meta), default=-1)
+            space.history.append(Projection(job.keys, coords, job.meta, job.generation, self.version,
+                                            time.time(), seconds, step, quality or {}))
+
+    def first_lora_vectors(self, job: FitJob, latest: dict) -> dict:
+        """The (clip, layer) vectors of the run's first LoRA fit: drift is measured against them."""
+        with self.lock:
+            space = self.runs[job.run].spaces[job.space] if job.run in self.runs else None
+            if space is None:
+                return latest
+            if space.first_vectors is None:
+                space.first_vectors = latest
+            return space.first_vectors
 
     def request_refit(self, run: str | None, space: str | None) -> None:
         with self.lock:
@@ -145,7 +176,8 @@ class CollectorState:
             else:
                 for state in self._select(run, space):
                     state.buffer.clear()
-                    state.projection = None
+                    state.history.clear()
+                    state.first_vectors = None
             self.version += 1
             return removed
 
@@ -206,12 +238,35 @@ class CollectorState:
                     "last_projection_s": st.projection.seconds if st.projection else None,
                     "last_step": st.buffer.last_step,
                     "dim": st.buffer.dim,
+                    "frames": len(st.history),
+                    "quality": st.projection.quality if st.projection else {},
                 } for name, st in run.spaces.items()}
             return {"ok": True, "paused": self.paused, "uptime_s": time.time() - self.started_at,
                     "version": self.version, "frames_received": self.frames_received,
                     "frames_accepted": self.frames_accepted, "ingest_busy_s": round(self.ingest_busy_s, 3),
                     "rejects": dict(self.rejects),
                     "projection_errors": dict(self.projection_errors), "runs": runs}
+
+    def history(self, run: str | None, space: str, version: int | None) -> dict:
+        """The frames of one space: summaries, or one frame's points when ``version`` is given."""
+        with self.lock:
+            run = run if run in self.runs else self.latest_run()
+            frames = list(self.runs[run].spaces[space].history) if run else []
+            if version is None:
+                return {"ok": True, "run": run, "space": space, "frames": [f.summary() for f in frames]}
+            match = [f for f in frames if f.version == version]
+            if not match:
+                raise ValueError(f"no frame with version {version} in {run}/{space} (it may have aged out)")
+            return {"ok": True, "run": run, "space": space, "frame": {**match[0].summary(),
+                                                                     "points": _points(match[0])}}
+
+    def configure(self, buffer_size: int | None = None) -> None:
+        with self.lock:
+            if buffer_size is not None:
+                self.buffer_size = buffer_size
+                for run in self.runs.values():
+                    for st in run.spaces.values():
+                        st.buffer.resize(buffer_size)
 
     def run_list(self) -> list[dict]:
         with self.lock:
@@ -229,8 +284,13 @@ def _space_payload(state: SpaceState | None) -> dict:
     payload = {**empty, "buffered": state.buffer.size, "last_step": state.buffer.last_step}
     if proj is None:
         return payload
+    return {**payload, "projected": len(proj.keys), "projected_at": proj.projected_at, "quality": proj.quality,
+            "frames": len(state.history), "points": _points(proj)}
+
+
+def _points(proj: Projection) -> dict:
     coords = np.round(proj.coords, 4)
     points = {"x": coords[:, 0].tolist(), "y": coords[:, 1].tolist()}
     for f in POINT_FIELDS:
         points[f] = [m.get(f) for m in proj.meta]
-    return {**payload, "projected": len(proj.keys), "projected_at": proj.projected_at, "points": points}
+    return points

@@ -92,3 +92,21 @@ def test_restart_restores_buffers_from_the_store(tmp_path):
     with CollectorProcess(store) as second:
         runs = query(second.query, {"op": "stats"})["runs"]
         assert {s: runs["run-4"][s]["buffered"] for s in SPACES} == {"latent": 15, "lora": 90, "prompt": 15}
+
+
+def test_history_quality_and_runtime_settings(collector):
+    send_frames(collector.ingest, synthetic_frames(run="run-5", n_clips=20, steps=1))
+    wait_for(lambda: all_projected(collector.query), timeout=60)
+    send_frames(collector.ingest, synthetic_frames(run="run-5", n_clips=20, steps=3, seed=3))
+    history = wait_for(lambda: (lambda h: h if len(h["frames"]) >= 2 else None)(
+        query(collector.query, {"op": "history", "run": "run-5", "space": "lora"})), timeout=30)
+    versions = [f["version"] for f in history["frames"]]
+    assert versions == sorted(versions) and history["frames"][-1]["step"] == 2
+    latest = history["frames"][-1]
+    assert 0 <= latest["neighbour_overlap"] <= 1 and latest["lora_drift"] > 0
+    frame = query(collector.query, {"op": "history", "run": "run-5", "space": "lora", "version": versions[0]})
+    assert len(frame["frame"]["points"]["x"]) == history["frames"][0]["points"]
+    assert query(collector.query, {"op": "set", "n_neighbors": 1})["ok"] is False  # validated like the flag
+    assert query(collector.query, {"op": "set", "buffer_size": 30})["ok"]
+    stats = query(collector.query, {"op": "stats"})
+    assert stats["runs"]["run-5"]["lora"]["buffered"] == 30
