@@ -9,7 +9,7 @@ STAMP := $(CACHE)/install-$(EXTRAS).stamp
 export NUMBA_CACHE_DIR ?= $(CACHE)/numba
 PYTEST_ARGS ?=
 
-.PHONY: install run test browser lint bench clean
+.PHONY: install run test browser lint bench soak clean
 
 install: $(STAMP)
 
@@ -38,5 +38,10 @@ lint: install
 bench: install
 	$(PYTHON) tests/benchmarks/run_all.py
 
+# Reliability at full size (~6 min): 100k bad frames, collector stopped 30 s / killed mid-run, kill -9
+# durability, 8 publishers x 200 frames/s for 60 s; prints a table and writes soak-results.json.
+soak: install
+	$(PYTHON) tests/soak.py
+
 clean:
-	rm -rf $(CACHE) .pytest_cache build *.egg-info test-artifacts bench-results.json
+	rm -rf $(CACHE) .pytest_cache build *.egg-info test-artifacts bench-results.json soak-results.json

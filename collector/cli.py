@@ -52,9 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, [s for s in options.COLLECTOR_SETTINGS] + [options.HOST, options.PORT, options.INTERVAL,
                                                                  options.STEPS])
 
+    p = sub.add_parser("runs", help="list the runs kept in the store")
+    add_arguments(p, [options.STORE])
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("export", help="write a run to NPZ, TensorBoard projector files or a self-contained HTML")
+    add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
+    p.add_argument("--run", default=None, help="run to export (default: the latest active)")
+    p.add_argument("--format", required=True, choices=("npz", "tensorboard", "html"))
+    p.add_argument("--out", default=None, help="where to put the result (default: the collector's store for "
+                                               "npz/tensorboard, ./<run>.html for html)")
+
     p = sub.add_parser("stats", help="print the collector's live statistics")
-    add_arguments(p, [options.COLLECTOR_ENDPOINT])
+    add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser("keys", help="make CurveZMQ key pairs (server and client) for --curve-dir")
+    p.add_argument("dir", metavar="DIR", help="folder for the keys (created if missing)")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
 
     p = sub.add_parser("acetrainer", help="add (or remove) the live embeddings tab in an ACETrainer checkout")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -76,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"collector": cmd_collector, "dashboard": cmd_dashboard, "demo": cmd_demo, "up": cmd_up,
-                "stats": cmd_stats, "acetrainer": cmd_acetrainer}
+                "stats": cmd_stats, "keys": cmd_keys, "acetrainer": cmd_acetrainer, "runs": cmd_runs,
+                "export": cmd_export}
     try:
         return commands[args.command](vars(args))
     except (SettingError, CliError, OSError) as exc:
@@ -107,7 +123,8 @@ def cmd_collector(flags: dict) -> int:
 
     cfg = resolve(options.COLLECTOR_SETTINGS, flags)
     check_binds([cfg["ingest"], cfg["query"]], cfg["allow_remote"])
-    collector = Collector(ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
+    check_curve_dir(cfg["curve_dir"], server=True)
+    collector = Collector(curve_dir=cfg["curve_dir"], ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
                           buffer_size=cfg["buffer_size"], n_neighbors=cfg["n_neighbors"],
                           projection_interval_s=cfg["projection_interval_s"],
                           max_fit_points=cfg["max_fit_points"], history_size=cfg["history_size"],
@@ -119,13 +136,44 @@ def cmd_collector(flags: dict) -> int:
     return 0
 
 
+def check_curve_dir(directory: str | None, server: bool) -> None:
+    """CurveZMQ keys must be complete before any socket is made; a gap is a one-line CliError."""
+    if not directory:
+        return
+    from collector import security
+
+    try:
+        (security.check_server_keys if server else security.check_client_keys)(directory)
+    except security.SecurityError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_keys(flags: dict) -> int:
+    from collector import security
+
+    try:
+        made = security.create_keys(flags["dir"], force=flags["force"])
+    except security.SecurityError as exc:
+        raise CliError(str(exc)) from None
+    print("\n".join(str(path) for path in made))
+    print(f"collector: --curve-dir {flags['dir']}  (keep server.key_secret there)\n"
+          f"trainer, dashboard, stats: ACESTEP_VIZ_CURVE_DIR={flags['dir']} or --curve-dir, with client.key_secret "
+          "and server.key (copy only those two to other machines)", flush=True)
+    return 0
+
+
 def cmd_dashboard(flags: dict) -> int:
     cfg = resolve(options.DASHBOARD_SETTINGS, flags)
     check_binds([cfg["host"]], cfg["allow_remote"])
     from dashboard.app import serve
 
+    check_curve_dir(cfg["curve_dir"], server=False)
+    if not cfg["token"] and not options.is_loopback_host(cfg["host"]):
+        logging.getLogger("acestep_viz").warning(
+            "the dashboard on %s has no --token: anyone who can reach the port can see and clear runs", cfg["host"])
     print(f"dashboard: http://{cfg['host']}:{cfg['port']}/  (collector {cfg['collector']})", flush=True)
-    serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"])
+    serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"],
+          curve_dir=cfg["curve_dir"], token=cfg["token"])
     return 0
 
 
@@ -141,13 +189,78 @@ def cmd_demo(flags: dict) -> int:
 def cmd_stats(flags: dict) -> int:
     from dashboard.client import CollectorClient, CollectorUnavailable
 
-    cfg = resolve([options.COLLECTOR_ENDPOINT], flags)
+    cfg = resolve([options.COLLECTOR_ENDPOINT, options.CURVE_DIR], flags)
+    check_curve_dir(cfg["curve_dir"], server=False)
     try:
-        stats = CollectorClient(cfg["collector"], timeout_ms=2000).stats()
+        stats = CollectorClient(cfg["collector"], timeout_ms=2000, curve_dir=cfg["curve_dir"]).stats()
     except CollectorUnavailable:
         raise CliError(f"no collector answered at {cfg['collector']} within 2 s; start one with "
                        f"`{PROG} collector` or pass --collector") from None
     print(json.dumps(stats, indent=2) if flags.get("json") else format_stats(stats))
+    return 0
+
+
+def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | None = None) -> dict:
+    """One request to the collector; a missing collector or a refused request is a CliError."""
+    from dashboard.client import CollectorClient, CollectorError
+
+    try:
+        return CollectorClient(endpoint, timeout_ms=timeout_ms, curve_dir=curve_dir).request(request)
+    except CollectorError as exc:
+        raise CliError(f"{exc} (collector {endpoint}; start one with `{PROG} collector` or pass --collector)") \
+            from None
+
+
+def cmd_runs(flags: dict) -> int:
+    from collector.store import RunStore, read_records
+    from collector.protocol import ProtocolError, decode
+
+    cfg = resolve([options.STORE], flags)
+    rows = []
+    for path in RunStore.logs_in(cfg["store"]):
+        first = next(read_records(path), None)
+        try:
+            run = decode(first[1]).run if first else path.parent.name
+        except ProtocolError:
+            run = path.parent.name
+        stat = path.stat()
+        rows.append({"run": run, "path": str(path.parent), "mb": round(stat.st_size / 2**20, 2),
+                     "modified": stat.st_mtime})
+    if flags.get("json"):
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no runs in {cfg['store']}")
+    else:
+        import datetime
+        for r in sorted(rows, key=lambda r: r["modified"], reverse=True):
+            when = datetime.datetime.fromtimestamp(r["modified"]).strftime("%Y-%m-%d %H:%M")
+            print(f"{r['run']:<40} {when}  {r['mb']:>9.2f} MB  {r['path']}")
+    return 0
+
+
+def cmd_export(flags: dict) -> int:
+    cfg = resolve([options.COLLECTOR_ENDPOINT, options.CURVE_DIR], flags)
+    check_curve_dir(cfg["curve_dir"], server=False)
+    if flags["format"] == "html":
+        from dashboard.figures import build_figure
+        import plotly.io
+
+        snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
+                   curve_dir=cfg["curve_dir"])
+        if not snap.get("run"):
+            raise CliError("the collector has no runs to export")
+        out = flags.get("out") or f"{snap['run']}.html"
+        plotly.io.write_html(build_figure(snap), out, include_plotlyjs=True, full_html=True)
+        print(out)
+        return 0
+    reply = ask(cfg["collector"], {"op": "export", "run": flags.get("run"), "format": flags["format"]}, 60000,
+                cfg["curve_dir"])
+    path = reply["path"]
+    if flags.get("out"):
+        import shutil
+        shutil.copytree(path, flags["out"], dirs_exist_ok=True)
+        path = flags["out"]
+    print(path)
     return 0
 
 
@@ -185,6 +298,9 @@ def cmd_up(flags: dict) -> int:
     from collector.launcher import Stack
 
     collector_cfg = resolve(options.COLLECTOR_SETTINGS, flags)
+    check_curve_dir(collector_cfg["curve_dir"], server=True)
+    if collector_cfg["curve_dir"]:
+        check_curve_dir(collector_cfg["curve_dir"], server=False)  # the dashboard and demo need client keys
     ui_cfg = resolve([options.HOST, options.PORT, options.INTERVAL, options.STEPS], flags)
     check_binds([collector_cfg["ingest"], collector_cfg["query"], ui_cfg["host"]], collector_cfg["allow_remote"])
     stack = Stack(collector_cfg, ui_cfg, demo=bool(flags.get("demo")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -9,6 +10,8 @@ import time
 import urllib.request
 
 import zmq
+
+from collector.security import make_client
 
 READY_TIMEOUT_S = 90
 
@@ -27,22 +30,26 @@ class Stack:
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "collector.cli", *args]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if self.collector_cfg.get("curve_dir"):  # the demo's publisher reads its keys from here
+            env["ACESTEP_VIZ_CURVE_DIR"] = self.collector_cfg["curve_dir"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.children[name] = proc
         return proc
 
     def start(self) -> None:
         c = self.collector_cfg
         remote = ["--allow-remote"] if c["allow_remote"] else []
+        curve = ["--curve-dir", c["curve_dir"]] if c.get("curve_dir") else []
         self._spawn("collector", "collector", "--ingest", c["ingest"], "--query", c["query"], "--store", c["store"],
                     "--buffer-size", str(c["buffer_size"]), "--n-neighbors", str(c["n_neighbors"]),
                     "--projection-interval-s", str(c["projection_interval_s"]),
                     "--max-fit-points", str(c["max_fit_points"]), "--history-size", str(c["history_size"]),
-                    "--numba-cache-dir", c["numba_cache_dir"], *remote)
+                    "--numba-cache-dir", c["numba_cache_dir"], *remote, *curve)
         self._wait("collector", self._collector_answers)
         u = self.ui_cfg
         self._spawn("dashboard", "dashboard", "--collector", c["query"], "--host", u["host"], "--port",
-                    str(u["port"]), "--interval", str(u["interval"]), *remote)
+                    str(u["port"]), "--interval", str(u["interval"]), *remote, *curve)
         self._wait("dashboard", self._dashboard_answers)
         if self.demo:
             self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]))
@@ -61,6 +68,8 @@ class Stack:
         sock = zmq.Context.instance().socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVTIMEO, 500)
+        if self.collector_cfg.get("curve_dir"):
+            make_client(sock, self.collector_cfg["curve_dir"])
         try:
             sock.connect(self.collector_cfg["query"])
             sock.send(json.dumps({"op": "ping"}).encode())

@@ -57,6 +57,15 @@ COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION
 DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE)
 DEMO_SETTINGS = (STEPS,)  # plus the trainer's endpoint and run, see trainer_plugin/settings.py
 
+# Exposure (collector/security.py, dashboard/auth.py): optional CurveZMQ keys and dashboard token.
+CURVE_DIR = Setting("curve_dir", None,
+                    "folder of CurveZMQ keys from `acestep-viz keys DIR`: the collector encrypts ingest and query "
+                    "and admits only keys in DIR/authorized_clients; clients (dashboard, stats) use its client keys")
+TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
+                "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
+COLLECTOR_SETTINGS += (CURVE_DIR,)
+DASHBOARD_SETTINGS += (CURVE_DIR, TOKEN)
+
 
 def is_loopback_host(host: str) -> bool:
     host = host.strip("[]")

@@ -122,7 +122,8 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
         raise ProtocolError("dtype", f"dtype {header.get('dtype')!r} is not {WIRE_DTYPE}")
     rows, dim = _shape(header.get("shape"))
     if len(payload) != rows * dim * 2:
-        raise ProtocolError("size", f"payload has {len(payload)} bytes, shape {rows}x{dim} float16 needs {rows * dim * 2}")
+        raise ProtocolError("size", f"payload has {len(payload)} bytes, "
+                                    f"shape {rows}x{dim} float16 needs {rows * dim * 2}")
     ids = header.get("ids")
     if not isinstance(ids, list) or len(ids) != rows or not all(isinstance(i, str) for i in ids):
         raise ProtocolError("ids", f"ids must be a list of {rows} strings")
@@ -196,8 +197,9 @@ def _int(header: dict, key: str) -> int:
 
 def _float(header: dict, key: str) -> float:
     value = header.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(key, f"{key} must be a finite number")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, int) and not -(2**53) < value < 2**53) or not math.isfinite(value)):
+        raise ProtocolError(key, f"{key} must be a finite number")  # a huge int would overflow isfinite
     return float(value)
 
 
@@ -247,7 +249,8 @@ def _check_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
             if cls is not str or len(value) > ROW_TEXT_KEYS[key]:
                 raise ProtocolError("meta", f"{key} must be a string of at most {ROW_TEXT_KEYS[key]} characters")
         elif kind == "number":
-            if (cls is not float and cls is not int) or not math.isfinite(value):
+            if ((cls is not float and cls is not int) or (cls is int and not -(2**53) < value < 2**53)
+                    or not math.isfinite(value)):  # a huge int would make isfinite raise OverflowError
                 raise ProtocolError("meta", f"{key} must be a finite number")
         elif cls is not int or not -(2**53) < value < 2**53:
             raise ProtocolError("meta", f"{key} must be an integer")

@@ -13,16 +13,19 @@ import time
 
 import zmq
 
+from collector import security
 from collector.buffers import BufferReject, FROZEN_SPACES
 from collector.projection import align_to_previous, warm_start
 from collector.quality import latest_by_key, neighbour_overlap, relative_drift
 from collector.projector import Projector, ProjectorError
 from collector.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
 from collector.state import CollectorState, FitJob
-from collector.store import RunStore
+from collector.exports import write_npz, write_tensorboard
+from collector.store import RunStore, run_dir_name
 
 log = logging.getLogger("acestep_viz.collector")
 POLL_MS = 100
+EXPORT_FORMATS = ("npz", "tensorboard")
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -30,8 +33,10 @@ class Collector:
     def __init__(self, ingest: str, query: str, store_dir: str, buffer_size: int = 2000,
                  n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = 10,
                  numba_cache_dir: str | None = None, rcvhwm: int = 100_000, max_fit_points: int = 3000,
-                 history_size: int = 100):
+                 history_size: int = 100, curve_dir: str | None = None):
         self.ingest_endpoint, self.query_endpoint = ingest, query
+        self.curve_dir = curve_dir  # CurveZMQ keys (collector/security.py); None: plain sockets
+        self._auth = None
         self.n_neighbors = n_neighbors
         self.projection_interval_s = projection_interval_s
         self.state = CollectorState(buffer_size=buffer_size, min_points=min_points, max_fit_points=max_fit_points,
@@ -47,6 +52,8 @@ class Collector:
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Collector":
         self._ctx = zmq.Context()
+        if self.curve_dir:
+            self._auth = security.start_authenticator(self._ctx, self.curve_dir)
         sub = self._bind(zmq.SUB, self.ingest_endpoint, "ingest")
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         rep = self._bind(zmq.REP, self.query_endpoint, "query")
@@ -69,6 +76,8 @@ class Collector:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES + MAX_PAYLOAD_BYTES + 4096)
         else:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        if self.curve_dir:
+            security.make_server(sock, self.curve_dir)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -101,6 +110,8 @@ class Collector:
             thread.join(5)
         self.projector.close()
         self.store.close()
+        if self._auth is not None:
+            self._auth.stop()
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
 
@@ -140,6 +151,10 @@ class Collector:
             added = self.state.accept(frame)
         except (ProtocolError, BufferReject) as exc:
             self.state.reject(exc.reason)
+            return False
+        except Exception:  # a bug must cost one frame, never the ingest thread
+            self.state.reject("internal_error")
+            log.exception("frame rejected by an internal error")
             return False
         if added or frame.space not in FROZEN_SPACES:
             self.store.append(frame.run, parts)
@@ -219,6 +234,7 @@ class Collector:
             "refit": lambda r: self._refit(r),
             "history": self._history,
             "set": self._set,
+            "export": self._export,
         }
 
     def _health(self) -> dict:
@@ -274,6 +290,21 @@ class Collector:
         if "n_neighbors" in changed:
             self.state.request_refit(None, None)
         return {"ok": True, **changed}
+
+
+    def _export(self, request: dict) -> dict:
+        """Write the run to files under the store (a client may not choose where the collector writes)."""
+        fmt = request.get("format")
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        run, spaces = self.state.export_rows(_run_arg(request))
+        target = self.store.export_dir(run) / f"{fmt}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if fmt == "npz":
+            files = [write_npz(target / f"{run_dir_name(run)}.npz", spaces)]
+        else:
+            files = write_tensorboard(target, spaces)
+        return {"ok": True, "run": run, "format": fmt, "path": str(target), "files": [str(f) for f in files],
+                "rows": {s.space: len(s.meta) for s in spaces}}
 
 
 def _run_arg(request: dict) -> str | None:

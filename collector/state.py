@@ -260,6 +260,26 @@ class CollectorState:
             return {"ok": True, "run": run, "space": space, "frame": {**match[0].summary(),
                                                                      "points": _points(match[0])}}
 
+    def export_rows(self, run: str | None) -> tuple[str, list]:
+        """Every buffered row of each space with its coordinates in the current map (NaN if none)."""
+        from collector.exports import SpaceExport
+
+        with self.lock:
+            run = run if run in self.runs else self.latest_run()
+            if run is None:
+                raise ValueError("no run to export: the collector has no data")
+            out = []
+            for name, st in self.runs[run].spaces.items():
+                vectors, keys, meta = st.buffer.snapshot()
+                coords = np.full((len(keys), 2), np.nan, np.float32)
+                if st.projection is not None:
+                    where = {k: i for i, k in enumerate(st.projection.keys)}
+                    for row, key in enumerate(keys):
+                        if key in where:
+                            coords[row] = st.projection.coords[where[key]]
+                out.append(SpaceExport(name, vectors.astype(np.float16), coords, meta))
+            return run, out
+
     def configure(self, buffer_size: int | None = None) -> None:
         with self.lock:
             if buffer_size is not None:

@@ -60,10 +60,7 @@ def read_records(path: Path) -> Iterator[tuple[int, list[bytes]]]:
 
 
 def intact_length(path: Path) -> int:
-    end = 0
-    for end, _ in read_records(path):
-        pass
-    return end
+    return max((end for end, _ in read_records(path)), default=0)
 
 
 class RunStore:
@@ -84,6 +81,9 @@ class RunStore:
         self._syncer = threading.Thread(target=self._sync_loop, args=(fsync_every_s,), name="store-fsync",
                                         daemon=True)
         self._syncer.start()
+
+    def export_dir(self, run: str) -> Path:
+        return self.root / run_dir_name(run) / "exports"
 
     def log_path(self, run: str) -> Path:
         return self.root / run_dir_name(run) / LOG_NAME
@@ -119,9 +119,16 @@ class RunStore:
 
     def replay(self) -> Iterator[list[bytes]]:
         """Every intact stored frame of every run, run by run, in the order they were accepted."""
-        for path in sorted(self.root.glob(f"*/{LOG_NAME}")):
+        for path in self.logs():
             for _, parts in read_records(path):
                 yield parts
+
+    def logs(self) -> list[Path]:
+        return self.logs_in(self.root)
+
+    @staticmethod
+    def logs_in(root: str | os.PathLike) -> list[Path]:
+        return sorted(Path(root).glob(f"*/{LOG_NAME}"))
 
     def forget(self, run: str) -> None:
         """Delete a run's log (the user cleared it)."""

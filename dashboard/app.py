@@ -12,7 +12,9 @@ from pathlib import Path
 import dash
 
 from dashboard.callbacks import register
+from dashboard.auth import require_token
 from dashboard.client import DEFAULT_ENDPOINT, CollectorClient
+from dashboard.embed import register_embed
 from dashboard.layout import page
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -26,7 +28,8 @@ def normalise_prefix(url_prefix: str) -> str:
 
 
 def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_prefix: str = "/",
-               title: str = DEFAULT_TITLE, timeout_ms: int = 1500) -> dash.Dash:
+               title: str = DEFAULT_TITLE, timeout_ms: int = 1500, curve_dir: str | None = None,
+               token: str | None = None) -> dash.Dash:
     """A Dash app polling the collector's query endpoint every ``interval_s`` seconds."""
     if not interval_s or interval_s <= 0:
         raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
@@ -39,7 +42,10 @@ def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_pr
         update_title=None,
     )
     app.layout = page(interval_s)
-    register(app, CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms)))
+    register(app, CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms),
+                                  curve_dir=curve_dir))
+    require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
+    register_embed(app)
     return app
 
 

@@ -29,9 +29,10 @@ class CollectorRequestError(CollectorError):
 class CollectorClient:
     """Request/reply client for one collector. Holds configuration only, no connection."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout_ms: int = 1500):
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout_ms: int = 1500, curve_dir: str | None = None):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_ms)
+        self.curve_dir = curve_dir  # CurveZMQ client keys for a collector started with --curve-dir
 
     def __repr__(self) -> str:
         return f"CollectorClient({self.endpoint!r}, timeout_ms={self.timeout_ms})"
@@ -52,6 +53,10 @@ class CollectorClient:
         sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
         sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         try:
+            if self.curve_dir:
+                from collector.security import make_client
+
+                make_client(sock, self.curve_dir)
             sock.connect(self.endpoint)
             sock.send(payload)
             return sock.recv()

@@ -1,9 +1,13 @@
 """Component ids, one named constant each, shared by the layout and the callbacks."""
 
 ROOT = "viz-root"
+URL = "viz-url"  # the page's location: ?embed=1 hides the header card (dashboard/embed.py)
 
 # header
+HEADER = "viz-header"
 STATUS_BADGE = "viz-status-badge"
+EMBED_STATUS = "viz-embed-status"  # the badge's copy in the controls row, shown in embed mode
+EMBED_BADGE = "viz-embed-badge"
 
 # controls
 REFRESH_BUTTON = "viz-refresh-button"

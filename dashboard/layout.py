@@ -5,6 +5,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from dashboard import ids
+from dashboard.embed import embed_status, location
 from dashboard.figures import empty_figure
 from dashboard.status import BADGES, WAITING, status
 
@@ -35,7 +36,7 @@ def header() -> dbc.Card:
         ], className="d-flex align-items-center flex-wrap"),
         html.P("Live 2-D PaCMAP projections of the audio latents, LoRA layer outputs and prompt "
                "embeddings captured while your LoRA adapter trains.", className="viz-muted mb-0"),
-    ]), className="viz-card mb-3")
+    ]), id=ids.HEADER, className="viz-card mb-3")
 
 
 def controls(interval_s: float) -> dbc.Card:
@@ -50,6 +51,7 @@ def controls(interval_s: float) -> dbc.Card:
                        value=_format_seconds(interval_s), size="sm", className="viz-select"),
         ], className="d-flex align-items-center"),
         dcc.ConfirmDialog(id=ids.CLEAR_CONFIRM, message=CLEAR_MESSAGE),
+        embed_status(),
     ], className="d-flex align-items-center flex-wrap gap-2")), className="viz-card mb-3")
 
 
@@ -122,6 +124,7 @@ def stores_and_timer(interval_s: float) -> html.Div:
 
 def page(interval_s: float) -> dbc.Container:
     return dbc.Container([
+        location(),
         header(),
         controls(interval_s),
         stat_boxes(),

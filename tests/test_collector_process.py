@@ -110,3 +110,33 @@ def test_history_quality_and_runtime_settings(collector):
     assert query(collector.query, {"op": "set", "buffer_size": 30})["ok"]
     stats = query(collector.query, {"op": "stats"})
     assert stats["runs"]["run-5"]["lora"]["buffered"] == 30
+
+
+def test_exports_and_run_listing(collector, tmp_path):
+    import subprocess
+    import sys
+
+    from support import REPO, child_env
+    send_frames(collector.ingest, synthetic_frames(run="run-6", n_clips=15, steps=1))
+    wait_for(lambda: all_projected(collector.query), timeout=60)
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "collector.cli", *args], cwd=REPO, env=child_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    npz = cli("export", "--collector", collector.query, "--format", "npz", "--out", str(tmp_path / "npz"))
+    import numpy as np
+    with np.load(next((tmp_path / "npz").glob("*.npz")), allow_pickle=False) as data:
+        assert data["latent_vectors"].shape == (15, 64) and data["lora_vectors"].shape == (45, 64)
+        assert np.isfinite(data["prompt_coords"]).all()
+    assert npz == str(tmp_path / "npz")
+    cli("export", "--collector", collector.query, "--format", "tensorboard", "--out", str(tmp_path / "tb"))
+    assert (tmp_path / "tb" / "projector_config.pbtxt").exists()
+    html = cli("export", "--collector", collector.query, "--format", "html", "--out", str(tmp_path / "run.html"))
+    page = (tmp_path / "run.html").read_text()
+    assert html.endswith("run.html") and "Latent Space (Audio)" in page
+    assert '<script src="http' not in page  # plotly.js is inside the file: it opens offline
+    listing = cli("runs", "--store", str(collector.store_dir))
+    assert "run-6" in listing

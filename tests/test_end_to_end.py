@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from support import REPO, CollectorProcess, ManagedProcess, query, wait_for
+from support import CollectorProcess, ManagedProcess, query, wait_for
 
 pytestmark = pytest.mark.slow
 SPACES = ("latent", "lora", "prompt")

@@ -269,7 +269,8 @@ def test_explicit_paths_capture_whatever_the_module_returns(fast, songs):
     from transformers.modeling_outputs import BaseModelOutput
 
     x = torch.ones(2, 3, 4)
-    assert all(output_tensor(out) is x for out in (x, (x, None), [x], {"sample": x}, BaseModelOutput(last_hidden_state=x)))
+    outputs = (x, (x, None), [x], {"sample": x}, BaseModelOutput(last_hidden_state=x))
+    assert all(output_tensor(out) is x for out in outputs)
     batch = batch_of(songs, [0, 1, 2])
     # The whole transformer returns a dataclass with .sample (B, 8, 16, T); lyric layers return tensors.
     tap, publisher = monitor(fast, preset=None, spaces={"lora": ["transformers", "transformers.lyric_encoder"]})

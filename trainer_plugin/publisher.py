@@ -20,6 +20,7 @@ training thread. This module never imports torch.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from trainer_plugin.coalesce import coalesce
 log = logging.getLogger("acestep_viz")
 
 Item = Union[Frame, Callable[[], "Frame | None"]]
+CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
 
@@ -66,8 +68,10 @@ class Publisher:
     def __init__(self, endpoint: str, sndhwm: int = 1000, queue_size: int = 256, *,
                  frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache: int = 10_000,
                  pending_size: int = 1024, drain_s: float = 1.0, linger_ms: int = 250,
-                 context: zmq.Context | None = None, poll_s: float = 0.02):
+                 context: zmq.Context | None = None, poll_s: float = 0.02, curve_dir: str | None = None):
         self.endpoint = endpoint
+        # CurveZMQ client keys (collector/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp
+        self.curve_dir = curve_dir if curve_dir is not None else os.environ.get(CURVE_ENV) or None
         self.errors = ErrorLog()
         self._frozen_spaces = frozenset(frozen_spaces)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -82,7 +86,7 @@ class Publisher:
         self._sent = self._resent = self._dropped_sender = 0  # written by the sender thread only
         self._closed = False
         self._stop = threading.Event()
-        self._socket = self._connect(context or zmq.Context.instance(), endpoint, sndhwm)
+        self._socket = self._connect(context or zmq.Context.instance(), endpoint, sndhwm, self.curve_dir)
         self._thread = threading.Thread(target=self._run, name="acestep-viz-publisher", daemon=True)
         self._thread.start()
 
@@ -132,17 +136,24 @@ class Publisher:
     # ------------------------------------------------------------------ sender thread
 
     @staticmethod
-    def _connect(context: zmq.Context, endpoint: str, sndhwm: int) -> zmq.Socket:
+    def _connect(context: zmq.Context, endpoint: str, sndhwm: int, curve_dir: str | None = None) -> zmq.Socket:
         sock = context.socket(zmq.XPUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription message, not only the first per topic
         sock.setsockopt(zmq.XPUB_NODROP, 1)  # full buffer -> EAGAIN, so drops are seen and counted
         try:
+            if curve_dir:
+                from collector.security import make_client
+
+                make_client(sock, curve_dir)
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise ValueError(f"cannot connect to {endpoint!r}: {exc}; expected e.g. tcp://127.0.0.1:5557") from None
+        except ValueError:  # missing or unreadable CurveZMQ keys: the message says what to fix
+            sock.close(linger=0)
+            raise
         return sock
 
     def _run(self) -> None:

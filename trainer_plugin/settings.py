@@ -33,4 +33,7 @@ TRAINER_SETTINGS = [
     Setting("lora_output", "output", "What the lora space records: 'output' (the LoRA layer's output), 'delta' "
             "(the adapter's own contribution) or 'both'.", str, one_of(*LORA_OUTPUTS)),
     Setting("all_ranks", False, "With several GPUs (DDP), publish from every rank, not only rank 0.", parse_bool),
+    Setting("curve_dir", None, "Folder with CurveZMQ keys made by `acestep-viz keys` (client.key_secret, server.key) "
+            "for a collector started with --curve-dir; read by the publisher (argument: "
+            "publisher_options={'curve_dir': ...}).", str),
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import collector_bench
 import overhead
 import transport
 from common import RESULTS, record
@@ -10,6 +11,7 @@ from common import RESULTS, record
 BENCHMARKS = (
     ("trainer overhead", lambda: overhead.main(rounds=150, block=1)),
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
+    ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
 )
 
 

@@ -36,7 +36,8 @@ def frames(vectors: np.ndarray) -> list[Frame]:
     out = []
     for start in range(0, len(vectors), ROWS_PER_FRAME):
         rows = vectors[start:start + ROWS_PER_FRAME]
-        out.append(Frame(run="bench-transport", space="lora", step=start // ROWS_PER_FRAME, ids=[f"clip{i % 2}" for i in range(len(rows))],
+        out.append(Frame(run="bench-transport", space="lora", step=start // ROWS_PER_FRAME,
+                         ids=[f"clip{i % 2}" for i in range(len(rows))],
                          vectors=rows, meta=[{"layer": f"block{i // 2}.attn.to_out.0", "loss": 0.1, "timestep": 500.0}
                                              for i in range(len(rows))], sent_at=time.time()))
     return out
@@ -97,7 +98,8 @@ def main(n_vectors: int, n_seed: int) -> dict:
     ours_rate = ours(vectors[:n_vectors])
     seed_rate = seed(vectors[:n_seed])
     results = {"transport_vectors_per_s_ours": round(ours_rate), "transport_vectors_per_s_seed": round(seed_rate),
-               "transport_ratio": round(ours_rate / seed_rate, 1), "transport_dim": DIM}
+               "transport_ratio": round(ours_rate / seed_rate, 1), "transport_dim": DIM,
+               "ingest_vectors_per_s": round(ours_rate)}
     print(json.dumps(results))
     return results
 
