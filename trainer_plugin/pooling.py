@@ -7,8 +7,6 @@ whole row into Inf.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -53,15 +51,6 @@ def pool_float32(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float
         else:
             pooled = _latent_mean(x)
         return pooled * scale if scale != 1.0 else pooled
-
-
-def pooled_shape(x: torch.Tensor) -> tuple[int, int]:
-    """The (rows, dim) that ``pool_any`` will return for ``x``, without computing it."""
-    if x.dim() == 1:
-        return 1, x.shape[0]
-    if x.dim() <= 3:
-        return x.shape[0], x.shape[-1]
-    return x.shape[0], math.prod(x.shape[1:-1])
 
 
 def _sequence_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

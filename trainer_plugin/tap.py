@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from collector.protocol import MAX_NAME_CHARS, Frame
-from trainer_plugin.pooling import pool_float32, pooled_shape, to_wire
+from trainer_plugin.pooling import pool_float32, to_wire
 from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
 from trainer_plugin.publisher import ErrorLog, Publisher
 
@@ -91,32 +91,11 @@ def check_run_name(run: str) -> str:
     return run
 
 
-class ModifiedInPlace(RuntimeError):
-    """The model changed a captured output in place before the publisher thread pooled it."""
-
-
 @dataclass
 class _Capture:
-    """One hook firing. From a GPU, the pooled copy is on its way to the host (wait on ``event``).
-    On the CPU, the hook only keeps the output: the publisher thread pools it, off the step,
-    after checking through the tensor's version counter that the model did not modify it."""
-
     label: str
-    shape: tuple[int, int]  # (rows, dim) once pooled
-    host: torch.Tensor | None = None
-    event: Any = None
-    deferred: tuple | None = None  # (tensor, mask, scale, version)
-
-    def pooled(self) -> np.ndarray:
-        if self.deferred is not None:
-            x, mask, scale, version = self.deferred
-            pooled = pool_float32(x, mask, scale)
-            if x._version != version:
-                raise ModifiedInPlace(f"{self.label}: output modified in place before it was pooled; row dropped")
-            return pooled.numpy()
-        if self.event is not None:
-            self.event.synchronize()
-        return self.host.numpy()
+    host: torch.Tensor  # (rows, dim) float16 on the host; valid once ``event`` completes
+    event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
 
 
 @dataclass
@@ -345,13 +324,8 @@ class Tap:
             try:
                 scale = float(layer.scaling[adapter]) if layer is not None else 1.0
                 x = output_tensor(output)
-                mask = _sequence_mask(kwargs, x)
-                if x.device.type == "cpu":
-                    capture = _Capture(label, pooled_shape(x), deferred=(x.detach(), mask, scale, x._version))
-                else:
-                    host, event = to_host(pool_float32(x, mask, scale))
-                    capture = _Capture(label, tuple(host.shape), host, event)
-                self._state.captures.setdefault(space, []).append(capture)
+                host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
+                self._state.captures.setdefault(space, []).append(_Capture(label, host, event))
                 self._captures[space] += 1
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
@@ -362,10 +336,10 @@ class Tap:
 
     def _publish_space(self, space: str, captures: list[_Capture], state: _StepState) -> int:
         first = min(captures, key=lambda c: self._binding_order.get(c.label, 0))
-        dim = first.shape[1]  # the first declared module's size wins, whatever fired first
-        kept = [c for c in captures if c.shape[1] == dim]
+        dim = first.host.shape[1]  # the first declared module's size wins, whatever fired first
+        kept = [c for c in captures if c.host.shape[1] == dim]
         if len(kept) < len(captures):
-            odd = sorted({c.label for c in captures if c.shape[1] != dim})
+            odd = sorted({c.label for c in captures if c.host.shape[1] != dim})
             self._errors.record("dim_mismatch", ValueError(f"{space}: {', '.join(odd)} pool to a size other "
                                                            f"than {dim}; their rows are skipped"))
         rows = self._plan_rows(space, kept, state)
@@ -386,7 +360,7 @@ class Tap:
         per_label: Counter[str] = Counter()
         rows, source = [], 0
         for capture in captures:
-            for _ in range(capture.shape[0]):
+            for _ in range(capture.host.shape[0]):
                 key_index = per_label[capture.label]
                 per_label[capture.label] += 1
                 if once:
@@ -423,7 +397,10 @@ class _FrameBuilder:
         self.ids = [_row_id(state, r.key_index) for r in rows]
 
     def __call__(self) -> Frame:
-        vectors = np.concatenate([c.pooled() for c in self.captures], axis=0)
+        for capture in self.captures:
+            if capture.event is not None:
+                capture.event.synchronize()
+        vectors = np.concatenate([c.host.numpy() for c in self.captures], axis=0)
         vectors = to_wire(vectors[[r.source for r in self.rows]])
         return Frame(run=self.run, space=self.space, step=self.state.step, vectors=vectors, ids=self.ids,
                      micro_batch=self.state.micro_batch, rank=self.rank, meta=self._meta(), sent_at=self.sent_at)
