@@ -1,6 +1,7 @@
 """`acestep-viz up`: collector + dashboard (+ demo) as child processes, stopped together."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ class Stack:
         self.collector_cfg, self.ui_cfg, self.demo = collector_cfg, ui_cfg, demo
         self.children: dict[str, subprocess.Popen] = {}
         host = ui_cfg["host"]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = "127.0.0.1" if _listens_everywhere(host) else host  # a browser cannot open the wildcard
         self.url = f"http://{shown}:{ui_cfg['port']}/"
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
@@ -119,3 +120,10 @@ class Stack:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _listens_everywhere(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False

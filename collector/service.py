@@ -215,9 +215,10 @@ class Collector:
             request = json.loads(raw)
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
-            handler = self._handlers().get(request.get("op"))
+            handlers = self._handlers()
+            handler = handlers.get(request.get("op"))
             if handler is None:
-                raise ValueError(f"unknown op {request.get('op')!r}; known: {', '.join(self._handlers())}")
+                raise ValueError(f"unknown op {request.get('op')!r}; known: {', '.join(handlers)}")
             return handler(request)
         except (ValueError, TypeError) as exc:
             return {"ok": False, "error": str(exc)}
