@@ -15,7 +15,6 @@ import numpy as np
 from collector.protocol import Frame
 
 FROZEN_SPACES = frozenset({"latent", "prompt"})
-META_FIELDS = ("id", "step", "micro_batch", "rank", "loss", "timestep", "layer", "prompt")
 
 
 class BufferReject(ValueError):

@@ -187,28 +187,23 @@ def cmd_demo(flags: dict) -> int:
 
 
 def cmd_stats(flags: dict) -> int:
-    from dashboard.client import CollectorClient, CollectorUnavailable
-
     cfg = resolve([options.COLLECTOR_ENDPOINT, options.CURVE_DIR], flags)
     check_curve_dir(cfg["curve_dir"], server=False)
-    try:
-        stats = CollectorClient(cfg["collector"], timeout_ms=2000, curve_dir=cfg["curve_dir"]).stats()
-    except CollectorUnavailable:
-        raise CliError(f"no collector answered at {cfg['collector']} within 2 s; start one with "
-                       f"`{PROG} collector` or pass --collector") from None
+    stats = ask(cfg["collector"], {"op": "stats"}, curve_dir=cfg["curve_dir"])
     print(json.dumps(stats, indent=2) if flags.get("json") else format_stats(stats))
     return 0
 
 
 def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | None = None) -> dict:
     """One request to the collector; a missing collector or a refused request is a CliError."""
-    from dashboard.client import CollectorClient, CollectorError
+    from dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
 
     try:
         return CollectorClient(endpoint, timeout_ms=timeout_ms, curve_dir=curve_dir).request(request)
+    except CollectorUnavailable as exc:
+        raise CliError(f"{exc}; or pass --collector (and --curve-dir if it uses keys)") from None
     except CollectorError as exc:
-        raise CliError(f"{exc} (collector {endpoint}; start one with `{PROG} collector` or pass --collector)") \
-            from None
+        raise CliError(f"the collector at {endpoint} refused the request: {exc}") from None
 
 
 def cmd_runs(flags: dict) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import subprocess
 import sys
@@ -10,9 +9,7 @@ import threading
 import time
 import urllib.request
 
-import zmq
-
-from collector.security import make_client
+from dashboard.client import CollectorClient, CollectorError
 
 READY_TIMEOUT_S = 90
 
@@ -66,19 +63,12 @@ class Stack:
         raise StackError(f"the {name} did not become ready within {READY_TIMEOUT_S} s")
 
     def _collector_answers(self) -> bool:
-        sock = zmq.Context.instance().socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, 500)
-        if self.collector_cfg.get("curve_dir"):
-            make_client(sock, self.collector_cfg["curve_dir"])
+        client = CollectorClient(self.collector_cfg["query"], timeout_ms=500,
+                                 curve_dir=self.collector_cfg.get("curve_dir"))
         try:
-            sock.connect(self.collector_cfg["query"])
-            sock.send(json.dumps({"op": "ping"}).encode())
-            return bool(json.loads(sock.recv()).get("ok"))
-        except zmq.ZMQError:
+            return bool(client.request({"op": "ping"}).get("ok"))
+        except CollectorError:
             return False
-        finally:
-            sock.close()
 
     def _dashboard_answers(self) -> bool:
         try:

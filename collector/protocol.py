@@ -243,7 +243,7 @@ def _check_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
     for key, value in meta.items():
         kind = _ROW_KIND.get(key)
         if kind is None or value is None:
-            return {k: v for k, v in meta.items() if k in _ROW_KIND and v is not None and _check_row_meta({k: v})}
+            return _check_row_meta({k: v for k, v in meta.items() if k in _ROW_KIND and v is not None})
         cls = type(value)
         if kind == "text":
             if cls is not str or len(value) > ROW_TEXT_KEYS[key]:
