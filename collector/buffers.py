@@ -4,6 +4,10 @@ Frozen spaces (latent, prompt) keep one row per clip key: the audio autoencoder 
 encoder do not train, so a clip's vector never changes and later copies only refresh metadata.
 The LoRA space keeps one row per (clip, layer, step, micro-batch, rank) in a ring: when full,
 the oldest rows are overwritten. Vectors live in one preallocated float16 matrix per buffer.
+
+Ingest is the hot path, so a frame's metadata is kept once (``FrameRows``) and each slot only
+points at it with a row index; the per-row dicts that ``snapshot`` returns are built the first
+time a snapshot needs them and kept until the slot changes.
 """
 from __future__ import annotations
 
@@ -23,6 +27,43 @@ class BufferReject(ValueError):
         self.reason = reason
 
 
+class FrameRows:
+    """The metadata of one accepted frame's rows (no vectors), shared by the slots they fill."""
+
+    __slots__ = ("ids", "columns", "step", "micro_batch", "rank", "sent_at")
+
+    def __init__(self, frame: Frame):
+        self.ids, self.columns = frame.ids, frame.columns
+        self.step, self.micro_batch, self.rank, self.sent_at = frame.step, frame.micro_batch, frame.rank, frame.sent_at
+
+    def keys(self, space: str) -> list[str]:
+        """Identity of each row: the clip for frozen spaces, the full capture for the LoRA space."""
+        if space in FROZEN_SPACES:
+            return self.ids
+        steps, micro_batches = self.column("step", self.step), self.column("micro_batch", self.micro_batch)
+        return [f"{clip}|{layer}|{step}|{micro_batch}|{self.rank}" for clip, layer, step, micro_batch
+                in zip(self.ids, self.column("layer", ""), steps, micro_batches)]
+
+    def column(self, key: str, default) -> list:
+        values = self.columns.get(key)
+        if values is None:
+            return [default] * len(self.ids)
+        return [default if v is None else v for v in values]
+
+    def meta(self, row: int) -> dict:
+        """One row's metadata as the dict ``SpaceBuffer.snapshot`` hands out."""
+        value = self._value
+        return {"id": self.ids[row], "step": value("step", row, self.step),
+                "micro_batch": value("micro_batch", row, self.micro_batch), "rank": self.rank,
+                "loss": value("loss", row), "timestep": value("timestep", row), "layer": value("layer", row),
+                "prompt": value("prompt", row), "sent_at": self.sent_at}
+
+    def _value(self, key: str, row: int, default=None):
+        values = self.columns.get(key)
+        value = values[row] if values is not None else None
+        return default if value is None else value
+
+
 @dataclass
 class SpaceBuffer:
     space: str
@@ -30,7 +71,9 @@ class SpaceBuffer:
     dim: int | None = None
     vectors: np.ndarray | None = None
     keys: list[str | None] = field(default_factory=list)  # row key per slot, None when free
-    meta: list[dict | None] = field(default_factory=list)
+    sources: list[FrameRows | None] = field(default_factory=list)  # the frame each slot's row came from
+    source_rows: list[int] = field(default_factory=list)  # the row's index in that frame
+    meta: list[dict | None] = field(default_factory=list)  # per-slot dicts, built by snapshot on demand
     slot_of: dict[str, int] = field(default_factory=dict)
     next_slot: int = 0
     received: int = 0  # rows ever offered, duplicates included
@@ -55,18 +98,13 @@ class SpaceBuffer:
         elif dim != self.dim:
             raise BufferReject("dim_mismatch", f"{self.space} vectors have dimension {self.dim}, "
                                                f"this frame has {dim}")
-        added = 0
-        slots = []
-        for row in range(rows):
-            meta = _row_meta(frame, row)
-            key = row_key(self.space, meta)
-            slot = self.slot_of.get(key)
-            if slot is None:
-                slot = self._claim_slot(key)
-                added += 1
-            self.meta[slot] = meta
-            slots.append(slot)
-        self.vectors[slots] = frame.vectors
+        source = FrameRows(frame)
+        keys = source.keys(self.space)
+        if rows <= self.capacity and self.slot_of.keys().isdisjoint(keys) and len(set(keys)) == rows:
+            self._append(keys, frame.vectors, source)  # the usual case: only new rows
+            added = rows
+        else:
+            added = self._upsert(keys, frame.vectors, source)
         self.received += rows
         self.last_step = max(self.last_step, frame.step)
         self.changed_at = time.time()
@@ -82,22 +120,38 @@ class SpaceBuffer:
         """Keep up to ``capacity`` rows from now on; the newest rows stay."""
         if capacity == self.capacity:
             return
-        vectors, keys, meta = self.snapshot()
+        kept = self._slots_oldest_first()[-capacity:]
+        old = self.vectors, self.keys, self.sources, self.source_rows, self.meta
         self.capacity, self.slot_of, self.next_slot = capacity, {}, 0
         if self.dim is not None:
             self._allocate(self.dim)
-            for key, vector, row_meta in zip(keys[-capacity:], vectors[-capacity:], meta[-capacity:]):
-                slot = self._claim_slot(key)
-                self.vectors[slot], self.meta[slot] = vector, row_meta
+            vectors, keys, sources, source_rows, meta = old
+            n = len(kept)
+            self.vectors[:n] = vectors[kept]
+            self.keys[:n] = [keys[s] for s in kept]
+            self.sources[:n] = [sources[s] for s in kept]
+            self.source_rows[:n] = [source_rows[s] for s in kept]
+            self.meta[:n] = [meta[s] for s in kept]
+            self.slot_of = {key: slot for slot, key in enumerate(self.keys[:n])}
+            self.next_slot = n % capacity
         self.generation += 1
 
     def snapshot(self) -> tuple[np.ndarray, list[str], list[dict]]:
         """Copies of the live rows, oldest first: (float32 vectors, row keys, metadata)."""
         if not self.slot_of:
             return np.zeros((0, self.dim or 0), np.float32), [], []
-        slots = sorted(self.slot_of.values(), key=self._age_order)
+        slots = self._slots_oldest_first()
         return (self.vectors[slots].astype(np.float32), [self.keys[s] for s in slots],
-                [self.meta[s] for s in slots])
+                [self._meta_of(s) for s in slots])
+
+    def _meta_of(self, slot: int) -> dict:
+        meta = self.meta[slot]
+        if meta is None:
+            meta = self.meta[slot] = self.sources[slot].meta(self.source_rows[slot])
+        return meta
+
+    def _slots_oldest_first(self) -> list[int]:
+        return sorted(self.slot_of.values(), key=self._age_order)
 
     def _age_order(self, slot: int) -> int:
         return (slot - self.next_slot) % self.capacity
@@ -106,7 +160,45 @@ class SpaceBuffer:
         self.dim = dim
         self.vectors = np.zeros((self.capacity, dim), np.float16)
         self.keys = [None] * self.capacity
+        self.sources = [None] * self.capacity
+        self.source_rows = [0] * self.capacity
         self.meta = [None] * self.capacity
+
+    def _append(self, keys: list[str], vectors: np.ndarray, source: FrameRows) -> None:
+        """Write rows with new, distinct keys (at most ``capacity``) into the ring in one or two spans."""
+        start = self.next_slot
+        head = min(len(keys), self.capacity - start)
+        self._write_span(start, keys[:head], vectors[:head], source, 0)
+        if head < len(keys):
+            self._write_span(0, keys[head:], vectors[head:], source, head)
+        self.next_slot = (start + len(keys)) % self.capacity
+
+    def _write_span(self, first: int, keys: list[str], vectors: np.ndarray, source: FrameRows, first_row: int) -> None:
+        end = first + len(keys)
+        for evicted in self.keys[first:end]:
+            if evicted is not None:
+                del self.slot_of[evicted]
+        self.keys[first:end] = keys
+        self.slot_of.update(zip(keys, range(first, end)))
+        self.vectors[first:end] = vectors
+        self.sources[first:end] = [source] * len(keys)
+        self.source_rows[first:end] = range(first_row, first_row + len(keys))
+        self.meta[first:end] = [None] * len(keys)
+
+    def _upsert(self, keys: list[str], vectors: np.ndarray, source: FrameRows) -> int:
+        """Row by row: a known key keeps its slot (its vector and metadata are refreshed), a new one takes the next."""
+        added = 0
+        slots = []
+        for key in keys:
+            slot = self.slot_of.get(key)
+            if slot is None:
+                slot = self._claim_slot(key)
+                added += 1
+            slots.append(slot)
+        self.vectors[slots] = vectors
+        for row, slot in enumerate(slots):
+            self.sources[slot], self.source_rows[slot], self.meta[slot] = source, row, None
+        return added
 
     def _claim_slot(self, key: str) -> int:
         slot = self.next_slot
@@ -117,18 +209,3 @@ class SpaceBuffer:
         self.slot_of[key] = slot
         self.next_slot = (slot + 1) % self.capacity
         return slot
-
-
-def row_key(space: str, meta: dict) -> str:
-    """Identity of a row: the clip for frozen spaces, the full capture for the LoRA space."""
-    if space in FROZEN_SPACES:
-        return meta["id"]
-    return f"{meta['id']}|{meta.get('layer') or ''}|{meta['step']}|{meta['micro_batch']}|{meta['rank']}"
-
-
-def _row_meta(frame: Frame, row: int) -> dict:
-    extra = frame.meta[row] if frame.meta else {}
-    return {"id": frame.ids[row], "step": extra.get("step", frame.step),
-            "micro_batch": extra.get("micro_batch", frame.micro_batch), "rank": frame.rank,
-            "loss": extra.get("loss"), "timestep": extra.get("timestep"), "layer": extra.get("layer"),
-            "prompt": extra.get("prompt"), "sent_at": frame.sent_at}

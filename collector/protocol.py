@@ -3,12 +3,17 @@
 A frame is three ZeroMQ message parts: ``[topic, header, payload]``.
 
 - ``topic``: UTF-8 ``"<run>/<space>"`` so subscribers can filter by prefix.
-- ``header``: UTF-8 JSON object (see ``encode`` for the keys).
+- ``header``: UTF-8 JSON object (see ``encode`` for the keys). Per-row metadata travels as
+  columns (``"rows": {"loss": [...], "layer": [...]}``, one value or null per row), so a frame
+  of many rows costs one list per key rather than one object per row, in JSON and in checks.
 - ``payload``: the raw little-endian float16 bytes of a C-contiguous ``(rows, dim)`` matrix.
 
-``encode`` and ``decode`` are inverse functions. ``decode`` never raises anything but
-``ProtocolError``, whose ``reason`` is a short stable code used to count rejects.
-This module needs only numpy and the standard library, so the trainer side can import it.
+``encode`` and ``decode`` are inverse functions, except that ``decode`` drops rows holding NaN
+or Inf (counted in ``Frame.dropped_rows``). ``decode`` never raises anything but
+``ProtocolError``, whose ``reason`` is a short stable code used to count rejects; it also reads
+format version 1 (per-row metadata as a list of objects under ``"meta"``), so run stores
+written before version 2 still replay. This module needs only numpy and the standard library,
+so the trainer side can import it.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: per-row metadata as a list of objects ("meta")
 SPACES = ("latent", "lora", "prompt")
 WIRE_DTYPE = "float16"
 
@@ -29,6 +35,7 @@ MAX_ROWS = 65536
 MAX_DIM = 65536
 MAX_TEXT_CHARS = 500  # prompt text and other free text per row
 MAX_NAME_CHARS = 200  # run ids, sample ids, layer names
+MAX_SAFE_INT = 2**53  # integers beyond this do not survive a trip through a JSON double
 
 # Per-row metadata: free text, finite numbers, and integer overrides of the frame's step and
 # micro-batch (a publisher that batches several steps into one frame sets them per row).
@@ -36,6 +43,8 @@ ROW_TEXT_KEYS = {"prompt": MAX_TEXT_CHARS, "layer": MAX_NAME_CHARS}
 ROW_NUMBER_KEYS = ("loss", "timestep")
 ROW_INT_KEYS = ("step", "micro_batch")
 ROW_META_KEYS = (*ROW_TEXT_KEYS, *ROW_NUMBER_KEYS, *ROW_INT_KEYS)
+
+Columns = dict[str, list]  # per-row metadata: key -> one value (None: not set) per row
 
 
 class ProtocolError(ValueError):
@@ -46,9 +55,14 @@ class ProtocolError(ValueError):
         self.reason = reason
 
 
-@dataclass
+@dataclass(init=False)
 class Frame:
-    """One batch of pooled vectors of a single space, from one training micro-batch."""
+    """One batch of pooled vectors of a single space, from one training micro-batch (or several
+    merged: then rows carry their own ``step`` / ``micro_batch`` columns).
+
+    Per-row metadata is held as ``columns``; pass either ``columns`` or ``meta`` (one dict per
+    row). ``frame.meta`` gives the rows back as dicts (keys without a value left out).
+    """
 
     run: str
     space: str
@@ -57,28 +71,54 @@ class Frame:
     ids: list[str]  # one sample id (clip key) per row
     micro_batch: int = 0
     rank: int = 0
-    meta: list[dict[str, Any]] = field(default_factory=list)  # per row: ROW_META_KEYS
+    columns: Columns = field(default_factory=dict)  # ROW_META_KEYS -> one value per row
     sent_at: float = 0.0  # publisher wall clock, seconds since the epoch
+    dropped_rows: int = 0  # rows ``decode`` left out because they held NaN or Inf
+
+    def __init__(self, run: str, space: str, step: int, vectors: np.ndarray, ids: list[str],
+                 micro_batch: int = 0, rank: int = 0, meta: Sequence[dict] | None = None, sent_at: float = 0.0,
+                 *, columns: Columns | None = None, dropped_rows: int = 0):
+        self.run, self.space, self.step, self.vectors, self.ids = run, space, step, vectors, ids
+        self.micro_batch, self.rank, self.sent_at, self.dropped_rows = micro_batch, rank, sent_at, dropped_rows
+        self.columns = columns if columns is not None else columns_from_rows(meta or ())
 
     @property
     def rows(self) -> int:
         return int(self.vectors.shape[0])
+
+    @property
+    def meta(self) -> list[dict[str, Any]]:
+        """Per-row metadata as one dict per row (built on each call: for tests and inspection)."""
+        return [{key: values[row] for key, values in self.columns.items() if values[row] is not None}
+                for row in range(len(self.ids))]
+
+
+def columns_from_rows(rows: Sequence[dict]) -> Columns:
+    """One dict per row -> one list per key (None where a row lacks the key)."""
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return {key: [row.get(key) for row in rows] for key in keys}
 
 
 def topic_for(run: str, space: str) -> bytes:
     return f"{run}/{space}".encode()
 
 
-def encode(frame: Frame) -> list[bytes | memoryview]:
-    """Turn a frame into the three message parts. The payload is a zero-copy view."""
+def check_shape(frame: Frame) -> np.ndarray:
+    """The frame's vectors as a little-endian float16 matrix; ValueError if ids or columns do not fit it."""
     vectors = np.ascontiguousarray(frame.vectors, dtype="<f2")
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be 2-D (rows, dim), got shape {vectors.shape}")
     if len(frame.ids) != vectors.shape[0]:
         raise ValueError(f"{len(frame.ids)} ids for {vectors.shape[0]} rows")
-    meta = frame.meta or [{} for _ in frame.ids]
-    if len(meta) != vectors.shape[0]:
-        raise ValueError(f"{len(meta)} metadata rows for {vectors.shape[0]} rows")
+    for key, values in frame.columns.items():
+        if len(values) != vectors.shape[0]:
+            raise ValueError(f"{len(values)} {key} values for {vectors.shape[0]} rows")
+    return vectors
+
+
+def encode(frame: Frame) -> list[bytes | memoryview]:
+    """Turn a frame into the three message parts. The payload is a zero-copy view."""
+    vectors = check_shape(frame)
     header = {
         "v": FORMAT_VERSION,
         "run": frame.run,
@@ -89,7 +129,7 @@ def encode(frame: Frame) -> list[bytes | memoryview]:
         "shape": list(vectors.shape),
         "dtype": WIRE_DTYPE,
         "ids": [str(i)[:MAX_NAME_CHARS] for i in frame.ids],
-        "meta": [_clean_row_meta(m) for m in meta],
+        "rows": _clean_columns(frame.columns),
         "sent_at": float(frame.sent_at),
     }
     header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
@@ -99,7 +139,9 @@ def encode(frame: Frame) -> list[bytes | memoryview]:
 def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
     """Parse message parts into a ``Frame`` or raise ``ProtocolError``.
 
-    Accepts ``bytes``, ``memoryview`` or pyzmq ``Frame`` objects (their ``.buffer``).
+    Accepts ``bytes``, ``memoryview`` or pyzmq ``Frame`` objects (their ``.buffer``). Rows with
+    NaN or Inf are left out and counted in ``dropped_rows``; a frame with no finite row is a
+    ``non_finite`` reject.
     """
     if len(parts) != 3:
         raise ProtocolError("part_count", f"expected 3 message parts, got {len(parts)}")
@@ -110,8 +152,9 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
         raise ProtocolError("oversize", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     header = _parse_header(header_raw)
     version = header.get("v")
-    if version != FORMAT_VERSION:
-        raise ProtocolError("version", f"unknown format version {version!r}; this collector reads {FORMAT_VERSION}")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise ProtocolError("version", f"unknown format version {version!r}; this collector reads "
+                                       f"{', '.join(map(str, READABLE_VERSIONS))}")
     run = _name(header, "run")
     space = header.get("space")
     if space not in SPACES:
@@ -124,36 +167,37 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
     if len(payload) != rows * dim * 2:
         raise ProtocolError("size", f"payload has {len(payload)} bytes, "
                                     f"shape {rows}x{dim} float16 needs {rows * dim * 2}")
-    ids = header.get("ids")
-    if not isinstance(ids, list) or len(ids) != rows or not all(isinstance(i, str) for i in ids):
-        raise ProtocolError("ids", f"ids must be a list of {rows} strings")
-    if any(len(i) > MAX_NAME_CHARS for i in ids):
-        raise ProtocolError("ids", f"an id is longer than {MAX_NAME_CHARS} characters")
-    meta = header.get("meta", [{} for _ in ids])
-    if not isinstance(meta, list) or len(meta) != rows or not all(isinstance(m, dict) for m in meta):
-        raise ProtocolError("meta", f"meta must be a list of {rows} objects")
+    ids = _ids(header.get("ids"), rows)
+    columns = _columns_v1(header, rows) if version == 1 else _columns(header.get("rows", {}), rows)
     vectors = np.frombuffer(payload, dtype="<f2").reshape(rows, dim)
-    if not all_finite(vectors):
-        raise ProtocolError("non_finite", "vectors contain NaN or Inf")
-    return Frame(
-        run=run,
-        space=space,
-        step=_int(header, "step"),
-        micro_batch=_int(header, "micro_batch"),
-        rank=_int(header, "rank"),
-        vectors=vectors,
-        ids=ids,
-        meta=[_check_row_meta(m) for m in meta],
-        sent_at=_float(header, "sent_at"),
-    )
+    frame = Frame(run=run, space=space, step=_int(header, "step"), micro_batch=_int(header, "micro_batch"),
+                  rank=_int(header, "rank"), vectors=vectors, ids=ids, columns=columns,
+                  sent_at=_float(header, "sent_at"))
+    bad = non_finite_rows(vectors)
+    return _without_rows(frame, bad) if bad.any() else frame
 
 
-def all_finite(vectors: np.ndarray) -> bool:
-    """True unless NaN or Inf. For float16 the exponent bits test beats np.isfinite on halves."""
+def non_finite_rows(vectors: np.ndarray) -> np.ndarray:
+    """One bool per row: True where the row holds a NaN or Inf.
+
+    For float16 a value is non-finite exactly when its five exponent bits are all ones; testing
+    the bits reads the matrix once and beats np.isfinite on halves by ten times."""
     if vectors.dtype != np.float16:
-        return bool(np.isfinite(vectors).all())
-    # A half is non-finite exactly when its five exponent bits are all ones.
-    return not ((vectors.view(np.uint16) & 0x7C00) == 0x7C00).any()
+        return ~np.isfinite(vectors).all(axis=1)
+    exponents = np.bitwise_and(vectors.view(np.uint16), 0x7C00)
+    return exponents.max(axis=1) == 0x7C00
+
+
+def _without_rows(frame: Frame, bad: np.ndarray) -> Frame:
+    """The frame without its non-finite rows; a ``non_finite`` reject if none is left."""
+    if bad.all():
+        raise ProtocolError("non_finite", "every row contains NaN or Inf")
+    keep = np.flatnonzero(~bad).tolist()
+    frame.vectors = frame.vectors[keep]
+    frame.ids = [frame.ids[i] for i in keep]
+    frame.columns = {key: [values[i] for i in keep] for key, values in frame.columns.items()}
+    frame.dropped_rows = len(bad) - len(keep)
+    return frame
 
 
 def _as_buffer(part: Any) -> memoryview:
@@ -190,7 +234,7 @@ def _name(header: dict, key: str) -> str:
 
 def _int(header: dict, key: str) -> int:
     value = header.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not -(2**53) < value < 2**53:
+    if isinstance(value, bool) or not isinstance(value, int) or not -MAX_SAFE_INT < value < MAX_SAFE_INT:
         raise ProtocolError(key, f"{key} must be an integer")
     return value
 
@@ -198,7 +242,7 @@ def _int(header: dict, key: str) -> int:
 def _float(header: dict, key: str) -> float:
     value = header.get(key, 0.0)
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, int) and not -(2**53) < value < 2**53) or not math.isfinite(value)):
+            or (isinstance(value, int) and not -MAX_SAFE_INT < value < MAX_SAFE_INT) or not math.isfinite(value)):
         raise ProtocolError(key, f"{key} must be a finite number")  # a huge int would overflow isfinite
     return float(value)
 
@@ -216,42 +260,97 @@ def _shape(shape: Any) -> tuple[int, int]:
     return rows, dim
 
 
-_ROW_KIND = {**{k: "text" for k in ROW_TEXT_KEYS}, **{k: "number" for k in ROW_NUMBER_KEYS},
-             **{k: "int" for k in ROW_INT_KEYS}}
+def _ids(ids: Any, rows: int) -> list[str]:
+    if not isinstance(ids, list) or len(ids) != rows or set(map(type, ids)) != {str}:
+        raise ProtocolError("ids", f"ids must be a list of {rows} strings")
+    if max(map(len, ids)) > MAX_NAME_CHARS:
+        raise ProtocolError("ids", f"an id is longer than {MAX_NAME_CHARS} characters")
+    return ids
 
 
-def _clean_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """Keep the known keys, bound text, drop non-finite numbers (JSON has no NaN)."""
-    out: dict[str, Any] = {}
-    for key, value in meta.items():
-        kind = _ROW_KIND.get(key)
-        if kind is None or value is None:
+# Per-row metadata checks, one call per column (not per row): C-level passes over each list.
+_NONE = type(None)
+
+
+def _text_ok(key: str, values: list) -> bool:
+    return (set(map(type, values)) <= {str, _NONE}
+            and max(map(len, filter(None, values)), default=0) <= ROW_TEXT_KEYS[key])
+
+
+def _number_ok(key: str, values: list) -> bool:
+    types = set(map(type, values))
+    return (types <= {float, int, _NONE}
+            and (int not in types or all(-MAX_SAFE_INT < v < MAX_SAFE_INT for v in values if type(v) is int))
+            and all(map(math.isfinite, filter(None, values))))  # JSON has no NaN, but 1e999 parses to inf
+
+
+def _int_ok(key: str, values: list) -> bool:
+    return set(map(type, values)) <= {int, _NONE} and max(map(abs, filter(None, values)), default=0) < MAX_SAFE_INT
+
+
+_COLUMN_CHECKS = {**{k: _text_ok for k in ROW_TEXT_KEYS}, **{k: _number_ok for k in ROW_NUMBER_KEYS},
+                  **{k: _int_ok for k in ROW_INT_KEYS}}
+_COLUMN_KINDS = {**{k: f"strings of at most {n} characters" for k, n in ROW_TEXT_KEYS.items()},
+                 **{k: "finite numbers" for k in ROW_NUMBER_KEYS}, **{k: "integers" for k in ROW_INT_KEYS}}
+
+
+def _columns(raw: Any, rows: int) -> Columns:
+    """Check a version 2 header's per-row columns; unknown keys are dropped."""
+    if not isinstance(raw, dict):
+        raise ProtocolError("meta", "rows must be an object of per-row columns")
+    columns = {}
+    for key, values in raw.items():
+        check = _COLUMN_CHECKS.get(key)
+        if check is None:
             continue
-        if kind == "text":
-            out[key] = str(value)[: ROW_TEXT_KEYS[key]]
-        elif kind == "number":
-            value = float(value)
-            if math.isfinite(value):
-                out[key] = value
-        else:
-            out[key] = int(value)
+        if not isinstance(values, list) or len(values) != rows or not check(key, values):
+            raise ProtocolError("meta", f"rows.{key} must be a list of {rows} {_COLUMN_KINDS[key]} or null")
+        columns[key] = values
+    return columns
+
+
+def _columns_v1(header: dict, rows: int) -> Columns:
+    """A version 1 header's per-row objects (``meta``), checked as columns."""
+    if "meta" not in header:
+        return {}
+    meta = header["meta"]
+    if not isinstance(meta, list) or len(meta) != rows or not all(isinstance(m, dict) for m in meta):
+        raise ProtocolError("meta", f"meta must be a list of {rows} objects")
+    return _columns(columns_from_rows(meta), rows)
+
+
+def _clean_columns(columns: Columns) -> Columns:
+    """Known keys only, text bounded, non-finite numbers as null (JSON has no NaN); all-null columns left out."""
+    out = {}
+    for key, values in columns.items():
+        clean = _CLEANERS.get(key)
+        if clean is None:
+            continue
+        values = clean(key, values)
+        if any(v is not None for v in values):
+            out[key] = values
     return out
 
 
-def _check_row_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """Validate one row's metadata; returns it (unknown keys and nulls dropped). Runs per row: keep it lean."""
-    for key, value in meta.items():
-        kind = _ROW_KIND.get(key)
-        if kind is None or value is None:
-            return _check_row_meta({k: v for k, v in meta.items() if k in _ROW_KIND and v is not None})
-        cls = type(value)
-        if kind == "text":
-            if cls is not str or len(value) > ROW_TEXT_KEYS[key]:
-                raise ProtocolError("meta", f"{key} must be a string of at most {ROW_TEXT_KEYS[key]} characters")
-        elif kind == "number":
-            if ((cls is not float and cls is not int) or (cls is int and not -(2**53) < value < 2**53)
-                    or not math.isfinite(value)):  # a huge int would make isfinite raise OverflowError
-                raise ProtocolError("meta", f"{key} must be a finite number")
-        elif cls is not int or not -(2**53) < value < 2**53:
-            raise ProtocolError("meta", f"{key} must be an integer")
-    return meta
+def _clean_text(key: str, values: list) -> list:
+    limit = ROW_TEXT_KEYS[key]
+    return [None if v is None else str(v)[:limit] for v in values]
+
+
+def _clean_numbers(key: str, values: list) -> list:
+    return [_finite_or_none(v) for v in values]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _clean_ints(key: str, values: list) -> list:
+    return [None if v is None else int(v) for v in values]
+
+
+_CLEANERS = {**{k: _clean_text for k in ROW_TEXT_KEYS}, **{k: _clean_numbers for k in ROW_NUMBER_KEYS},
+             **{k: _clean_ints for k in ROW_INT_KEYS}}

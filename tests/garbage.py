@@ -70,7 +70,7 @@ def _bad(rng: random.Random) -> list[bytes]:
     if kind == 4:
         return [good[0], json.dumps(rng.choice(([], 1, "x", None, [1, 2]))).encode(), good[2]]
     if kind == 5:
-        return _with_header(good, v=rng.choice((0, 2, 99, "1", None, 1.0 + 1e-9, -1)))
+        return _with_header(good, v=rng.choice((0, 3, 99, "2", None, 2.0 + 1e-9, -1, True)))
     if kind == 6:
         return _with_header(good, v=_DELETE)
     if kind == 7:
@@ -93,8 +93,10 @@ def _bad(rng: random.Random) -> list[bytes]:
     if kind == 15:
         return _with_header(good, ids=rng.choice((None, "abc", [1, 2], [])))
     if kind == 16:
-        return _with_header(good, meta=rng.choice(([{"loss": "high"}] * 3, [{"loss": 10**400}] * 3,
-                                                   [{"prompt": "x" * 600}] * 3, "meta", [1, 2, 3])))
+        rows = len(json.loads(good[1])["ids"])
+        return _with_header(good, rows=rng.choice(({"loss": ["high"] * rows}, {"loss": [10**400] * rows},
+                                                   {"prompt": ["x" * 600] * rows}, {"step": [1.5] * rows},
+                                                   {"layer": ["b0"] * (rows + 1)}, "rows", [1, 2, 3])))
     if kind == 17:
         return _with_header(good, run=rng.choice(("a/b", "", None, "r" * 201, 7)))
     if kind == 18:

@@ -54,3 +54,49 @@ def test_clear_empties_and_accepts_a_new_dimension():
     assert buf.size == 0 and buf.generation != gen
     buf.add(frame("prompt", ["a"], dim=8))
     assert buf.snapshot()[0].shape == (1, 8)
+
+
+def lora_rows(start, count, layer="l0"):
+    """``count`` LoRA rows of clips c<start>.., each row's vector filled with its clip number."""
+    clips = range(start, start + count)
+    return Frame(run="r", space="lora", step=0, ids=[f"c{i}" for i in clips], meta=[{"layer": layer}] * count,
+                 vectors=np.array([[i] * 4 for i in clips], np.float16))
+
+
+def test_a_frame_that_wraps_around_the_ring_keeps_rows_and_metadata_together():
+    buf = SpaceBuffer("lora", capacity=5)
+    assert buf.add(lora_rows(0, 3)) == 3
+    assert buf.add(lora_rows(3, 4)) == 4
+    vectors, keys, meta = buf.snapshot()
+    assert [m["id"] for m in meta] == ["c2", "c3", "c4", "c5", "c6"]
+    assert vectors[:, 0].tolist() == [2, 3, 4, 5, 6] and len(set(keys)) == 5 and buf.size == 5
+
+
+def test_a_frame_larger_than_the_buffer_keeps_its_newest_rows():
+    buf = SpaceBuffer("lora", capacity=3)
+    buf.add(lora_rows(0, 7))
+    vectors, _, meta = buf.snapshot()
+    assert [m["id"] for m in meta] == ["c4", "c5", "c6"] and vectors[:, 0].tolist() == [4, 5, 6]
+
+
+def test_resize_keeps_the_newest_rows_with_their_metadata():
+    buf = SpaceBuffer("lora", capacity=10)
+    buf.add(lora_rows(0, 6))
+    buf.resize(4)
+    buf.add(lora_rows(6, 1))
+    vectors, _, meta = buf.snapshot()
+    assert [m["id"] for m in meta] == ["c3", "c4", "c5", "c6"] and vectors[:, 0].tolist() == [3, 4, 5, 6]
+
+
+def test_a_refreshed_row_shows_its_new_metadata_in_the_next_snapshot():
+    buf = SpaceBuffer("prompt", capacity=10)
+    buf.add(frame("prompt", ["a", "b"], step=1))
+    assert [m["step"] for m in buf.snapshot()[2]] == [1, 1]
+    buf.add(frame("prompt", ["b", "a"], step=2))
+    assert [m["step"] for m in buf.snapshot()[2]] == [2, 2] and buf.size == 2
+
+
+def test_a_frame_that_repeats_a_key_keeps_one_row_for_it():
+    buf = SpaceBuffer("latent", capacity=10)
+    assert buf.add(frame("latent", ["a", "b", "a"])) == 2
+    assert buf.snapshot()[1] == ["a", "b"]

@@ -14,8 +14,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from collector.protocol import (FORMAT_VERSION, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Frame, ProtocolError,
-                                decode, encode)
+from collector.protocol import (FORMAT_VERSION, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, READABLE_VERSIONS, Frame,
+                                ProtocolError, decode, encode)
 from garbage import PICKLE_SENTINEL, Boom, garbage_frames, send_all, valid_parts
 from support import CollectorProcess, query, synthetic_frames, wait_for
 
@@ -81,15 +81,23 @@ def test_any_json_header(header, payload):
 
 @FUZZ
 @given(st.integers(1, 4), st.integers(1, 32), st.data())
-def test_nan_and_inf_payloads_are_rejected(rows, dim, data):
+def test_rows_with_nan_or_inf_are_dropped_and_a_frame_of_only_such_rows_rejected(rows, dim, data):
     vectors = np.zeros((rows, dim), np.float16)
-    bad = data.draw(st.sampled_from((np.nan, np.inf, -np.inf)))
-    vectors[data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, dim - 1))] = bad
-    header = {"v": 1, "run": "r", "space": "lora", "step": 0, "shape": [rows, dim], "dtype": "float16",
-              "ids": [f"c{i}" for i in range(rows)]}
-    with pytest.raises(ProtocolError) as info:
-        decode([b"r/lora", json.dumps(header).encode(), vectors.tobytes()])
-    assert info.value.reason == "non_finite"
+    bad_rows = data.draw(st.sets(st.integers(0, rows - 1), min_size=1))
+    for row in bad_rows:
+        vectors[row, data.draw(st.integers(0, dim - 1))] = data.draw(st.sampled_from((np.nan, np.inf, -np.inf)))
+    header = {"v": FORMAT_VERSION, "run": "r", "space": "lora", "step": 0, "shape": [rows, dim],
+              "dtype": "float16", "ids": [f"c{i}" for i in range(rows)], "rows": {"loss": list(range(rows))}}
+    parts = [b"r/lora", json.dumps(header).encode(), vectors.tobytes()]
+    if len(bad_rows) == rows:
+        with pytest.raises(ProtocolError) as info:
+            decode(parts)
+        assert info.value.reason == "non_finite"
+        return
+    frame = decode_or_protocol_error(parts)
+    kept = [i for i in range(rows) if i not in bad_rows]
+    assert frame.ids == [f"c{i}" for i in kept] and frame.dropped_rows == len(bad_rows)
+    assert [m.get("loss", 0) for m in frame.meta] == kept  # metadata stays with its row
 
 
 @FUZZ
@@ -99,13 +107,13 @@ def test_unknown_versions_are_rejected(version):
     header = json.loads(parts[1])
     header["v"] = version
     result = decode_or_protocol_error([parts[0], json.dumps(header).encode(), parts[2]])
-    assert (result is not None) == (version == FORMAT_VERSION and not isinstance(version, bool))
+    assert (result is not None) == (type(version) is int and version in READABLE_VERSIONS)
 
 
 @FUZZ
 @given(st.lists(st.integers(-(2**80), 2**80), min_size=0, max_size=3), st.binary(max_size=64))
 def test_lying_and_huge_shapes_are_rejected(shape, payload):
-    header = {"v": 1, "run": "r", "space": "lora", "step": 0, "shape": shape, "dtype": "float16",
+    header = {"v": FORMAT_VERSION, "run": "r", "space": "lora", "step": 0, "shape": shape, "dtype": "float16",
               "ids": ["c"] * (shape[0] if shape and 0 < shape[0] < 8 else 1)}
     frame = decode_or_protocol_error([b"r/lora", json.dumps(header).encode(), payload])
     if frame is not None:  # only an honest shape gets through
@@ -141,7 +149,8 @@ def test_deeply_nested_json_is_a_json_reject():
 def test_huge_integers_where_numbers_go_are_rejected_not_overflowing():
     """Found by this fuzz: a 400-digit integer made math.isfinite raise OverflowError."""
     parts = valid_parts(random.Random(2), rows=1)
-    for key, value in (("sent_at", 10**400), ("meta", [{"loss": 10**400}]), ("meta", [{"timestep": -(10**30)}])):
+    for key, value in (("sent_at", 10**400), ("rows", {"loss": [10**400]}), ("rows", {"timestep": [-(10**30)]}),
+                       ("rows", {"step": [10**400]})):
         header = json.loads(parts[1])
         header[key] = value
         with pytest.raises(ProtocolError):

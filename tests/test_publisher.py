@@ -124,9 +124,9 @@ def test_frozen_frames_are_replayed_when_the_collector_restarts():
 
 def test_bad_frames_are_counted_not_raised():
     with SubCollector(loopback()) as collector, Publisher(collector.endpoint) as publisher:
-        bad = make_frame()
-        bad.vectors[0, 0] = np.nan
-        publisher.publish(bad)
+        misshapen = make_frame()
+        misshapen.ids = misshapen.ids[:1]  # one id for three rows: it must not spoil a merged frame
+        publisher.publish(misshapen)
         publisher.publish(lambda: 1 / 0)
         publisher.publish(make_frame(step=5))
         wait_for(lambda: collector.frames, timeout=5, interval=0.02)
@@ -134,6 +134,17 @@ def test_bad_frames_are_counted_not_raised():
         stats = publisher.stats()
     assert [f.step for f in collector.frames] == [5]
     assert stats["dropped"] == 2 and stats["errors"] == {"encode": 1, "prepare_frame": 1}
+
+
+def test_a_row_with_nan_is_dropped_by_the_collector_not_its_whole_frame():
+    with SubCollector(loopback()) as collector, Publisher(collector.endpoint) as publisher:
+        frame = make_frame(step=3)
+        frame.vectors[1, 0] = np.nan
+        publisher.publish(frame)
+        wait_for(lambda: collector.frames, timeout=5, interval=0.02)
+    [back] = collector.frames
+    assert back.ids == ["clip0", "clip2"] and back.dropped_rows == 1
+    assert publisher.stats()["dropped"] == 0
 
 
 def test_close_is_idempotent_and_later_publishes_are_dropped():

@@ -48,12 +48,21 @@ def _flush(group: list[Frame]) -> Iterator[Frame]:
 
 
 def merge(group: list[Frame]) -> Frame:
-    meta = []
-    for frame in group:
-        rows = frame.meta or [{} for _ in frame.ids]
-        meta.extend({**m, "step": frame.step, "micro_batch": frame.micro_batch} for m in rows)
+    """One frame holding the group's rows in order; each row keeps its own step and micro-batch."""
+    columns = {key: [value for frame in group for value in _column(frame, key, None)]
+               for key in dict.fromkeys(key for frame in group for key in frame.columns)}
+    columns["step"] = [v for frame in group for v in _column(frame, "step", frame.step)]
+    columns["micro_batch"] = [v for frame in group for v in _column(frame, "micro_batch", frame.micro_batch)]
     last = max(group, key=lambda f: (f.step, f.micro_batch))
+    sent = [f.sent_at for f in group if f.sent_at]
     return Frame(run=group[0].run, space=group[0].space, step=last.step, micro_batch=last.micro_batch,
                  rank=group[0].rank, vectors=np.concatenate([f.vectors for f in group]),
-                 ids=[i for f in group for i in f.ids], meta=meta,
-                 sent_at=min(f.sent_at for f in group if f.sent_at) if any(f.sent_at for f in group) else 0.0)
+                 ids=[i for f in group for i in f.ids], columns=columns, sent_at=min(sent, default=0.0))
+
+
+def _column(frame: Frame, key: str, default) -> list:
+    """The frame's values for ``key``, with ``default`` where a row has none."""
+    values = frame.columns.get(key)
+    if values is None:
+        return [default] * frame.rows
+    return values if default is None else [default if v is None else v for v in values]

@@ -29,7 +29,7 @@ from typing import Callable, Union
 
 import zmq
 
-from collector.protocol import Frame, all_finite, encode
+from collector.protocol import Frame, check_shape, encode
 from trainer_plugin.coalesce import coalesce
 
 log = logging.getLogger("acestep_viz")
@@ -191,11 +191,14 @@ class Publisher:
             self._accept(frame, count)
 
     def _prepare(self, item: Item) -> Frame | None:
-        """Run a deferred item and vet the frame, before it can be merged with good ones."""
+        """Run a deferred item and vet the frame's shape, before it can be merged with good ones.
+
+        Values are not vetted here: the collector drops rows holding NaN or Inf one by one and
+        counts them in its stats, where the user looks."""
         try:
             frame = item() if callable(item) else item
-            if frame is not None and not all_finite(frame.vectors):
-                raise ValueError(f"{frame.space} vectors at step {frame.step} contain NaN or Inf")
+            if frame is not None:
+                check_shape(frame)
         except Exception as exc:
             self.errors.record("prepare_frame" if callable(item) else "encode", exc)
             self._dropped_sender += 1
