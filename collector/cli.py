@@ -50,18 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start collector + dashboard (+ the demo) and print the dashboard URL")
     p.add_argument("--demo", action="store_true", default=None, help="also start a demo training run")
     add_arguments(p, [s for s in options.COLLECTOR_SETTINGS] + [options.HOST, options.PORT, options.INTERVAL,
-                                                                 options.STEPS])
+                                                                 options.URL_PREFIX, options.STEPS])
 
     p = sub.add_parser("runs", help="list the runs kept in the store")
     add_arguments(p, [options.STORE])
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("export", help="write a run to NPZ, TensorBoard projector files or a self-contained HTML")
+    p = sub.add_parser("export", help="write a run to NPZ, TensorBoard projector files, a self-contained HTML "
+                                      "or an animated GIF of its map history")
     add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
     p.add_argument("--run", default=None, help="run to export (default: the latest active)")
-    p.add_argument("--format", required=True, choices=("npz", "tensorboard", "html"))
+    p.add_argument("--format", required=True, choices=("npz", "tensorboard", "html", "gif"))
     p.add_argument("--out", default=None, help="where to put the result (default: the collector's store for "
-                                               "npz/tensorboard, ./<run>.html for html)")
+                                               "npz/tensorboard/gif, ./<run>.html for html)")
 
     p = sub.add_parser("stats", help="print the collector's live statistics")
     add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
@@ -119,6 +120,7 @@ def on_stop_signals(callback) -> None:
 
 
 def cmd_collector(flags: dict) -> int:
+    from collector.placement import RefitPolicy
     from collector.service import Collector
 
     cfg = resolve(options.COLLECTOR_SETTINGS, flags)
@@ -128,7 +130,9 @@ def cmd_collector(flags: dict) -> int:
                           buffer_size=cfg["buffer_size"], n_neighbors=cfg["n_neighbors"],
                           projection_interval_s=cfg["projection_interval_s"],
                           max_fit_points=cfg["max_fit_points"], history_size=cfg["history_size"],
-                          numba_cache_dir=cfg["numba_cache_dir"])
+                          retention_days=cfg["retention_days"], retention_max_mb=cfg["retention_max_mb"],
+                          numba_cache_dir=cfg["numba_cache_dir"],
+                          refit_policy=RefitPolicy(cfg["refit_new_share"], cfg["refit_interval_s"]))
     with collector:
         on_stop_signals(collector.stop_event.set)
         print(f"collector: ingest {cfg['ingest']}  query {cfg['query']}  store {cfg['store']}", flush=True)
@@ -171,9 +175,8 @@ def cmd_dashboard(flags: dict) -> int:
     if not cfg["token"] and not options.is_loopback_host(cfg["host"]):
         logging.getLogger("acestep_viz").warning(
             "the dashboard on %s has no --token: anyone who can reach the port can see and clear runs", cfg["host"])
-    print(f"dashboard: http://{cfg['host']}:{cfg['port']}/  (collector {cfg['collector']})", flush=True)
     serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"],
-          curve_dir=cfg["curve_dir"], token=cfg["token"])
+          curve_dir=cfg["curve_dir"], token=cfg["token"], url_prefix=cfg["url_prefix"])
     return 0
 
 
@@ -207,13 +210,13 @@ def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | N
 
 
 def cmd_runs(flags: dict) -> int:
-    from collector.store import RunStore, read_records
+    from collector.store import CONTROL_TOPIC, RunStore, read_records
     from collector.protocol import ProtocolError, decode
 
     cfg = resolve([options.STORE], flags)
     rows = []
     for path in RunStore.logs_in(cfg["store"]):
-        first = next(read_records(path), None)
+        first = next((r for r in read_records(path) if r[1][0] != CONTROL_TOPIC), None)
         try:
             run = decode(first[1]).run if first else path.parent.name
         except ProtocolError:
@@ -265,6 +268,9 @@ def format_stats(stats: dict) -> str:
              + ("  (PaCMAP warming up)" if stats.get("warming_up") else "")]
     rejects = stats.get("rejects") or {}
     lines.append("rejects: " + (", ".join(f"{k} {v}" for k, v in sorted(rejects.items())) or "none"))
+    dropped = stats.get("dropped_rows") or {}  # rows left out of accepted frames (NaN/Inf)
+    if dropped:
+        lines.append("dropped rows: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
     header = f"{'run':<28} {'space':<7} {'received':>9} {'buffered':>9} {'projected':>9} {'last step':>9} {'fit s':>6}"
     lines.append(header)
     for run, spaces in stats.get("runs", {}).items():
@@ -296,7 +302,7 @@ def cmd_up(flags: dict) -> int:
     check_curve_dir(collector_cfg["curve_dir"], server=True)
     if collector_cfg["curve_dir"]:
         check_curve_dir(collector_cfg["curve_dir"], server=False)  # the dashboard and demo need client keys
-    ui_cfg = resolve([options.HOST, options.PORT, options.INTERVAL, options.STEPS], flags)
+    ui_cfg = resolve([options.HOST, options.PORT, options.INTERVAL, options.URL_PREFIX, options.STEPS], flags)
     check_binds([collector_cfg["ingest"], collector_cfg["query"], ui_cfg["host"]], collector_cfg["allow_remote"])
     stack = Stack(collector_cfg, ui_cfg, demo=bool(flags.get("demo")))
     stopping = threading.Event()

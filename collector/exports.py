@@ -1,4 +1,5 @@
-"""Writing a run's spaces to files other tools open: NPZ (numpy) and TensorBoard's projector.
+"""Writing a run's spaces to files other tools open: NPZ (numpy), TensorBoard's projector and an
+animated GIF of the map history (collector/animation.py).
 
 Each space is a matrix of vectors, the 2-D map coordinates of the rows that were projected
 (NaN for the others) and per-row metadata. No pickle: text columns are fixed-width unicode arrays.
@@ -59,6 +60,17 @@ def write_tensorboard(directory: Path, spaces: list[SpaceExport]) -> list[Path]:
     pbtxt = directory / "projector_config.pbtxt"
     pbtxt.write_text("".join(config), encoding="utf-8")
     return [pbtxt, *written]
+
+
+def write_gif(path: Path, history: dict[str, list]) -> tuple[Path, int]:
+    """The frame history ({space: frames, oldest first}) as an animated GIF; returns the path and
+    the number of pictures (one per training step). ValueError when nothing was projected."""
+    from collector.animation import render_gif
+
+    data, steps = render_gif(history), len({f.step for frames in history.values() for f in frames})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path, steps
 
 
 def _metadata_tsv(meta: list[dict]) -> str:

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+from collector.settings import url_path
 from dashboard.client import CollectorClient, CollectorError
 
 READY_TIMEOUT_S = 90
@@ -24,7 +25,7 @@ class Stack:
         self.children: dict[str, subprocess.Popen] = {}
         host = ui_cfg["host"]
         shown = "127.0.0.1" if _listens_everywhere(host) else host  # a browser cannot open the wildcard
-        self.url = f"http://{shown}:{ui_cfg['port']}/"
+        self.url = f"http://{shown}:{ui_cfg['port']}{url_path(ui_cfg.get('url_prefix') or '/')}"
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "collector.cli", *args]
@@ -43,11 +44,14 @@ class Stack:
                     "--buffer-size", str(c["buffer_size"]), "--n-neighbors", str(c["n_neighbors"]),
                     "--projection-interval-s", str(c["projection_interval_s"]),
                     "--max-fit-points", str(c["max_fit_points"]), "--history-size", str(c["history_size"]),
+                    "--refit-new-share", str(c["refit_new_share"]), "--refit-interval-s", str(c["refit_interval_s"]),
+                    "--retention-days", str(c["retention_days"]), "--retention-max-mb", str(c["retention_max_mb"]),
                     "--numba-cache-dir", c["numba_cache_dir"], *remote, *curve)
         self._wait("collector", self._collector_answers)
         u = self.ui_cfg
         self._spawn("dashboard", "dashboard", "--collector", c["query"], "--host", u["host"], "--port",
-                    str(u["port"]), "--interval", str(u["interval"]), *remote, *curve)
+                    str(u["port"]), "--interval", str(u["interval"]), "--url-prefix", u.get("url_prefix") or "/",
+                    *remote, *curve)
         self._wait("dashboard", self._dashboard_answers)
         if self.demo:
             self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]))

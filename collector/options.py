@@ -8,7 +8,7 @@ import ipaddress
 import os
 from urllib.parse import urlparse
 
-from collector.settings import Setting, at_least, parse_bool, positive, zmq_endpoint
+from collector.settings import Setting, at_least, parse_bool, positive, url_path, zmq_endpoint
 from collector.store import default_store_dir
 
 
@@ -39,6 +39,20 @@ MAX_FIT_POINTS = Setting("max_fit_points", 3000,
                          parse=int, check=at_least(10))
 HISTORY_SIZE = Setting("history_size", 100, "projection frames kept per run and space for scrubbing and replay",
                        parse=int, check=at_least(1))
+RETENTION_DAYS = Setting("retention_days", 30,
+                         "delete a run's folder when its log was last written longer ago than this, in days "
+                         "(checked at start-up and hourly; never the run receiving frames); 0 keeps runs forever",
+                         parse=float, check=at_least(0))
+RETENTION_MAX_MB = Setting("retention_max_mb", 1024,
+                           "a run's log past this many MB is compacted to just the rows its buffers hold "
+                           "(a restart still restores them); 0: no limit", parse=float, check=at_least(0))
+REFIT_NEW_SHARE = Setting("refit_new_share", 0.2,
+                          "between full PaCMAP fits, new rows are placed next to their nearest fitted rows and "
+                          "old points stay put; a full fit follows once this share of the map is new (or gone)",
+                          parse=float, check=lambda v: None if 0 <= v <= 1 else "must be between 0 and 1")
+REFIT_INTERVAL_S = Setting("refit_interval_s", 60.0,
+                           "a full PaCMAP fit of a space that keeps changing at least this often, seconds "
+                           "(0: only by --refit-new-share)", parse=float, check=at_least(0.0))
 NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
                       "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)")
 ALLOW_REMOTE = Setting("allow_remote", False,
@@ -50,10 +64,13 @@ HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
 PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
 INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,
                    check=positive)
+URL_PREFIX = Setting("url_prefix", "/", "serve the dashboard under this path, e.g. /viz/ behind a reverse proxy",
+                     parse=url_path)
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 
 COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, MAX_FIT_POINTS,
-                      HISTORY_SIZE, NUMBA_CACHE, ALLOW_REMOTE)
+                      HISTORY_SIZE, REFIT_NEW_SHARE, REFIT_INTERVAL_S, RETENTION_DAYS, RETENTION_MAX_MB,
+                      NUMBA_CACHE, ALLOW_REMOTE)
 DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE)
 DEMO_SETTINGS = (STEPS,)  # plus the trainer's endpoint and run, see trainer_plugin/settings.py
 
@@ -64,7 +81,7 @@ CURVE_DIR = Setting("curve_dir", None,
 TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
                 "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
 COLLECTOR_SETTINGS += (CURVE_DIR,)
-DASHBOARD_SETTINGS += (CURVE_DIR, TOKEN)
+DASHBOARD_SETTINGS += (CURVE_DIR, TOKEN, URL_PREFIX)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -1,6 +1,8 @@
 """How far a 2-D map can be trusted, and how far the LoRA space has moved: plain numpy."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 
@@ -52,16 +54,17 @@ def relative_drift(first: dict[str, np.ndarray], current: dict[str, np.ndarray])
 def cap_rows(meta: list[dict], cap: int, seed: int = 0) -> np.ndarray:
     """Indices of at most ``cap`` rows (oldest first) that keep every clip represented.
 
-    Each clip's newest row is kept first; the remaining budget goes to the newest other rows.
+    Each clip's newest row is kept first; the remaining budget goes to the newest other rows. With more
+    clips than ``cap``, a fixed hash of the clip key picks them, so consecutive fits share their rows.
     """
     n = len(meta)
     if n <= cap:
         return np.arange(n)
     newest_of_clip = {m["id"]: i for i, m in enumerate(meta)}
     keep = sorted(newest_of_clip.values())
-    if len(keep) >= cap:
-        picked = np.random.default_rng(seed).choice(len(keep), size=cap, replace=False)
-        return np.sort(np.asarray(keep)[picked])
+    if len(keep) >= cap:  # a sample that stays the same as rows come and go: ranked by a hash of the clip
+        ranked = sorted(keep, key=lambda i: zlib.crc32(f"{seed}|{meta[i]['id']}".encode()))
+        return np.sort(np.asarray(ranked[:cap]))
     chosen = set(keep)
     rest = [i for i in range(n - 1, -1, -1) if i not in chosen][: cap - len(keep)]
     return np.sort(np.asarray(keep + rest))

@@ -15,17 +15,21 @@ import zmq
 
 from collector import security
 from collector.buffers import BufferReject, FROZEN_SPACES
-from collector.projection import align_to_previous, warm_start
+from collector.placement import RefitPolicy, extend_layout
+from collector.projection import WARM_START_MIN_SHARED, align_to_previous
 from collector.quality import latest_by_key, neighbour_overlap, relative_drift
+from collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from collector.projector import Projector, ProjectorError
 from collector.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
 from collector.state import CollectorState, FitJob
-from collector.exports import write_npz, write_tensorboard
+from collector.exports import write_gif, write_npz, write_tensorboard
+from collector.saved_maps import MapSaver, load_map
 from collector.store import RunStore, run_dir_name
+from collector.upkeep import StoreUpkeep
 
 log = logging.getLogger("acestep_viz.collector")
 POLL_MS = 100
-EXPORT_FORMATS = ("npz", "tensorboard")
+EXPORT_FORMATS = ("npz", "tensorboard", "gif")
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -33,18 +37,25 @@ class Collector:
     def __init__(self, ingest: str, query: str, store_dir: str, buffer_size: int = 2000,
                  n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = 10,
                  numba_cache_dir: str | None = None, rcvhwm: int = 100_000, max_fit_points: int = 3000,
-                 history_size: int = 100, curve_dir: str | None = None):
+                 history_size: int = 100, curve_dir: str | None = None,
+                 retention_days: float = RETENTION_DAYS.default, retention_max_mb: float = RETENTION_MAX_MB.default,
+                 refit_policy: RefitPolicy | None = None):
         self.ingest_endpoint, self.query_endpoint = ingest, query
         self.curve_dir = curve_dir  # CurveZMQ keys (collector/security.py); None: plain sockets
         self._auth = None
         self.n_neighbors = n_neighbors
         self.projection_interval_s = projection_interval_s
         self.state = CollectorState(buffer_size=buffer_size, min_points=min_points, max_fit_points=max_fit_points,
-                                    history_size=history_size)
+                                    history_size=history_size, refit_policy=refit_policy)
         self.store = RunStore(store_dir)
+        self.maps = MapSaver(self.store.map_path)
         self.projector = Projector(numba_cache_dir)
         self.rcvhwm = rcvhwm
         self.stop_event = threading.Event()
+        # Held while a change enters both the buffers and the run log (ingest, clear), so the two agree.
+        self._write_lock = threading.Lock()
+        self.upkeep = StoreUpkeep(self.state, self.store, self.maps, self._write_lock, retention_days,
+                                  retention_max_mb)
         self._threads: list[threading.Thread] = []
         self._ctx: zmq.Context | None = None
         self._closed = False
@@ -57,11 +68,14 @@ class Collector:
         sub = self._bind(zmq.SUB, self.ingest_endpoint, "ingest")
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         rep = self._bind(zmq.REP, self.query_endpoint, "query")
+        self.upkeep.expire(time.time())
         replayed = self._replay()
         if replayed:
             log.info("restored %d frames from %s", replayed, self.store.root)
+        self._restore_maps()
         self.projector.start()
-        for target, sock in ((self._ingest_loop, sub), (self._query_loop, rep), (self._projection_loop, None)):
+        for target, sock in ((self._ingest_loop, sub), (self._query_loop, rep), (self._projection_loop, None),
+                             (self.upkeep.run, self.stop_event)):
             args = (sock,) if sock is not None else ()
             thread = threading.Thread(target=target, args=args, name=target.__name__, daemon=True)
             thread.start()
@@ -97,6 +111,26 @@ class Collector:
                 self.state.reject(f"store_{exc.reason}")
         return count
 
+    def _restore_maps(self) -> None:
+        """Serve each space's last saved map until its next fit; a bad file is logged once, then ignored."""
+        restored = unreadable = 0
+        for run in self.state.run_names(None):
+            for space in SPACES:
+                path = self.store.map_path(run, space)
+                if not path.exists():
+                    continue
+                try:
+                    proj = self.state.restore(run, space, load_map(path))
+                except ValueError as exc:
+                    unreadable += 1
+                    log.warning("ignoring a saved map: %s", exc)
+                    continue
+                if proj is not None:
+                    self.maps.mark_saved(run, space, proj.version, time.time())
+                    restored += 1
+        if restored or unreadable:
+            log.info("restored %d saved maps (%d unreadable) from %s", restored, unreadable, self.store.root)
+
     def wait(self) -> None:
         while not self.stop_event.wait(0.5):
             pass
@@ -108,6 +142,7 @@ class Collector:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(5)
+        self.maps.save(self.state.latest_projections, time.time(), force=True)
         self.projector.close()
         self.store.close()
         if self._auth is not None:
@@ -148,7 +183,11 @@ class Collector:
         self.state.frames_received += 1
         try:
             frame = decode(parts)
-            added = self.state.accept(frame)
+            with self._write_lock:
+                added = self.state.accept(frame)
+                if added or frame.space not in FROZEN_SPACES:
+                    self.store.append(frame.run, parts)
+                self.upkeep.live[frame.run] = time.time()
         except (ProtocolError, BufferReject) as exc:
             self.state.reject(exc.reason)
             return False
@@ -156,8 +195,6 @@ class Collector:
             self.state.reject("internal_error")
             log.exception("frame rejected by an internal error")
             return False
-        if added or frame.space not in FROZEN_SPACES:
-            self.store.append(frame.run, parts)
         return True
 
     # projections --------------------------------------------------------------------------
@@ -172,12 +209,16 @@ class Collector:
             jobs = self.state.due_fits(time.time(), self.projection_interval_s)
             for job in jobs:
                 self._fit(job)
+            self.maps.save(self.state.latest_projections, time.time())
             if not jobs:
                 self.stop_event.wait(0.05)
 
     def _fit(self, job: FitJob) -> None:
+        if not job.full:
+            self._place(job)
+            return
         prev = job.previous
-        init = warm_start(prev.keys, prev.coords, job.keys) if prev else None
+        init = self._warm_start(job)
         try:
             coords, seconds = self.projector.fit(job.vectors, self.n_neighbors, init)
         except ProjectorError as exc:
@@ -191,6 +232,23 @@ class Collector:
         if prev is not None:
             coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
         self.state.install(job, coords, seconds, self._quality(job, coords))
+
+    @staticmethod
+    def _warm_start(job: FitJob):
+        """The previous map with the new rows placed on it, when most rows are old; else None (PCA)."""
+        prev = job.previous
+        if prev is None or not prev.keys:
+            return None
+        shared = len(set(prev.keys).intersection(job.keys))
+        if shared < max(WARM_START_MIN_SHARED * len(job.keys), 3):
+            return None
+        return extend_layout(prev.keys, prev.coords, job.keys, job.vectors)[0]
+
+    def _place(self, job: FitJob) -> None:
+        """Keep the previous map's points exactly where they are and place the new rows among them."""
+        started = time.perf_counter()
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors)
+        self.state.install(job, coords, time.perf_counter() - started, self._quality(job, coords))
 
     def _quality(self, job: FitJob, coords) -> dict:
         quality = {"neighbour_overlap": neighbour_overlap(job.vectors, coords, k=self.n_neighbors)}
@@ -252,9 +310,17 @@ class Collector:
         return reply
 
     def _clear(self, request: dict) -> dict:
+        """A whole run: its log goes. One space: a clear record in each affected run's log, so a restart
+        does not bring the space's rows back."""
         run, space = _run_arg(request), _space_arg(request)
-        for name in self.state.clear(run, space):
-            self.store.forget(name)
+        with self._write_lock:
+            targets = self.state.run_names(run)
+            for name in self.state.clear(run, space):
+                self.store.forget(name)
+            for name in targets:
+                if space is not None:
+                    self.store.mark_cleared(name, space)
+                self.maps.discard(name, SPACES if space is None else [space])
         return {"ok": True}
 
     def _set_paused(self, paused: bool) -> dict:
@@ -298,6 +364,8 @@ class Collector:
         fmt = request.get("format")
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        if fmt == "gif":
+            return self._export_gif(_run_arg(request))
         run, spaces = self.state.export_rows(_run_arg(request))
         target = self.store.export_dir(run) / f"{fmt}-{time.strftime('%Y%m%d-%H%M%S')}"
         if fmt == "npz":
@@ -306,6 +374,19 @@ class Collector:
             files = write_tensorboard(target, spaces)
         return {"ok": True, "run": run, "format": fmt, "path": str(target), "files": [str(f) for f in files],
                 "rows": {s.space: len(s.meta) for s in spaces}}
+
+    def _export_gif(self, run: str | None) -> dict:
+        """The run's map history as an animated GIF: one picture per training step, three panels."""
+        run, history = self.state.history_frames(run)
+        if run is None:
+            raise ValueError("no run to export: the collector has no data")
+        target = self.store.export_dir(run) / f"gif-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            path, steps = write_gif(target / f"{run_dir_name(run)}.gif", history)
+        except OSError as exc:
+            raise ValueError(f"cannot write the GIF under {target}: {exc}") from None
+        return {"ok": True, "run": run, "format": "gif", "path": str(target), "files": [str(path)],
+                "steps": steps, "frames": {space: len(frames) for space, frames in history.items()}}
 
 
 def _run_arg(request: dict) -> str | None:

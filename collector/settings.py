@@ -47,6 +47,12 @@ class Setting:
         return value
 
 
+def url_path(raw: str) -> str:
+    """"viz", "/viz" or "/viz/" -> "/viz/": a path prefix with a leading and a trailing slash."""
+    stripped = str(raw or "/").strip().strip("/")
+    return f"/{stripped}/" if stripped else "/"
+
+
 def parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from collector.buffers import SpaceBuffer
+from collector.placement import RefitPolicy, full_fit_reason, map_change
 from collector.projection import MIN_POINTS
 from collector.protocol import SPACES, Frame
 from collector.quality import cap_rows
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
+RESTORED = -1  # generation of a map saved by an earlier collector: matches no buffer, so it gets refitted
 
 
 @dataclass
@@ -31,10 +33,13 @@ class Projection:
     seconds: float
     step: int = -1  # newest training step among its rows
     quality: dict = field(default_factory=dict)  # neighbour_overlap, lora_drift
+    fit: str = "full"  # "full": a PaCMAP fit; "placed": the previous map with new rows placed on it
+    placed: int = 0  # rows placed since the last full fit
 
     def summary(self) -> dict:
         return {"version": self.version, "step": self.step, "projected_at": self.projected_at,
-                "seconds": round(self.seconds, 4), "points": len(self.keys), **self.quality}
+                "seconds": round(self.seconds, 4), "points": len(self.keys), "fit": self.fit,
+                "placed": self.placed, **self.quality}
 
 
 @dataclass
@@ -44,6 +49,9 @@ class SpaceState:
     last_fit_at: float = 0.0
     force: bool = False
     first_vectors: dict | None = None  # LoRA: each (clip, layer)'s vector in the first fitted frame
+    full_keys: frozenset = frozenset()  # rows of the last full fit
+    full_fit_at: float = 0.0
+    seen_keys: frozenset = frozenset()  # buffered rows when the last job was made: the rest are new
 
     @property
     def projection(self) -> Projection | None:
@@ -67,12 +75,15 @@ class FitJob:
     keys: list[str]
     meta: list[dict]
     previous: Projection | None
+    full: bool = True  # False: place the new rows on ``previous``, keep its points where they are
+    reason: str = ""  # why a full fit (collector/placement.py: full_fit_reason)
 
 
 class CollectorState:
     def __init__(self, buffer_size: int = 2000, min_points: int = MIN_POINTS, max_fit_points: int = 3000,
-                 history_size: int = 100):
+                 history_size: int = 100, refit_policy: RefitPolicy | None = None):
         self.lock = threading.RLock()
+        self.refit_policy = refit_policy or RefitPolicy()
         self.buffer_size = buffer_size
         self.max_fit_points = max_fit_points
         self.history_size = history_size
@@ -84,6 +95,7 @@ class CollectorState:
         self.frames_accepted = 0
         self.ingest_busy_s = 0.0  # time the ingest thread spent receiving and storing: its load
         self.rejects: Counter[str] = Counter()
+        self.dropped_rows: Counter[str] = Counter()  # rows left out of accepted frames, by reason
         self.projection_errors: Counter[str] = Counter()
         self.started_at = time.time()
         self._snapshot_cache: dict[str, tuple[int, dict]] = {}
@@ -98,7 +110,15 @@ class CollectorState:
             added = run.spaces[frame.space].buffer.add(frame)
             run.last_seen = time.time()
             self.frames_accepted += 1
+            if frame.dropped_rows:
+                self.dropped_rows["non_finite"] += frame.dropped_rows
             return added
+
+    def run_buffers(self, run: str) -> dict[str, tuple[np.ndarray, list[str], list[dict]]] | None:
+        """Copies of one run's buffered rows per space, oldest first (None: no such run)."""
+        with self.lock:
+            state = self.runs.get(run)
+            return None if state is None else {name: st.buffer.snapshot() for name, st in state.spaces.items()}
 
     def _new_space(self, space: str) -> SpaceState:
         return SpaceState(SpaceBuffer(space, self.buffer_size), deque(maxlen=self.history_size))
@@ -108,29 +128,57 @@ class CollectorState:
             self.rejects[reason] += 1
 
     # projections --------------------------------------------------------------------------
-    def due_fits(self, now: float, min_interval_s: float) -> list[FitJob]:
-        """Spaces with new rows, enough points and no fit within the interval (or forced)."""
-        jobs = []
+    def due_fits(self, now: float, min_interval_s: float, max_full: int = 1) -> list[FitJob]:
+        """Spaces with new rows, enough points and no fit within the interval (or forced), the space
+        fitted longest ago first. At most ``max_full`` full PaCMAP fits per call, after the placements
+        (cheap): a space whose full fit must wait gets its new rows placed meanwhile when it can."""
+        placements, fulls = [], []
         with self.lock:
             if self.paused:
-                return jobs
-            for run in self.runs.values():
-                for name, space in run.spaces.items():
-                    buf = space.buffer
-                    fitted = space.projection.generation if space.projection else 0
-                    stale = buf.generation != fitted or space.force
-                    if not stale or buf.size < self.min_points:
-                        continue
-                    if not space.force and now - space.last_fit_at < min_interval_s:
-                        continue
-                    space.force = False
-                    space.last_fit_at = now
-                    vectors, keys, meta = buf.snapshot()
-                    rows = cap_rows(meta, self.max_fit_points)
-                    if len(rows) < len(meta):
-                        vectors, keys, meta = vectors[rows], [keys[i] for i in rows], [meta[i] for i in rows]
-                    jobs.append(FitJob(run.name, name, buf.generation, vectors, keys, meta, space.projection))
-        return jobs
+                return []
+            due = [(space.last_fit_at, run.name, name, space) for run in self.runs.values()
+                   for name, space in run.spaces.items() if self._is_due(space, now, min_interval_s)]
+            for _, run, name, space in sorted(due, key=lambda d: d[0]):
+                job = self._fit_job(run, name, space, now, full_allowed=len(fulls) < max_full)
+                if job is not None:
+                    (fulls if job.full else placements).append(job)
+        return placements + fulls
+
+    def _is_due(self, space: SpaceState, now: float, min_interval_s: float) -> bool:
+        fitted = space.projection.generation if space.projection else 0
+        if space.buffer.generation == fitted and not space.force:
+            return False
+        if space.buffer.size < self.min_points:
+            return False
+        return space.force or now - space.last_fit_at >= min_interval_s
+
+    def _fit_job(self, run: str, name: str, space: SpaceState, now: float, full_allowed: bool) -> FitJob | None:
+        """A placement when the map changed little since its last full fit, else a full fit (None: it
+        has to wait for the next round)."""
+        vectors, keys, meta = space.buffer.snapshot()
+        prev = space.projection
+        rows = self._placement_rows(space, keys)
+        change = map_change(space.full_keys, [keys[i] for i in rows]) if space.full_keys and prev else None
+        reason = full_fit_reason(change, now - space.full_fit_at, self.refit_policy, space.force, self.min_points)
+        if reason is not None and not full_allowed and (prev is None or reason in ("first", "requested",
+                                                                                   "too_few_kept")):
+            return None
+        full = reason is not None and full_allowed
+        if full:
+            rows = cap_rows(meta, self.max_fit_points)
+            space.force = False
+        space.last_fit_at = now
+        space.seen_keys = frozenset(keys)
+        if len(rows) < len(keys):
+            vectors, keys, meta = vectors[rows], [keys[i] for i in rows], [meta[i] for i in rows]
+        return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, full, reason if full else "")
+
+    def _placement_rows(self, space: SpaceState, keys: list[str]) -> np.ndarray:
+        """The rows a placement keeps: those on the current map and every row that arrived since."""
+        if space.projection is None:
+            return np.arange(len(keys))
+        on_map, seen = set(space.projection.keys), space.seen_keys
+        return np.array([i for i, k in enumerate(keys) if k in on_map or k not in seen], dtype=int)
 
     def install(self, job: FitJob, coords: np.ndarray, seconds: float, quality: dict | None = None) -> None:
         with self.lock:
@@ -142,8 +190,35 @@ class CollectorState:
                 return  # cleared while fitting
             self.version += 1
             step = max((m["step"] for m in job.meta), default=-1)
+            if job.full:
+                space.full_keys, space.full_fit_at, placed = frozenset(job.keys), time.time(), 0
+            else:
+                placed = sum(k not in space.full_keys for k in job.keys)
             space.history.append(Projection(job.keys, coords, job.meta, job.generation, self.version,
-                                            time.time(), seconds, step, quality or {}))
+                                            time.time(), seconds, step, quality or {},
+                                            "full" if job.full else "placed", placed))
+
+    def restore(self, run: str, space: str, saved) -> Projection | None:
+        """Install a map an earlier collector saved (collector/saved_maps.py) as the current one, so
+        snapshots serve it before any fit; the next fit aligns to it. The space is refitted when due:
+        counted from now, like a fit."""
+        with self.lock:
+            state = self.runs.get(run)
+            if state is None:
+                return None
+            st = state.spaces[space]
+            self.version += 1
+            proj = Projection(list(saved.keys), np.asarray(saved.coords, np.float64), list(saved.meta), RESTORED,
+                              self.version, saved.projected_at, saved.seconds, saved.step, dict(saved.quality))
+            st.history.append(proj)
+            st.last_fit_at = time.time()
+            return proj
+
+    def latest_projections(self) -> list[tuple[str, str, Projection]]:
+        """(run, space, current map) for every space that has one."""
+        with self.lock:
+            return [(run.name, name, st.projection) for run in self.runs.values()
+                    for name, st in run.spaces.items() if st.projection is not None]
 
     def first_lora_vectors(self, job: FitJob, latest: dict) -> dict:
         """The (clip, layer) vectors of the run's first LoRA fit: drift is measured against them."""
@@ -178,8 +253,14 @@ class CollectorState:
                     state.buffer.clear()
                     state.history.clear()
                     state.first_vectors = None
+                    state.full_keys = state.seen_keys = frozenset()
             self.version += 1
             return removed
+
+    def run_names(self, run: str | None) -> list[str]:
+        """The runs a request for ``run`` (None: all of them) refers to."""
+        with self.lock:
+            return list(self.runs) if run is None else [run] if run in self.runs else []
 
     def _select(self, run: str | None, space: str | None) -> list[SpaceState]:
         runs = self.runs.values() if run is None else [self.runs[run]] if run in self.runs else []
@@ -206,12 +287,20 @@ class CollectorState:
         with self.lock:
             run = run if run in self.runs else self.latest_run()
             reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused,
-                     "counts": self.counts(run)}
+                     "counts": self.counts(run), **self._freshness(run)}
             if since is not None and since == self.version:
                 return {**reply, "changed": False}
             reply["changed"] = True
             reply["spaces"] = self._spaces_payload(run)
             return reply
+
+    def _freshness(self, run: str | None) -> dict:
+        """When the run's newest frame arrived (collector clock) and its newest training step."""
+        state = self.runs.get(run) if run else None
+        if state is None:
+            return {"last_seen": None, "last_step": -1}
+        return {"last_seen": round(state.last_seen, 3),
+                "last_step": max(st.buffer.last_step for st in state.spaces.values())}
 
     def _spaces_payload(self, run: str | None) -> dict:
         cached = self._snapshot_cache.get(run or "")
@@ -244,7 +333,7 @@ class CollectorState:
             return {"ok": True, "paused": self.paused, "uptime_s": time.time() - self.started_at,
                     "version": self.version, "frames_received": self.frames_received,
                     "frames_accepted": self.frames_accepted, "ingest_busy_s": round(self.ingest_busy_s, 3),
-                    "rejects": dict(self.rejects),
+                    "rejects": dict(self.rejects), "dropped_rows": dict(self.dropped_rows),
                     "projection_errors": dict(self.projection_errors), "runs": runs}
 
     def history(self, run: str | None, space: str, version: int | None) -> dict:
@@ -259,6 +348,14 @@ class CollectorState:
                 raise ValueError(f"no frame with version {version} in {run}/{space} (it may have aged out)")
             return {"ok": True, "run": run, "space": space, "frame": {**match[0].summary(),
                                                                      "points": _points(match[0])}}
+
+    def history_frames(self, run: str | None) -> tuple[str | None, dict[str, list[Projection]]]:
+        """Every space's frame history with its points (``step``, ``coords``, per-row ``meta``),
+        oldest first, for replays such as the GIF export. A missing run means the latest active."""
+        with self.lock:
+            run = run if run in self.runs else self.latest_run()
+            spaces = self.runs[run].spaces if run else {}
+            return run, {name: list(st.history) for name, st in spaces.items()}
 
     def export_rows(self, run: str | None) -> tuple[str, list]:
         """Every buffered row of each space with its coordinates in the current map (NaN if none)."""

@@ -8,11 +8,18 @@ Layout: ``<store>/<run-dir>/frames.avz``, a sequence of records::
 wire frame, so a record is decoded by ``collector.protocol.decode`` like a live frame. A
 record cut short by a crash or with a bad CRC ends the readable log: reading stops there and
 appending first truncates the torn tail. No pickle.
+
+Control records use the same framing (so the CRC and torn-tail rules cover them) with the topic
+``CONTROL_TOPIC``, which has no ``/`` and so is never a frame's ``<run>/<space>``; their header is
+a JSON object without ``v`` (``decode`` would refuse it) and their payload is empty. One op so far:
+``{"op": "clear", "space": S, "at": T}`` -- frames of space S stored before it are not replayed.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import struct
 import threading
 import time
@@ -23,6 +30,8 @@ from typing import Iterator
 MAGIC = b"AVZ1"
 _HEAD = struct.Struct("<4sIIII")
 LOG_NAME = "frames.avz"
+CONTROL_TOPIC = b"!control"
+MAPS_FOLDER = "projections"  # the latest map of each space (collector/saved_maps.py)
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -46,6 +55,10 @@ def read_records(path: Path) -> Iterator[tuple[int, list[bytes]]]:
     """Yield (end offset, [topic, header, payload]) for each intact record."""
     with open(path, "rb") as f:
         data = f.read()
+    yield from _records(data)
+
+
+def _records(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
     offset = 0
     while offset + _HEAD.size <= len(data):
         magic, t_len, h_len, p_len, crc = _HEAD.unpack_from(data, offset)
@@ -61,6 +74,61 @@ def read_records(path: Path) -> Iterator[tuple[int, list[bytes]]]:
 
 def intact_length(path: Path) -> int:
     return max((end for end, _ in read_records(path)), default=0)
+
+
+def control_record(op: str, **fields) -> list[bytes]:
+    """The three parts of a control record (see the module doc)."""
+    header = json.dumps({"op": op, **fields}, separators=(",", ":")).encode()
+    return [CONTROL_TOPIC, header, b""]
+
+
+def parse_control(parts: list[bytes]) -> dict | None:
+    """A control record's fields, or None for a data frame (or a control record this version cannot read)."""
+    if bytes(parts[0]) != CONTROL_TOPIC:
+        return None
+    try:
+        fields = json.loads(bytes(parts[1]))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def frame_space(parts: list[bytes]) -> bytes:
+    """The space of a stored data frame, read from its topic ``<run>/<space>`` without decoding it."""
+    return bytes(parts[0]).rpartition(b"/")[2]
+
+
+def live_frames(path: Path) -> Iterator[list[bytes]]:
+    """The data frames of one log that rebuild its run: control records honoured, not yielded."""
+    with open(path, "rb") as f:
+        data = f.read()
+    cleared: dict[bytes, int] = {}  # space -> index of its last clear
+    for index, (_, parts) in enumerate(_records(data)):
+        control = parse_control(parts)
+        if control and control.get("op") == "clear" and isinstance(control.get("space"), str):
+            cleared[control["space"].encode()] = index
+    for index, (_, parts) in enumerate(_records(data)):
+        if parts[0] != CONTROL_TOPIC and index > cleared.get(frame_space(parts), -1):
+            yield parts
+
+
+def _write_record(f, parts: list) -> int:
+    """Write one record (three parts: bytes, memoryview or zmq.Frame) to ``f``; returns its size."""
+    topic, header, payload = (_buffer(p) for p in parts)
+    crc = zlib.crc32(payload, zlib.crc32(header, zlib.crc32(topic)))
+    f.write(_HEAD.pack(MAGIC, topic.nbytes, header.nbytes, payload.nbytes, crc))
+    for part in (topic, header, payload):
+        f.write(part)
+    return _HEAD.size + topic.nbytes + header.nbytes + payload.nbytes
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` survive a machine crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RunStore:
@@ -88,14 +156,60 @@ class RunStore:
     def log_path(self, run: str) -> Path:
         return self.root / run_dir_name(run) / LOG_NAME
 
+    def map_path(self, run: str, space: str) -> Path:
+        return self.root / run_dir_name(run) / MAPS_FOLDER / f"{space}.npz"
+
     def append(self, run: str, parts: list) -> None:
-        topic, header, payload = (_buffer(p) for p in parts)
-        crc = zlib.crc32(payload, zlib.crc32(header, zlib.crc32(topic)))
-        f = self._file(run)
-        f.write(_HEAD.pack(MAGIC, topic.nbytes, header.nbytes, payload.nbytes, crc))
-        for part in (topic, header, payload):
-            f.write(part)
-        self.bytes_written += _HEAD.size + topic.nbytes + header.nbytes + payload.nbytes
+        self.bytes_written += _write_record(self._file(run), parts)
+
+    def log_size(self, run: str) -> int:
+        """Bytes in the run's log as the OS has them (the last ~0.25 s may still be buffered)."""
+        try:
+            return self.log_path(run).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def rewrite(self, run: str, records) -> int:
+        """Replace the run's log by ``records`` (lists of three parts), atomically: written to a
+        temporary file, synced, renamed over the log. Returns the new size. The caller makes sure
+        nothing is appended to the run meanwhile."""
+        self._close_file(run)
+        path = self.log_path(run)
+        tmp = path.with_name(LOG_NAME + ".tmp")
+        try:
+            with open(tmp, "wb", buffering=1 << 20) as f:
+                size = sum(_write_record(f, parts) for parts in records)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        return size
+
+    def last_written(self) -> dict[str, float]:
+        """{run folder name: time its log was last written} for every run in the store."""
+        times = {}
+        for path in self.logs():
+            try:
+                times[path.parent.name] = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+        return times
+
+    def delete_run_dir(self, name: str) -> None:
+        """Delete a run folder (log, saved maps, exports): retention. Raises OSError if it cannot."""
+        with self._lock:
+            runs = [run for run in self._files if run_dir_name(run) == name]
+        for run in runs:
+            self._close_file(run)
+        shutil.rmtree(self.root / name)
+
+    def mark_cleared(self, run: str, space: str) -> None:
+        """Record that ``space`` of ``run`` was cleared: a replay skips its frames stored before this.
+        Handed to the OS at once, so the clear survives a kill -9 right after it."""
+        self.append(run, control_record("clear", space=space, at=time.time()))
+        self._file(run).flush()
 
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_every_s:
@@ -118,10 +232,10 @@ class RunStore:
                     self.fsync_errors += 1
 
     def replay(self) -> Iterator[list[bytes]]:
-        """Every intact stored frame of every run, run by run, in the order they were accepted."""
+        """Every intact stored frame of every run that a clear has not dropped, run by run, in the order
+        they were accepted."""
         for path in self.logs():
-            for _, parts in read_records(path):
-                yield parts
+            yield from live_frames(path)
 
     def logs(self) -> list[Path]:
         return self.logs_in(self.root)
@@ -132,13 +246,16 @@ class RunStore:
 
     def forget(self, run: str) -> None:
         """Delete a run's log (the user cleared it)."""
+        self._close_file(run)
+        path = self.log_path(run)
+        if path.exists():
+            path.unlink()
+
+    def _close_file(self, run: str) -> None:
         with self._lock:
             f = self._files.pop(run, None)
         if f is not None:
             f.close()
-        path = self.log_path(run)
-        if path.exists():
-            path.unlink()
 
     def _file(self, run: str):
         f = self._files.get(run)

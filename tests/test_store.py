@@ -1,9 +1,10 @@
 import os
 
 import numpy as np
+import pytest
 
-from collector.protocol import Frame, decode, encode
-from collector.store import RunStore, run_dir_name
+from collector.protocol import Frame, ProtocolError, decode, encode
+from collector.store import RunStore, control_record, parse_control, run_dir_name
 
 
 def wire(step, run="run-a"):
@@ -54,3 +55,37 @@ def test_forget_removes_a_run(tmp_path):
         store.append("run-b", wire(1, run="run-b"))
         store.forget("run-a")
     assert [decode(p).run for p in RunStore(tmp_path).replay()] == ["run-b"]
+
+
+def test_a_cleared_space_is_not_replayed_but_later_frames_and_other_spaces_are(tmp_path):
+    latent = [bytes(p) for p in encode(Frame(run="run-a", space="latent", step=0, ids=["c"],
+                                             vectors=np.ones((1, 4), np.float16)))]
+    with RunStore(tmp_path) as store:
+        store.append("run-a", latent)
+        for step in range(3):
+            store.append("run-a", wire(step))
+        store.mark_cleared("run-a", "lora")
+        store.append("run-a", wire(7))
+    frames = [decode(p) for p in RunStore(tmp_path).replay()]
+    assert [(f.space, f.step) for f in frames] == [("latent", 0), ("lora", 7)]
+
+
+def test_a_clear_record_is_never_a_data_frame():
+    with pytest.raises(ProtocolError):
+        decode(control_record("clear", space="lora", at=1.0))
+    assert parse_control(control_record("clear", space="lora", at=1.0))["space"] == "lora"
+    assert parse_control(wire(1)) is None
+
+
+def test_a_torn_clear_record_is_dropped_like_a_torn_frame(tmp_path):
+    with RunStore(tmp_path) as store:
+        store.append("run-a", wire(0))
+        store.mark_cleared("run-a", "lora")
+    path = RunStore(tmp_path).log_path("run-a")
+    os.truncate(path, path.stat().st_size - 3)  # the crash hit the clear record itself
+    assert [decode(p).step for p in RunStore(tmp_path).replay()] == [0]
+    with RunStore(tmp_path) as store:
+        store.append("run-a", wire(1))
+        store.mark_cleared("run-a", "lora")
+        store.append("run-a", wire(2))
+    assert [decode(p).step for p in RunStore(tmp_path).replay()] == [2]

@@ -4,8 +4,10 @@
   for each new row, the time from its capture (`sent_at`) until a snapshot contains it.
 - projection_s_1k: PaCMAP fit time of one space of 1000 points (from the collector's stats).
 - stability_median_disp_pct: between consecutive frames where <= 10 % of the points are new,
-  the median move of the old points as % of the layout's diameter, with our alignment and
-  warm start, and the same frames without them (`..._unaligned`).
+  the median move of the old points as % of the layout's diameter, under the collector's policy
+  (new rows placed on the map, a full fit once more than --refit-new-share of it is new or gone);
+  `..._full_refit`: the same move across the full fits only (warm-started and aligned);
+  `..._unaligned`: fresh fits of the same frames without warm start or alignment.
 - collector_rss_mb_10k: resident memory of the collector process holding 3 x 10k x 2560 float16
   (its PaCMAP worker process reported separately).
 
@@ -21,7 +23,8 @@ import time
 import numpy as np
 import psutil
 
-from collector.projection import align_to_previous, fit_layout, layout_diameter, warm_start
+from collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
+from collector.projection import align_to_previous, fit_layout, layout_diameter
 from collector.protocol import Frame
 from common import quiet_collector, query, record
 from support import send_frames, wait_for
@@ -62,7 +65,7 @@ def freshness(n: int, duration_s: float, rate_hz: float = 2.0) -> tuple[float, f
     with quiet_collector(extra) as collector:
         collector.wait_ready()
         prefill(collector, run, n, rng, cap)
-        fit_s = query(collector.query, {"op": "stats"})["runs"][run]["lora"]["last_projection_s"]
+        fit_s = last_full_fit_s(collector, run)
         sent, seen, lags = {}, set(), []
         deadline = time.time() + duration_s
         step = 1
@@ -103,27 +106,47 @@ def freshness(n: int, duration_s: float, rate_hz: float = 2.0) -> tuple[float, f
     return p95, fit_s
 
 
-def stability(n: int = 1000, frames: int = 6, new_share: float = 0.1) -> tuple[float, float]:
-    """Median old-point displacement between consecutive fits, aligned vs not (same fits)."""
+def last_full_fit_s(collector, run: str) -> float:
+    """Seconds of the newest full PaCMAP fit of the run's LoRA space (placements are not fits)."""
+    frames = query(collector.query, {"op": "history", "run": run, "space": "lora"})["frames"]
+    return [f["seconds"] for f in frames if f.get("fit", "full") == "full"][-1]
+
+
+def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> tuple[float, float, float, int]:
+    """Median old-point displacement between consecutive frames: (all frames under the collector's
+    policy, full refits only, fresh unaligned fits), and how many of the frames were full refits."""
     rng = np.random.default_rng(2)
+    policy = RefitPolicy()
     data = clustered(rng, n).astype(np.float32)
     keys = [f"k{i}" for i in range(n)]
-    prev_keys, prev_aligned, prev_raw = None, None, None
-    moves_aligned, moves_raw = [], []
+    prev_keys, prev, prev_raw, full_keys = None, None, None, frozenset()
+    moves, moves_full, moves_raw = [], [], []
     for _ in range(frames):
         if prev_keys is not None:  # replace 10 % of the rows by new ones
             drop = rng.choice(n, size=int(new_share * n), replace=False)
             data[drop] = clustered(rng, len(drop)).astype(np.float32)
             for i in drop:
                 keys[i] = f"k{rng.integers(1 << 40)}"
-        init = warm_start(prev_keys, prev_aligned, keys) if prev_keys else None
-        raw = fit_layout(data, 10, init)
-        aligned = align_to_previous(prev_keys, prev_aligned, keys, raw) if prev_keys else raw
+        change = map_change(full_keys, keys) if full_keys else None
+        if full_fit_reason(change, 0.0, policy) is None:
+            now = extend_layout(prev_keys, prev, keys, data)[0]
+        else:
+            init = extend_layout(prev_keys, prev, keys, data)[0] if prev_keys else None
+            now = fit_layout(data, 10, init)
+            now = align_to_previous(prev_keys, prev, keys, now) if prev_keys else now
+            full_keys = frozenset(keys)
+            if prev_keys is not None:
+                moves_full.append(_median_move(prev_keys, prev, keys, now))
         if prev_keys is not None:
-            moves_aligned.append(_median_move(prev_keys, prev_aligned, keys, aligned))
-            moves_raw.append(_median_move(prev_keys, prev_raw, keys, fit_layout(data, 10)))
-        prev_keys, prev_aligned, prev_raw = list(keys), aligned, raw
-    return statistics.median(moves_aligned), statistics.median(moves_raw)
+            moves.append(_median_move(prev_keys, prev, keys, now))
+            raw = fit_layout(data, 10)
+            moves_raw.append(_median_move(prev_keys, prev_raw, keys, raw))
+        else:
+            raw = now
+        prev_keys, prev, prev_raw = list(keys), now, raw
+    print(f"stability: moves per frame {[round(m, 2) for m in moves]}; full refits {len(moves_full)} "
+          f"{[round(m, 2) for m in moves_full]}", flush=True)
+    return statistics.median(moves), statistics.median(moves_full), statistics.median(moves_raw), len(moves_full)
 
 
 def _median_move(prev_keys, prev, keys, now) -> float:
@@ -160,8 +183,9 @@ def main(quick: bool = False) -> dict:
     if not quick:
         p95_10k, fit_10k = freshness(10000, duration_s=30)
         results.update(freshness_p95_s_10k=round(p95_10k, 2), projection_s_10k_capped=round(fit_10k, 3))
-    aligned, raw = stability()
-    results.update(stability_median_disp_pct=round(aligned, 2), stability_median_disp_pct_unaligned=round(raw, 2))
+    policy, full, raw, refits = stability()
+    results.update(stability_median_disp_pct=round(policy, 2), stability_median_disp_pct_full_refit=round(full, 2),
+                   stability_median_disp_pct_unaligned=round(raw, 2), stability_full_refits=refits)
     rss, worker_rss = memory_10k()
     results.update(collector_rss_mb_10k=round(rss, 1), projector_rss_mb=round(worker_rss, 1))
     print(json.dumps(results), flush=True)
