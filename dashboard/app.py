@@ -11,20 +11,16 @@ from pathlib import Path
 
 import dash
 
-from dashboard.callbacks import register
+from collector.settings import url_path as normalise_prefix  # Dash needs "/viz/", users type "viz"
+from dashboard import callbacks, export_callbacks, view_callbacks
 from dashboard.auth import require_token
+from dashboard.cache import ReplyCache
 from dashboard.client import DEFAULT_ENDPOINT, CollectorClient
 from dashboard.embed import register_embed
 from dashboard.layout import page
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_TITLE = "ACE-Step LoRA embeddings"
-
-
-def normalise_prefix(url_prefix: str) -> str:
-    """"viz" or "/viz" -> "/viz/"; Dash needs a leading and a trailing slash."""
-    stripped = (url_prefix or "/").strip("/")
-    return f"/{stripped}/" if stripped else "/"
 
 
 def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_prefix: str = "/",
@@ -42,8 +38,11 @@ def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_pr
         update_title=None,
     )
     app.layout = page(interval_s)
-    register(app, CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms),
-                                  curve_dir=curve_dir))
+    client = CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms), curve_dir=curve_dir)
+    cache = ReplyCache()
+    callbacks.register(app, client, cache)
+    view_callbacks.register(app, client, cache)
+    export_callbacks.register(app, client)
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
     return app

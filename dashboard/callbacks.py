@@ -1,107 +1,163 @@
-"""Thin glue between the page and the collector. State lives in the browser's dcc.Stores.
+"""Polling the collector, clearing, pausing and the status badge.
 
 ``poll_outputs`` and ``clear_outputs`` are plain functions (a client in, output values out)
 so they can be tested without a browser; ``register`` only wires them to component ids.
+The points themselves stay in the server's ReplyCache; the browser keeps (run, version) keys
+and redraws through dashboard/view_callbacks.py when they change.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import dash
 from dash import Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import ids
+from dashboard.cache import ReplyCache
 from dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
-from dashboard.figures import SPACES, build_figure, empty_figure
+from dashboard.figures import SPACES
 from dashboard.layout import PAUSE_LABEL, RESUME_LABEL
+from dashboard.scrubber import history_store
 from dashboard.status import CLEARED, ERROR, OFFLINE, badge_for, stat_texts, status, status_from_snapshot
 
 log = logging.getLogger(__name__)
 
-NO_VERSION = {"run": None, "version": None}
+NO_VERSION = {"run": None, "version": None, "refresh": 0}
+LATEST_RUN_LABEL = "Latest run (follows new runs)"
 
 
-def fetch_snapshot(client: CollectorClient, seen: Mapping[str, Any] | None, forced: bool) -> dict[str, Any]:
-    """The newest run's snapshot since the version this browser has; full when the run changed."""
+class PollOutputs(NamedTuple):
+    seen: Any  # VERSION_STORE: {"run", "version", "refresh"}
+    latent: Any  # stat box texts
+    lora: Any
+    prompt: Any
+    status: Any  # STATUS_STORE
+    staleness: Any  # STALENESS_STORE: {"step", "last_seen"}
+    history: Any  # HISTORY_STORE (dashboard/scrubber.py)
+    runs: Any  # RUN_SELECT options
+
+
+def snapshot_key(run: str | None, version: int | None) -> tuple:
+    return ("snapshot", run, version)
+
+
+def fetch_snapshot(client: CollectorClient, seen: Mapping[str, Any] | None, forced: bool,
+                   run: str | None = None) -> dict[str, Any]:
+    """The run's snapshot since the version this browser has; full when the run changed.
+
+    ``run`` None follows the most recently active run.
+    """
     seen = seen or NO_VERSION
-    since = None if forced else seen.get("version")
-    snapshot = client.snapshot(None, since)
+    switched = run is not None and run != seen.get("run")
+    since = None if forced or switched else seen.get("version")
+    snapshot = client.snapshot(run, since)
     if not snapshot.get("changed") and snapshot.get("run") != seen.get("run"):
         snapshot = client.snapshot(snapshot.get("run"), None)  # a newer run took over
     return snapshot
+
+
+def fetch_history(client: CollectorClient, run: str | None) -> dict:
+    return history_store(run, {space: client.history(run, space).get("frames") or [] for space in SPACES})
+
+
+def run_options(client: CollectorClient) -> list[dict[str, Any]]:
+    """The run selector's choices: follow the latest run, then every run, newest first."""
+    return [{"label": LATEST_RUN_LABEL, "value": ""}] + [
+        {"label": run["run"], "value": run["run"]} for run in client.runs()]
 
 
 def _unless_same(new: Any, old: Any) -> Any:
     return no_update if new == old else new
 
 
-def poll_outputs(client: CollectorClient, seen: Mapping[str, Any] | None, current: Mapping[str, Any] | None,
-                 shown: Sequence[Any], forced: bool = False) -> tuple:
-    """(figure, latent, lora, prompt stat texts, status, version) with no_update where unchanged."""
+def poll_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
+                 current: Mapping[str, Any] | None, shown: Sequence[Any], staleness: Any = None,
+                 forced: bool = False, run: str | None = None) -> PollOutputs:
+    """Everything one poll changes, with no_update where nothing did; PreventUpdate if nothing at all."""
+    seen = seen or NO_VERSION
     try:
-        snapshot = fetch_snapshot(client, seen, forced)
-        figure = build_figure(snapshot) if snapshot.get("changed") else no_update
+        snapshot = fetch_snapshot(client, seen, forced, run or None)
+        changed = bool(snapshot.get("changed"))
+        if changed:
+            cache.put(snapshot_key(snapshot.get("run"), snapshot.get("version")), snapshot)
+            history = fetch_history(client, snapshot.get("run"))
+            runs = run_options(client)
     except CollectorUnavailable as exc:
         return _only_status(status(OFFLINE, str(exc)), current)
     except CollectorError as exc:
         return _only_status(status(ERROR, str(exc)), current)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a malformed snapshot
-        log.exception("cannot draw the collector's snapshot")
-        return _only_status(status(ERROR, f"cannot draw the snapshot: {exc}"), current)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a malformed reply
+        log.exception("cannot use the collector's reply")
+        return _only_status(status(ERROR, f"cannot read the collector's reply: {exc}"), current)
     texts = stat_texts(snapshot)
-    outputs = (
-        figure,
+    new_seen = {"run": snapshot.get("run"), "version": snapshot.get("version"),
+                "refresh": int(seen.get("refresh") or 0) + (1 if forced else 0)}
+    outputs = PollOutputs(
+        _unless_same(new_seen, dict(seen)),
         *(_unless_same(texts[space], old) for space, old in zip(SPACES, shown)),
         _unless_same(status_from_snapshot(snapshot, current), current),
-        _unless_same({"run": snapshot.get("run"), "version": snapshot.get("version")}, seen),
+        _unless_same({"step": snapshot.get("last_step", -1), "last_seen": snapshot.get("last_seen")}, staleness),
+        history if changed else no_update,
+        runs if changed else no_update,
     )
     if all(value is no_update for value in outputs):
         raise PreventUpdate  # nothing changed: the browser gets an empty 204
     return outputs
 
 
-def _only_status(new_status: dict, current: Mapping[str, Any] | None) -> tuple:
+def _only_status(new_status: dict, current: Mapping[str, Any] | None) -> PollOutputs:
     if new_status == current:
         raise PreventUpdate
-    return (no_update,) * len(SPACES) + (no_update, new_status, no_update)
+    return PollOutputs(*(no_update,) * 4, new_status, *(no_update,) * 3)
 
 
-def clear_outputs(client: CollectorClient) -> tuple:
-    """(figure, stat texts..., status, version) after asking the collector to forget everything."""
+def clear_outputs(client: CollectorClient, cache: ReplyCache) -> PollOutputs:
+    """The page after asking the collector to forget everything (or why it could not)."""
     try:
         client.clear()
     except CollectorUnavailable as exc:
-        return (no_update,) * (len(SPACES) + 1) + (status(OFFLINE, str(exc)), no_update)
+        return PollOutputs(*(no_update,) * 4, status(OFFLINE, str(exc)), *(no_update,) * 3)
     except CollectorError as exc:
-        return (no_update,) * (len(SPACES) + 1) + (status(ERROR, str(exc)), no_update)
-    return (empty_figure(), *("0 samples" for _ in SPACES), status(CLEARED), dict(NO_VERSION))
+        return PollOutputs(*(no_update,) * 4, status(ERROR, str(exc)), *(no_update,) * 3)
+    cache.clear()
+    return PollOutputs(dict(NO_VERSION), *("0 samples" for _ in SPACES), status(CLEARED),
+                       {"step": -1, "last_seen": None}, history_store(None, {}),
+                       [{"label": LATEST_RUN_LABEL, "value": ""}])
 
 
-def register(app: dash.Dash, client: CollectorClient) -> None:
-    stat_outputs = [Output(ids.STAT_IDS[space], "children") for space in SPACES]
+def _poll_targets(duplicate: bool = False) -> list[Output]:
+    return [Output(ids.VERSION_STORE, "data", allow_duplicate=duplicate),
+            *[Output(ids.STAT_IDS[space], "children", allow_duplicate=duplicate) for space in SPACES],
+            Output(ids.STATUS_STORE, "data", allow_duplicate=duplicate),
+            Output(ids.STALENESS_STORE, "data", allow_duplicate=duplicate),
+            Output(ids.HISTORY_STORE, "data", allow_duplicate=duplicate),
+            Output(ids.RUN_SELECT, "options", allow_duplicate=duplicate)]
+
+
+def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None:
     stat_states = [State(ids.STAT_IDS[space], "children") for space in SPACES]
 
     @app.callback(
-        Output(ids.GRAPH, "figure"), *stat_outputs,
-        Output(ids.STATUS_STORE, "data"), Output(ids.VERSION_STORE, "data"),
-        Input(ids.INTERVAL, "n_intervals"), Input(ids.REFRESH_BUTTON, "n_clicks"),
-        State(ids.VERSION_STORE, "data"), State(ids.STATUS_STORE, "data"), *stat_states,
+        *_poll_targets(),
+        Input(ids.INTERVAL, "n_intervals"), Input(ids.REFRESH_BUTTON, "n_clicks"), Input(ids.RUN_SELECT, "value"),
+        State(ids.VERSION_STORE, "data"), State(ids.STATUS_STORE, "data"), State(ids.STALENESS_STORE, "data"),
+        *stat_states,
     )
-    def poll(_ticks, _clicks, seen, current, *shown):
-        return poll_outputs(client, seen, current, shown, forced=ctx.triggered_id == ids.REFRESH_BUTTON)
+    def poll(_ticks, _clicks, run, seen, current, staleness, *shown):
+        forced = ctx.triggered_id == ids.REFRESH_BUTTON
+        return tuple(poll_outputs(client, cache, seen, current, shown, staleness, forced=forced, run=run))
 
-    @app.callback(
-        Output(ids.GRAPH, "figure", allow_duplicate=True),
-        *[Output(ids.STAT_IDS[space], "children", allow_duplicate=True) for space in SPACES],
-        Output(ids.STATUS_STORE, "data", allow_duplicate=True),
-        Output(ids.VERSION_STORE, "data", allow_duplicate=True),
-        Input(ids.CLEAR_CONFIRM, "submit_n_clicks"),
-        prevent_initial_call=True,
-    )
+    @app.callback(*_poll_targets(duplicate=True), Input(ids.CLEAR_CONFIRM, "submit_n_clicks"),
+                  prevent_initial_call=True)
     def clear(_confirmed):
-        return clear_outputs(client)
+        return tuple(clear_outputs(client, cache))
+
+    @app.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+                  Input(ids.CLEAR_CONFIRM, "submit_n_clicks"), prevent_initial_call=True)
+    def forget_selection(_confirmed):
+        return []  # the cleared clips are gone; a new run must not inherit their highlight
 
     @app.callback(Output(ids.CLEAR_CONFIRM, "displayed"), Input(ids.CLEAR_BUTTON, "n_clicks"),
                   prevent_initial_call=True)

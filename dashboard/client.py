@@ -93,6 +93,14 @@ class CollectorClient:
     def refit(self, run: str | None = None, space: str | None = None) -> dict[str, Any]:
         return self.request({"op": "refit", "run": run, "space": space})
 
+    def history(self, run: str | None, space: str, version: int | None = None) -> dict[str, Any]:
+        """Frame summaries of one space, or one frame's points when ``version`` is given."""
+        return self.request({"op": "history", "run": run, "space": space, "version": version})
+
+    def export(self, run: str | None, fmt: str) -> dict[str, Any]:
+        """Ask the collector to write the run as ``fmt`` under its store; the reply lists the files."""
+        return self.request({"op": "export", "run": run, "format": fmt})
+
 
 def _parse_reply(raw: bytes, endpoint: str) -> dict[str, Any]:
     try:

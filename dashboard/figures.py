@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import copy
 import html
-import math
-import re
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
+
+from dashboard.colouring import category_codes, marker
+from dashboard.selection import highlight, trajectories
+from dashboard.view import View
 
 SPACES = ("latent", "lora", "prompt")
 MIN_POINTS = 10
@@ -109,9 +110,23 @@ def short_prompt(prompt: str) -> str:
 
 def hover_text(sample_id: Any, step: Any, loss: Any, timestep: Any, layer: Any, prompt: Any) -> str:
     """One point's hover label; fields that do not apply are left out."""
+    return _hover_text(sample_id, step, loss, timestep, layer, prompt, _Escaped())
+
+
+class _Escaped(dict):
+    """Escaped user text, memoised: one map repeats each prompt and layer name many times."""
+
+    def __missing__(self, key: tuple[str, Any]) -> str:
+        kind, value = key
+        text = inert(short_prompt(value) if kind == "prompt" else value)
+        self[key] = text
+        return text
+
+
+def _hover_text(sample_id, step, loss, timestep, layer, prompt, escaped: _Escaped) -> str:
     lines = []
     if sample_id is not None:
-        lines.append(f"<b>{inert(sample_id)}</b>")
+        lines.append(f"<b>{escaped['id', sample_id]}</b>")
     if step is not None:
         lines.append(f"Step: {int(step)}")
     if loss is not None:
@@ -119,70 +134,48 @@ def hover_text(sample_id: Any, step: Any, loss: Any, timestep: Any, layer: Any, 
     if timestep is not None:
         lines.append(f"Timestep: {float(timestep):.0f}")
     if layer is not None:
-        lines.append(f"Layer: {inert(layer)}")
+        lines.append(f"Layer: {escaped['layer', layer]}")
     if prompt:
-        lines.append(f"Prompt: {inert(short_prompt(prompt))}")
+        lines.append(f"Prompt: {escaped['prompt', prompt]}")
     return "<br>".join(lines)
 
 
 def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
-    return [hover_text(*row) for row in zip(points["id"], points["step"], points["loss"],
-                                             points["timestep"], points["layer"], points["prompt"])]
+    escaped = _Escaped()
+    return [_hover_text(*row, escaped) for row in zip(points["id"], points["step"], points["loss"],
+                                                       points["timestep"], points["layer"], points["prompt"])]
 
 
 # -- colours ---------------------------------------------------------------------------------------
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def layer_codes(layers: Sequence[Any]) -> tuple[list[int], list[str]]:
     """Map layer names to indices in natural order (block2 before block10)."""
-    names = sorted({str(layer) for layer in layers if layer is not None}, key=_natural_key)
-    index = {name: i for i, name in enumerate(names)}
-    return [index.get(str(layer), -1) if layer is not None else -1 for layer in layers], names
+    return category_codes(layers)
 
 
-def _colour_bar(title: str, domain: Sequence[float], tickvals: list | None = None,
-                span: float = 1.0) -> dict:
-    """A horizontal colour bar under its panel, with whole-number ticks."""
-    bar = dict(title=dict(text=title, side="top", font=dict(size=11)), orientation="h",
-               x=(domain[0] + domain[1]) / 2, xanchor="center", y=-0.2, yanchor="top",
-               len=(domain[1] - domain[0]) * 0.9, lenmode="fraction", thickness=10,
-               outlinewidth=0, tickfont=dict(size=10),
-               tickformat="d", tick0=0, dtick=max(1, math.ceil(span / 5)))
-    if tickvals is not None:
-        bar.update(tickvals=tickvals, tickmode="array")
-    return bar
-
-
-def _marker(panel: Panel, points: Mapping[str, Sequence], domain: Sequence[float]) -> dict:
-    # plotly.js knows only some scale names (not Plasma): always send the explicit list.
-    # The thin light outline keeps the dark low end of each scale visible on the dark plot.
-    marker = dict(size=5, colorscale=get_colorscale(panel.colorscale), showscale=True, opacity=0.9,
-                  line=dict(width=0.5, color="rgba(229, 231, 235, 0.35)"))
-    layers_known = any(layer is not None for layer in points["layer"])
-    if panel.colour_by == "layer" and layers_known:
-        codes, names = layer_codes(points["layer"])
-        ticks = list(range(len(names))) if len(names) <= 12 else None
-        marker.update(color=codes, cmin=0, cmax=max(len(names) - 1, 1),
-                      colorbar=_colour_bar("Layer", domain, ticks, span=len(names) - 1))
-    else:
-        steps = [s if s is not None else 0 for s in points["step"]]
-        low, high = (min(steps), max(steps)) if steps else (0, 1)
-        high = high if high > low else low + 1
-        marker.update(color=steps, cmin=low, cmax=high, colorbar=_colour_bar("Step", domain, span=high - low))
-    return marker
-
-
-def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float]) -> dict:
+def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
+                colour_by: str | None = None) -> dict:
     """One Scattergl for one space; customdata holds each point's sample id."""
     return dict(
         type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
         x=points["x"], y=points["y"], mode="markers", name=panel.title, showlegend=False,
-        marker=_marker(panel, points, domain), text=hover_texts(points),
+        marker=marker(colour_by or panel.colour_by, panel.colorscale, points, domain, inert),
+        text=hover_texts(points),
         customdata=[str(i) if i is not None else "" for i in points["id"]],
         hovertemplate="%{text}<extra></extra>", meta=panel.space,
     )
+
+
+def only_layers(points: dict[str, list], layers: frozenset[str]) -> dict[str, list]:
+    """The rows of the chosen LoRA layers; no choice keeps every row."""
+    if not layers:
+        return points
+    keep = [i for i, layer in enumerate(points["layer"]) if layer is not None and str(layer) in layers]
+    return {name: [column[i] for i in keep] for name, column in points.items()}
+
+
+def layer_names(snapshot: Mapping[str, Any] | None) -> list[str]:
+    """The LoRA layers present in a snapshot, in natural order."""
+    return category_codes(space_points(snapshot, "lora")["layer"])[1]
 
 
 def _axis_name(letter: str, col: int) -> str:
@@ -240,24 +233,33 @@ def base_figure() -> dict:
     return {"data": [], "layout": copy.deepcopy(_BASE_LAYOUT)}
 
 
-def build_figure(snapshot: Mapping[str, Any] | None) -> dict:
+def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -> dict:
     """The three panels for a snapshot reply (``"changed": true``) or None (empty state)."""
+    view = view or View()
     fig = base_figure()
     layout = fig["layout"]
     waiting = not has_any_data(snapshot)
+    trajectory_traces = []
     for col, panel in enumerate(PANELS, start=1):
         points = space_points(snapshot, panel.space)
-        fig["data"].append(panel_trace(panel, points, col, _DOMAINS[col - 1]))
+        if panel.space == "lora":
+            points = only_layers(points, view.layers)
+        trace = panel_trace(panel, points, col, _DOMAINS[col - 1], view.colour_for(panel.space))
+        highlight(trace, view.selected)
+        fig["data"].append(trace)
+        if panel.space == "lora" and view.selected and view.trajectories:
+            trajectory_traces = trajectories(points, view.selected, trace["xaxis"], trace["yaxis"])
         notice = None if waiting else panel_notice(snapshot, panel.space, len(points["x"]))
         if notice:
             layout["annotations"].append(_panel_annotation(notice, col))
+    fig["data"].extend(trajectory_traces)  # after the three point traces: trace i is panel i
     if waiting:
         layout["annotations"].append(_empty_annotation())
         for col in (1, 2, 3):  # the default ranges mean nothing yet
             layout[_axis_name("xaxis", col)]["showticklabels"] = False
             layout[_axis_name("yaxis", col)]["showticklabels"] = False
     run = (snapshot or {}).get("run")
-    layout["uirevision"] = f"run:{run}"
+    layout["uirevision"] = f"run:{run}"  # zoom and pan survive updates until the run changes
     layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}
     return fig
 

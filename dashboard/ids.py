@@ -32,3 +32,36 @@ STATUS_STORE = "viz-status-store"  # {"state": str, "detail": str}
 
 # guide
 GUIDE = "viz-guide"
+
+# run and view controls
+RUN_SELECT = "viz-run-select"  # value None: follow the most recently active run
+COLOUR_SELECTS = {"latent": "viz-colour-latent", "lora": "viz-colour-lora", "prompt": "viz-colour-prompt"}
+LAYER_FILTER = "viz-layer-filter"  # LoRA layers to show; empty: all layers mixed
+TRAJECTORY_TOGGLE = "viz-trajectory-toggle"
+CLEAR_SELECTION_BUTTON = "viz-clear-selection"
+
+# staleness line ("last frame: step 1234, 3 s ago"), rendered in the browser every second
+STALENESS = "viz-staleness"
+STALENESS_STORE = "viz-staleness-store"  # {"step": int, "last_seen": epoch seconds | None}
+CLOCK = "viz-clock"
+
+# step scrubber over the frame history
+SCRUBBER = "viz-scrubber"  # value: index into the history's steps; the last position is "Live"
+SCRUBBER_LABEL = "viz-scrubber-label"
+SCRUB_STEP_STORE = "viz-scrub-step-store"  # the training step the scrubber shows; None: Live
+PLAY_BUTTON = "viz-play-button"
+PLAY_INTERVAL = "viz-play-interval"
+HISTORY_STORE = "viz-history-store"  # {"run", "steps": [...], "frames": {space: [[version, step], ...]}, "quality"}
+
+# linked selection
+SELECTION_STORE = "viz-selection-store"  # sorted list of selected clip ids
+DETAILS = "viz-details"
+
+# quality figures over steps
+QUALITY_GRAPH = "viz-quality-graph"
+
+# exports
+EXPORT_BUTTONS = {"npz": "viz-export-npz", "tensorboard": "viz-export-tensorboard", "html": "viz-export-html",
+                  "gif": "viz-export-gif"}
+EXPORT_DOWNLOAD = "viz-export-download"
+EXPORT_MESSAGE = "viz-export-message"

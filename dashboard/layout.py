@@ -7,7 +7,9 @@ from dash import dcc, html
 from dashboard import ids
 from dashboard.embed import embed_status, location
 from dashboard.figures import empty_figure
+from dashboard.quality_chart import quality_figure
 from dashboard.status import BADGES, WAITING, status
+from dashboard.view import COLOUR_CHOICES, DEFAULT_COLOUR_BY
 
 INTERVAL_CHOICES_S = (5, 10, 15, 30, 60)
 STAT_LABELS = {"latent": "Latent Space", "lora": "LoRA Outputs", "prompt": "Prompt Space"}
@@ -39,6 +41,19 @@ def header() -> dbc.Card:
     ]), id=ids.HEADER, className="viz-card mb-3")
 
 
+def staleness_line() -> html.Div:
+    return html.Div("No frames received yet", id=ids.STALENESS, className="viz-muted viz-staleness",
+                    title="When the collector last received a frame from the trainer, and its training step")
+
+
+def run_select() -> html.Div:
+    return html.Div([
+        dbc.Label("Run", html_for=ids.RUN_SELECT, className="viz-muted mb-0 me-2"),
+        dcc.Dropdown(id=ids.RUN_SELECT, options=[{"label": "Latest run (follows new runs)", "value": ""}],
+                     value="", clearable=False, searchable=True, className="viz-dropdown viz-run-select"),
+    ], className="d-flex align-items-center")
+
+
 def controls(interval_s: float) -> dbc.Card:
     return dbc.Card(dbc.CardBody(html.Div([
         dbc.Button("Refresh Now", id=ids.REFRESH_BUTTON, className="viz-button-accent me-2", n_clicks=0),
@@ -50,9 +65,39 @@ def controls(interval_s: float) -> dbc.Card:
             dbc.Select(id=ids.INTERVAL_SELECT, options=interval_options(interval_s),
                        value=_format_seconds(interval_s), size="sm", className="viz-select"),
         ], className="d-flex align-items-center"),
+        run_select(),
         dcc.ConfirmDialog(id=ids.CLEAR_CONFIRM, message=CLEAR_MESSAGE),
+        staleness_line(),
         embed_status(),
     ], className="d-flex align-items-center flex-wrap gap-2")), className="viz-card mb-3")
+
+
+PANEL_NAMES = {"latent": "Latent", "lora": "LoRA", "prompt": "Prompt"}
+
+
+def colour_select(space: str) -> html.Div:
+    options = [{"label": label, "value": value} for value, label in COLOUR_CHOICES.items()]
+    return html.Div([
+        dbc.Label(f"{PANEL_NAMES[space]} colour", html_for=ids.COLOUR_SELECTS[space],
+                  className="viz-muted mb-0 me-2"),
+        dbc.Select(id=ids.COLOUR_SELECTS[space], options=options, value=DEFAULT_COLOUR_BY[space], size="sm",
+                   className="viz-select"),
+    ], className="d-flex align-items-center")
+
+
+def view_controls() -> dbc.Card:
+    return dbc.Card(dbc.CardBody(html.Div([
+        *[colour_select(space) for space in STAT_LABELS],
+        html.Div([
+            dbc.Label("LoRA layers", html_for=ids.LAYER_FILTER, className="viz-muted mb-0 me-2"),
+            dcc.Dropdown(id=ids.LAYER_FILTER, options=[], value=[], multi=True, placeholder="All layers",
+                         className="viz-dropdown viz-layer-filter"),
+        ], className="d-flex align-items-center"),
+        dbc.Checklist(id=ids.TRAJECTORY_TOGGLE, options=[{"label": "Trajectories of selected clips", "value": 1}],
+                      value=[1], switch=True, className="viz-muted"),
+        dbc.Button("Clear Selection", id=ids.CLEAR_SELECTION_BUTTON, color="secondary", outline=True, size="sm",
+                   n_clicks=0),
+    ], className="d-flex align-items-center flex-wrap gap-3")), className="viz-card mb-3")
 
 
 def stat_box(space: str) -> dbc.Col:
@@ -69,10 +114,46 @@ def stat_boxes() -> dbc.Row:
 def graph() -> dbc.Card:
     return dbc.Card(dbc.CardBody(dcc.Graph(
         id=ids.GRAPH, figure=empty_figure(),
-        config={"displaylogo": False, "responsive": True, "scrollZoom": True,
-                "modeBarButtonsToRemove": ["select2d", "lasso2d"]},
+        config={"displaylogo": False, "responsive": True, "scrollZoom": True},
         style={"height": "540px"},
     ), className="p-0"), className="viz-card viz-graph-card mb-3")
+
+
+def scrubber() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        html.Div([
+            dbc.Button("▶ Play", id=ids.PLAY_BUTTON, color="secondary", size="sm", className="me-3", n_clicks=0),
+            html.Div("Live", id=ids.SCRUBBER_LABEL, className="viz-muted"),
+        ], className="d-flex align-items-center mb-2"),
+        dcc.Slider(id=ids.SCRUBBER, min=0, max=0, step=1, value=0, marks={0: "Live"}, updatemode="mouseup",
+                   allow_direct_input=False, className="viz-scrubber"),
+    ]), className="viz-card mb-3")
+
+
+def details_and_quality() -> dbc.Row:
+    return dbc.Row([
+        dbc.Col(dbc.Card(dbc.CardBody([
+            html.Div("Selected clips", className="viz-stat-label mb-2"),
+            html.Div(id=ids.DETAILS),
+        ]), className="viz-card h-100"), lg=7, className="mb-3"),
+        dbc.Col(dbc.Card(dbc.CardBody([
+            html.Div("How far to trust the maps", className="viz-stat-label mb-1"),
+            dcc.Graph(id=ids.QUALITY_GRAPH, figure=quality_figure(None), config={"displayModeBar": False},
+                      style={"height": "220px"}),
+        ]), className="viz-card h-100"), lg=5, className="mb-3"),
+    ])
+
+
+def exports() -> dbc.Card:
+    from dashboard.export_callbacks import EXPORT_LABELS
+
+    return dbc.Card(dbc.CardBody(html.Div([
+        html.Div("Export", className="viz-stat-label me-2"),
+        *[dbc.Button(EXPORT_LABELS[fmt], id=button, color="secondary", outline=True, size="sm", n_clicks=0)
+          for fmt, button in ids.EXPORT_BUTTONS.items()],
+        dcc.Loading(html.Div(id=ids.EXPORT_MESSAGE, className="viz-muted"), type="dot"),
+        dcc.Download(id=ids.EXPORT_DOWNLOAD),
+    ], className="d-flex align-items-center flex-wrap gap-2")), className="viz-card mb-3")
 
 
 GUIDE_PANELS = (
@@ -88,8 +169,20 @@ GUIDE_PANELS = (
      "Each point is a text prompt as the (frozen) text encoder sees it. Similar prompts cluster; "
      "well separated prompt clusters make it easier for the adapter to tell styles apart."),
     ("Colours",
-     "Latent and prompt points are coloured by training step: dark points are early, bright points "
-     "are late. Structure should grow over time. LoRA points are coloured by layer."),
+     "By default latent and prompt points are coloured by training step (dark points are early, bright "
+     "points are late; structure should grow over time) and LoRA points by layer. Each panel's colour "
+     "select switches it to loss, timestep, layer, the prompt's first tag (often the genre) or the clip."),
+    ("Selection and trajectories",
+     "Click a point, or use the box or lasso tool, to pick clips: the same clips light up in all three "
+     "panels and the card below lists them. In the LoRA panel a line joins each picked clip's points in "
+     "step order: its path through the adapter's output space."),
+    ("Step scrubber",
+     "The collector keeps the recent maps. Drag the slider, or press Play, to see all three panels as "
+     "they were at a training step; the last position is Live."),
+    ("Quality",
+     "Neighbour overlap is the share of each point's nearest neighbours that stay its neighbours on "
+     "the map: near 1 the map is faithful, low values mean distances on the map mislead. LoRA drift is "
+     "how far the layer outputs moved from the first map, relative to their size."),
 )
 
 TUNING_TIPS = (
@@ -117,8 +210,14 @@ def guide() -> html.Details:
 def stores_and_timer(interval_s: float) -> html.Div:
     return html.Div([
         dcc.Interval(id=ids.INTERVAL, interval=int(interval_s * 1000), n_intervals=0),
-        dcc.Store(id=ids.VERSION_STORE, data={"run": None, "version": None}),
+        dcc.Store(id=ids.VERSION_STORE, data={"run": None, "version": None, "refresh": 0}),
         dcc.Store(id=ids.STATUS_STORE, data=status(WAITING)),
+        dcc.Store(id=ids.STALENESS_STORE, data={"step": -1, "last_seen": None}),
+        dcc.Store(id=ids.HISTORY_STORE, data=None),
+        dcc.Store(id=ids.SELECTION_STORE, data=[]),
+        dcc.Store(id=ids.SCRUB_STEP_STORE, data=None),
+        dcc.Interval(id=ids.CLOCK, interval=1000, n_intervals=0),
+        dcc.Interval(id=ids.PLAY_INTERVAL, interval=900, n_intervals=0, disabled=True),
     ])
 
 
@@ -128,7 +227,11 @@ def page(interval_s: float) -> dbc.Container:
         header(),
         controls(interval_s),
         stat_boxes(),
+        view_controls(),
         graph(),
+        scrubber(),
+        details_and_quality(),
+        exports(),
         guide(),
         stores_and_timer(interval_s),
     ], fluid=True, id=ids.ROOT, className="acestep-viz py-3")

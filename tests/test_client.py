@@ -11,7 +11,9 @@ import zmq
 from dash import no_update
 from dash.exceptions import PreventUpdate
 
+from dashboard.cache import ReplyCache
 from dashboard.callbacks import clear_outputs, poll_outputs
+from dashboard.figures import SPACES
 from dashboard.client import CollectorClient, CollectorRequestError, CollectorUnavailable
 from dashboard.status import CLEARED, ERROR, LIVE, OFFLINE
 from tests.support import free_port
@@ -138,47 +140,74 @@ def test_client_is_usable_from_many_threads():
 
 
 # -- the poll glue ---------------------------------------------------------------------------------
-def test_poll_draws_then_sends_nothing_when_unchanged():
-    with rep_server(json_handler(snapshot_reply)) as (endpoint, _):
+def collector_reply(request, version=3, run="run-a", n=12):
+    """A fake collector answering what a poll asks: snapshot, the frame history and the run list."""
+    if request["op"] == "history":
+        return {"ok": True, "run": run, "space": request["space"],
+                "frames": [{"version": 2, "step": 5, "neighbour_overlap": 0.5}, {"version": 3, "step": 9}]}
+    if request["op"] == "runs":
+        return {"ok": True, "runs": [{"run": run}]}
+    return {**snapshot_reply(request, version, run, n), "last_seen": 1000.0, "last_step": 9}
+
+
+def poll(client, seen=None, current=None, shown=("0 samples",) * 3, staleness=None, **kw):
+    return poll_outputs(client, ReplyCache(), seen, current, list(shown), staleness, **kw)
+
+
+def test_poll_keeps_the_points_on_the_server_and_sends_nothing_when_unchanged():
+    cache = ReplyCache()
+    with rep_server(json_handler(collector_reply)) as (endpoint, _):
         client = CollectorClient(endpoint)
-        figure, *texts, state, seen = poll_outputs(client, None, None, ["0 samples"] * 3)
-        assert [len(t["x"]) for t in figure["data"]] == [12, 12, 12]
-        assert texts == ["12 samples (projected)"] * 3
-        assert state["state"] == LIVE and seen == {"run": "run-a", "version": 3}
+        out = poll_outputs(client, cache, None, None, ["0 samples"] * 3)
+        assert out.seen == {"run": "run-a", "version": 3, "refresh": 0}
+        assert [len(cache.get(("snapshot", "run-a", 3))["spaces"][s]["points"]["x"]) for s in SPACES] == [12] * 3
+        assert [out.latent, out.lora, out.prompt] == ["12 samples (projected)"] * 3
+        assert out.status["state"] == LIVE
+        assert out.staleness == {"step": 9, "last_seen": 1000.0}
+        assert out.history["steps"] == [5, 9] and out.history["frames"]["lora"] == [[2, 5], [3, 9]]
+        assert [o["value"] for o in out.runs] == ["", "run-a"]
         with pytest.raises(PreventUpdate):  # same version, same counts: nothing at all is sent
-            poll_outputs(client, seen, state, texts)
-        forced = poll_outputs(client, seen, state, texts, forced=True)  # Refresh Now redraws
-        assert forced[0] is not no_update and forced[1] is no_update
+            poll_outputs(client, cache, out.seen, out.status, [out.latent, out.lora, out.prompt], out.staleness)
+        forced = poll_outputs(client, cache, out.seen, out.status, [out.latent, out.lora, out.prompt],
+                              out.staleness, forced=True)  # Refresh Now redraws
+        assert forced.seen["refresh"] == 1 and forced.latent is no_update
 
 
 def test_poll_follows_a_new_run_with_a_full_snapshot():
-    def handle(request):
-        return snapshot_reply(request, version=3, run="run-b")
-
-    with rep_server(json_handler(handle)) as (endpoint, seen_requests):
-        outputs = poll_outputs(CollectorClient(endpoint), {"run": "run-a", "version": 3}, None, [""] * 3)
-    assert outputs[0] is not no_update and outputs[-1] == {"run": "run-b", "version": 3}
-    assert seen_requests[-1] == {"op": "snapshot", "run": "run-b", "since": None}
+    with rep_server(json_handler(lambda r: collector_reply(r, run="run-b"))) as (endpoint, seen_requests):
+        out = poll(CollectorClient(endpoint), {"run": "run-a", "version": 3})
+    assert out.seen["run"] == "run-b" and out.history is not no_update
+    assert {"op": "snapshot", "run": "run-b", "since": None} in seen_requests
 
 
-def test_poll_with_the_collector_offline_leaves_the_figure_alone():
+def test_choosing_a_run_asks_for_that_run_from_scratch():
+    with rep_server(json_handler(lambda r: collector_reply(r, run=r.get("run") or "run-b"))) as (endpoint, asked):
+        out = poll(CollectorClient(endpoint), {"run": "run-b", "version": 3}, run="run-a")
+    assert asked[0] == {"op": "snapshot", "run": "run-a", "since": None}
+    assert out.seen["run"] == "run-a"
+
+
+def test_poll_with_the_collector_offline_changes_only_the_status():
     client = CollectorClient(f"tcp://127.0.0.1:{free_port()}", timeout_ms=200)
-    figure, *texts, state, seen = poll_outputs(client, {"run": "r", "version": 1}, None, [""] * 3)
-    assert figure is no_update and seen is no_update and all(t is no_update for t in texts)
-    assert state["state"] == OFFLINE
+    out = poll(client, {"run": "r", "version": 1}, shown=[""] * 3)
+    assert out.status["state"] == OFFLINE
+    assert all(value is no_update for name, value in out._asdict().items() if name != "status")
     with pytest.raises(PreventUpdate):  # still offline: nothing new to say
-        poll_outputs(client, {"run": "r", "version": 1}, state, [""] * 3)
+        poll(client, {"run": "r", "version": 1}, out.status, [""] * 3)
 
 
 def test_poll_reports_a_refusal_as_an_error():
     with rep_server(json_handler(lambda r: {"ok": False, "error": "boom"})) as (endpoint, _):
-        *_, state, _seen = poll_outputs(CollectorClient(endpoint), None, None, [""] * 3)
-    assert state["state"] == ERROR and "boom" in state["detail"]
+        out = poll(CollectorClient(endpoint), shown=[""] * 3)
+    assert out.status["state"] == ERROR and "boom" in out.status["detail"]
 
 
 def test_clear_asks_the_collector_and_resets_the_page():
+    cache = ReplyCache()
+    cache.put(("snapshot", "run-a", 3), {"old": True})
     with rep_server(json_handler(lambda r: {"ok": True})) as (endpoint, seen_requests):
-        figure, *texts, state, seen = clear_outputs(CollectorClient(endpoint))
+        out = clear_outputs(CollectorClient(endpoint), cache)
     assert seen_requests == [{"op": "clear", "run": None, "space": None}]
-    assert state["state"] == CLEARED and seen == {"run": None, "version": None}
-    assert texts == ["0 samples"] * 3 and [len(t["x"]) for t in figure["data"]] == [0, 0, 0]
+    assert out.status["state"] == CLEARED and out.seen["version"] is None
+    assert [out.latent, out.lora, out.prompt] == ["0 samples"] * 3
+    assert out.history["steps"] == [] and cache.get(("snapshot", "run-a", 3)) is None

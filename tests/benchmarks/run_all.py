@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import collector_bench
+import dashboard_bench
 import overhead
 import transport
 from common import RESULTS, record
@@ -12,6 +13,7 @@ BENCHMARKS = (
     ("trainer overhead", lambda: overhead.main(rounds=150, block=1)),
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
+    ("dashboard: server time per update", lambda: dashboard_bench.main()),
 )
 
 

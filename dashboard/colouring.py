@@ -1,0 +1,96 @@
+"""Marker colours for one panel: a continuous field on a colour scale, or categories as codes.
+
+Categories (layer, prompt tag, clip) become integer codes in natural order on the panel's
+colour scale, with their names as colour-bar ticks when there are few enough to read.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any, Mapping, Sequence
+
+from plotly.colors import get_colorscale
+
+from dashboard.view import COLOUR_CHOICES, CONTINUOUS, prompt_tag
+
+MAX_TICK_LABELS = 12
+TICK_CHARS = 24
+
+
+@functools.lru_cache(maxsize=16)
+def _scale(name: str) -> tuple:
+    return tuple(tuple(stop) for stop in get_colorscale(name))
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def category_codes(values: Sequence[Any]) -> tuple[list[int], list[str]]:
+    """Map names to indices in natural order (block2 before block10); None -> -1."""
+    names = sorted({str(v) for v in values if v is not None}, key=_natural_key)
+    index = {name: i for i, name in enumerate(names)}
+    return [index.get(str(v), -1) if v is not None else -1 for v in values], names
+
+
+def field_values(points: Mapping[str, Sequence], colour_by: str) -> list:
+    if colour_by == "tag":
+        return [prompt_tag(p) for p in points["prompt"]]
+    if colour_by == "clip":
+        return list(points["id"])
+    return list(points[colour_by])
+
+
+def _colour_bar(title: str, domain: Sequence[float], span: float, ticks: tuple[list, list] | None = None) -> dict:
+    """A horizontal colour bar under its panel."""
+    bar = dict(title=dict(text=title, side="top", font=dict(size=11)), orientation="h",
+               x=(domain[0] + domain[1]) / 2, xanchor="center", y=-0.2, yanchor="top",
+               len=(domain[1] - domain[0]) * 0.9, lenmode="fraction", thickness=10,
+               outlinewidth=0, tickfont=dict(size=10))
+    if ticks is not None:
+        bar.update(tickmode="array", tickvals=ticks[0], ticktext=ticks[1])
+    elif span >= 5 or float(span).is_integer():
+        bar.update(tickformat="d", tick0=0, dtick=max(1, math.ceil(span / 5)))
+    return bar
+
+
+def tick_names(names: Sequence[str]) -> list[str]:
+    """Readable colour-bar labels: the dotted prefix all names share is dropped, long tails cut.
+
+    LoRA layer paths differ only near the end ("transformers.transformer_blocks.0.attn.to_out.0").
+    """
+    parts = [name.split(".") for name in names]
+    shared = 0
+    if len(parts) > 1:
+        while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+            shared += 1
+    short = [".".join(p[shared:]) for p in parts]
+    return [s if len(s) <= TICK_CHARS else "…" + s[-(TICK_CHARS - 1):] for s in short]
+
+
+def marker(colour_by: str, colorscale: str, points: Mapping[str, Sequence], domain: Sequence[float],
+           inert) -> dict:
+    """Plotly marker settings colouring ``points`` by ``colour_by``; ``inert`` escapes tick text."""
+    # plotly.js knows only some scale names (not Plasma): always send the explicit list.
+    # The thin light outline keeps the dark low end of each scale visible on the dark plot.
+    base = dict(size=5, colorscale=[list(stop) for stop in _scale(colorscale)], showscale=True, opacity=0.9,
+                line=dict(width=0.5, color="rgba(229, 231, 235, 0.35)"))
+    values = field_values(points, colour_by)
+    title = COLOUR_CHOICES[colour_by]
+    if colour_by in CONTINUOUS:
+        known = [float(v) for v in values if v is not None]
+        if not known and colour_by != "step":  # e.g. loss in the latent panel: nothing to show
+            fallback = marker("step", colorscale, points, domain, inert)
+            fallback["colorbar"]["title"]["text"] = f"Step (no {title.lower()} here)"
+            return fallback
+        low, high = (min(known), max(known)) if known else (0.0, 1.0)
+        high = high if high > low else low + 1
+        colours = [float(v) if v is not None else low for v in values]
+        return base | dict(color=colours, cmin=low, cmax=high, colorbar=_colour_bar(title, domain, high - low))
+    codes, names = category_codes(values)
+    ticks = None
+    if len(names) <= MAX_TICK_LABELS:
+        ticks = (list(range(len(names))), [inert(n) for n in tick_names(names)])
+    return base | dict(color=codes, cmin=0, cmax=max(len(names) - 1, 1),
+                       colorbar=_colour_bar(title, domain, max(len(names) - 1, 1), ticks))

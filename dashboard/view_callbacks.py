@@ -1,0 +1,168 @@
+"""Drawing what the user chose: the live map or a scrubbed frame, coloured, filtered, selected.
+
+``render_outputs`` is a plain function of (client, cache, browser state) so it is tested
+without a browser; ``register`` wires it and the small scrubber, Play and selection callbacks.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
+
+from dashboard import ids
+from dashboard.cache import ReplyCache
+from dashboard.callbacks import snapshot_key
+from dashboard.client import CollectorClient, CollectorError
+from dashboard.figures import SPACES, build_figure, layer_names, space_points
+from dashboard.quality_chart import quality_figure
+from dashboard.scrubber import (is_live, live_position, marks, next_position, position_label, position_of_step,
+                                step_at, versions_at)
+from dashboard.selection import details, selected_ids
+from dashboard.view import View, view_from_controls
+
+log = logging.getLogger(__name__)
+
+PLAY_LABEL, STOP_LABEL = "▶ Play", "■ Stop"
+DETAIL_COLUMNS = (("key", "Clip"), ("prompt", "Prompt"), ("steps", "Steps seen"), ("loss", "Loss (newest)"),
+                  ("layers", "LoRA layers"), ("spaces", "Spaces"))
+NO_SELECTION = ("Click a point, or draw a box or lasso (toolbar above the maps), to pick clips: they are "
+                "highlighted in all three panels and listed here.")
+
+STALENESS_JS = """function (_tick, data) {
+    if (!data || data.last_seen === null || data.last_seen === undefined) { return 'No frames received yet'; }
+    var age = Math.max(0, Date.now() / 1000 - data.last_seen);
+    var text = age < 90 ? Math.round(age) + ' s' : age < 5400 ? Math.round(age / 60) + ' min'
+                                                             : (age / 3600).toFixed(1) + ' h';
+    return 'Last frame: step ' + data.step + ', ' + text + ' ago';
+}"""
+
+
+def live_snapshot(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None) -> dict | None:
+    seen = seen or {}
+    if seen.get("version") is None:
+        return None  # nothing received yet, or just cleared
+    run = seen.get("run")
+    return cache.fetch(snapshot_key(run, seen["version"]), lambda: client.snapshot(run, None))
+
+
+def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
+                   versions: Mapping[str, int | None]) -> dict:
+    """A snapshot-shaped dict made of one history frame per space (empty where none existed yet)."""
+    spaces = {}
+    for space in SPACES:
+        version = versions.get(space)
+        if version is None:
+            spaces[space] = {"buffered": 0, "projected": 0, "points": {}}
+            continue
+        frame = cache.fetch(("frame", run, space, version),
+                            lambda s=space, v=version: client.history(run, s, v)["frame"])
+        n = len(frame["points"]["x"])
+        spaces[space] = {"buffered": n, "projected": n, "points": frame["points"]}
+    return {"run": run, "version": max([v for v in versions.values() if v is not None], default=None),
+            "spaces": spaces}
+
+
+def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
+                   history: Mapping[str, Any] | None, position: Any, view: View,
+                   shown_layers: list | None = None) -> tuple:
+    """(figure, LoRA layer options, details card) for the live map or the scrubbed step."""
+    try:
+        if is_live(history, position):
+            snapshot = live_snapshot(client, cache, seen)
+        else:
+            run = (history or {}).get("run") or (seen or {}).get("run")
+            snapshot = frame_snapshot(client, cache, run, versions_at(history, position))
+    except CollectorError as exc:  # the poll shows the collector's state in the badge
+        log.info("cannot draw: %s", exc)
+        raise PreventUpdate from None
+    layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
+    return (build_figure(snapshot, view),
+            no_update if layers == (shown_layers or []) else layers,
+            details_card(snapshot, view.selected))
+
+
+def details_card(snapshot: Mapping[str, Any] | None, selected: frozenset[str]) -> Any:
+    if not selected:
+        return html.P(NO_SELECTION, className="viz-muted mb-0")
+    rows = details({space: space_points(snapshot, space) for space in SPACES}, selected)
+    head = html.Thead(html.Tr([html.Th(label) for _, label in DETAIL_COLUMNS]))
+    body = html.Tbody([html.Tr([html.Td(str(row[key])) for key, _ in DETAIL_COLUMNS]) for row in rows])
+    more = len(selected) - len(rows)
+    note = html.Div(f"… and {more} more", className="viz-muted") if more > 0 else None
+    return html.Div([html.Div(f"{len(selected)} clip{'s' if len(selected) != 1 else ''} selected",
+                              className="viz-stat-label mb-1"),
+                     dbc.Table([head, body], size="sm", bordered=False, hover=True, responsive=True,
+                               className="viz-details-table mb-0"), note])
+
+
+def scrubber_outputs(history: Mapping[str, Any] | None, shown_step: int | None) -> tuple:
+    """(max, marks, position) for a new history: Live stays Live, a past step stays that step."""
+    return live_position(history), marks(history), position_of_step(history, shown_step)
+
+
+def shown_step(history: Mapping[str, Any] | None, position: Any) -> int | None:
+    return None if is_live(history, position) else step_at(history, position)
+
+
+def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None:
+    colour_inputs = [Input(ids.COLOUR_SELECTS[space], "value") for space in SPACES]
+
+    @app.callback(
+        Output(ids.GRAPH, "figure"), Output(ids.LAYER_FILTER, "options"), Output(ids.DETAILS, "children"),
+        Input(ids.VERSION_STORE, "data"), Input(ids.SCRUBBER, "value"), *colour_inputs,
+        Input(ids.LAYER_FILTER, "value"), Input(ids.SELECTION_STORE, "data"), Input(ids.TRAJECTORY_TOGGLE, "value"),
+        State(ids.HISTORY_STORE, "data"), State(ids.LAYER_FILTER, "options"),
+    )
+    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, history, shown_layers):
+        view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers)
+
+    @app.callback(Output(ids.SELECTION_STORE, "data"),
+                  Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),
+                  Input(ids.CLEAR_SELECTION_BUTTON, "n_clicks"), prevent_initial_call=True)
+    def select(selected_data, click_data, _clear):
+        if ctx.triggered_id == ids.CLEAR_SELECTION_BUTTON:
+            return []
+        if ctx.triggered_prop_ids and f"{ids.GRAPH}.clickData" in ctx.triggered_prop_ids:
+            return selected_ids(None, click_data)
+        return selected_ids(selected_data)
+
+    @app.callback(Output(ids.SCRUBBER, "max"), Output(ids.SCRUBBER, "marks"),
+                  Output(ids.SCRUBBER, "value", allow_duplicate=True),
+                  Input(ids.HISTORY_STORE, "data"), State(ids.SCRUB_STEP_STORE, "data"),
+                  prevent_initial_call="initial_duplicate")
+    def follow_history(history, step):
+        return scrubber_outputs(history, step)
+
+    @app.callback(Output(ids.SCRUBBER_LABEL, "children"), Output(ids.SCRUB_STEP_STORE, "data"),
+                  Input(ids.SCRUBBER, "value"), Input(ids.HISTORY_STORE, "data"))
+    def label(position, history):
+        return position_label(history, position), shown_step(history, position)
+
+    @app.callback(Output(ids.PLAY_INTERVAL, "disabled"), Output(ids.PLAY_BUTTON, "children"),
+                  Output(ids.SCRUBBER, "value", allow_duplicate=True),
+                  Input(ids.PLAY_BUTTON, "n_clicks"), Input(ids.PLAY_INTERVAL, "n_intervals"),
+                  State(ids.PLAY_INTERVAL, "disabled"), State(ids.SCRUBBER, "value"), State(ids.HISTORY_STORE, "data"),
+                  prevent_initial_call=True)
+    def play(_clicks, _ticks, stopped, position, history):
+        if ctx.triggered_id == ids.PLAY_BUTTON:
+            if not stopped:
+                return True, PLAY_LABEL, no_update
+            if not live_position(history):
+                raise PreventUpdate  # no frames to play yet
+            return False, STOP_LABEL, next_position(history, position) if is_live(history, position) else position
+        nxt = next_position(history, position)
+        if nxt >= live_position(history):
+            return True, PLAY_LABEL, live_position(history)
+        return no_update, no_update, nxt
+
+    @app.callback(Output(ids.QUALITY_GRAPH, "figure"), Input(ids.HISTORY_STORE, "data"))
+    def quality(history):
+        return quality_figure(history)
+
+    app.clientside_callback(STALENESS_JS, Output(ids.STALENESS, "children"),
+                            Input(ids.CLOCK, "n_intervals"), Input(ids.STALENESS_STORE, "data"))
