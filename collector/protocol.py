@@ -103,22 +103,22 @@ def topic_for(run: str, space: str) -> bytes:
     return f"{run}/{space}".encode()
 
 
-def check_shape(frame: Frame) -> np.ndarray:
-    """The frame's vectors as a little-endian float16 matrix; ValueError if ids or columns do not fit it."""
-    vectors = np.ascontiguousarray(frame.vectors, dtype="<f2")
-    if vectors.ndim != 2:
-        raise ValueError(f"vectors must be 2-D (rows, dim), got shape {vectors.shape}")
-    if len(frame.ids) != vectors.shape[0]:
-        raise ValueError(f"{len(frame.ids)} ids for {vectors.shape[0]} rows")
+def check_shape(frame: Frame) -> None:
+    """ValueError unless the vectors are a (rows, dim) matrix with one id and one value per column per row."""
+    shape = np.shape(frame.vectors)
+    if len(shape) != 2:
+        raise ValueError(f"vectors must be 2-D (rows, dim), got shape {shape}")
+    if len(frame.ids) != shape[0]:
+        raise ValueError(f"{len(frame.ids)} ids for {shape[0]} rows")
     for key, values in frame.columns.items():
-        if len(values) != vectors.shape[0]:
-            raise ValueError(f"{len(values)} {key} values for {vectors.shape[0]} rows")
-    return vectors
+        if len(values) != shape[0]:
+            raise ValueError(f"{len(values)} {key} values for {shape[0]} rows")
 
 
 def encode(frame: Frame) -> list[bytes | memoryview]:
     """Turn a frame into the three message parts. The payload is a zero-copy view."""
-    vectors = check_shape(frame)
+    check_shape(frame)
+    vectors = np.ascontiguousarray(frame.vectors, dtype="<f2")
     header = {
         "v": FORMAT_VERSION,
         "run": frame.run,
@@ -213,7 +213,7 @@ def _as_buffer(part: Any) -> memoryview:
 
 def _parse_header(raw: memoryview) -> dict:
     try:
-        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant)
+        header = _HEADER_DECODER.decode(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("json", f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -223,6 +223,9 @@ def _parse_header(raw: memoryview) -> dict:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed in a header")
+
+
+_HEADER_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once, not per frame
 
 
 def _name(header: dict, key: str) -> str:
@@ -334,10 +337,14 @@ def _clean_columns(columns: Columns) -> Columns:
 
 def _clean_text(key: str, values: list) -> list:
     limit = ROW_TEXT_KEYS[key]
+    if _text_ok(key, values):
+        return values  # the usual case, checked in one pass: nothing to change
     return [None if v is None else str(v)[:limit] for v in values]
 
 
 def _clean_numbers(key: str, values: list) -> list:
+    if set(map(type, values)) <= {float, _NONE} and all(map(math.isfinite, filter(None, values))):
+        return values  # the usual case, checked in one pass: nothing to change
     return [_finite_or_none(v) for v in values]
 
 
@@ -349,6 +356,8 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 def _clean_ints(key: str, values: list) -> list:
+    if set(map(type, values)) <= {int, _NONE}:
+        return values
     return [None if v is None else int(v) for v in values]
 
 

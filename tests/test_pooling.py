@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trainer_plugin.pooling import FLOAT16_MAX, pool_any, pool_latent, pool_sequence
+from trainer_plugin.pooling import FLOAT16_MAX, pool_any, pool_float32, pool_latent, pool_sequence
 
 
 def test_sequence_mean_ignores_masked_positions():
@@ -62,3 +62,6 @@ def test_pooling_never_keeps_the_graph():
     x = torch.randn(2, 5, 4, requires_grad=True)
     assert not pool_any(x).requires_grad
     assert not pool_sequence(x, torch.ones(2, 5)).requires_grad
+    for rank_x in (x, x[:, 0], x.unsqueeze(1)):  # what a hook runs, with gradients on
+        assert not pool_float32(rank_x, scale=2.0).requires_grad
+    assert not pool_float32(x, torch.ones(2, 5, requires_grad=True)).requires_grad

@@ -122,7 +122,7 @@ def test_checkpoint_recompute_during_backward_is_not_captured(fast, songs):
 def test_evaluation_forwards_are_not_captured(pipeline, songs):
     batch = batch_of(songs, [5, 6, 7])
     plots_before = len(pipeline.plot_steps)
-    tap, publisher = monitor(pipeline)
+    tap, publisher = monitor(pipeline, frozen_once=False)  # the same clips again below must be captured
     with tap:
         train_step(pipeline, tap, batch)  # plot_step runs the encoders and 3 transformer passes first
         assert len(pipeline.plot_steps) == plots_before + 1
@@ -156,6 +156,19 @@ def test_frozen_spaces_are_published_once_per_clip(fast, songs, frozen_once):
         expected = [(0, first["keys"]), (1, first["keys"]), (2, overlapping["keys"])]
     assert latent == prompt == expected
     assert [f.step for f in frames_of(publisher, "lora")] == [0, 1, 2]  # LoRA outputs evolve: every step
+
+
+def test_clips_already_sent_cost_no_pooling_in_frozen_spaces(fast, songs):
+    first, overlapping = batch_of(songs, [0, 1, 2]), batch_of(songs, [2, 3, 4])
+    tap, publisher = monitor(fast)
+    with tap:
+        train_step(fast, tap, first, step=0)
+        train_step(fast, tap, first, step=1)
+        assert tap.stats()["captures"] == {"latent": 3, "prompt": 1, "lora": 6}  # step 1: LoRA only
+        train_step(fast, tap, overlapping, step=2)  # clip 2 was sent: its latent firing is skipped
+        assert tap.stats()["captures"] == {"latent": 5, "prompt": 2, "lora": 9}
+    latent = frames_of(publisher, "latent")
+    assert [f.ids for f in latent] == [first["keys"], overlapping["keys"][1:]]
 
 
 # ---------------------------------------------------------------------------- (6)

@@ -40,17 +40,20 @@ def pool_any(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1
 def pool_float32(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
     """``pool_any`` before the float16 conversion: what a hook runs, one reduction, a fresh tensor.
 
-    Clamping and float16 happen later on the publisher thread, off the training step.
+    Clamping and float16 happen later on the publisher thread, off the training step. Working on
+    ``x.detach()`` records no graph, so no ``torch.no_grad()`` block is needed: entering one costs
+    more than the pooling itself in a hook (its Python code is cold between training steps).
     """
-    with torch.no_grad():
-        x = x.detach()
-        if x.dim() <= 2:
-            pooled = x.to(torch.float32, copy=True).reshape(-1 if x.dim() == 1 else x.shape[0], x.shape[-1])
-        elif x.dim() == 3:
-            pooled = _sequence_mean(x, mask)
-        else:
-            pooled = _latent_mean(x)
-        return pooled * scale if scale != 1.0 else pooled
+    x = x.detach()
+    if mask is not None:
+        mask = mask.detach()
+    if x.dim() <= 2:
+        pooled = x.to(torch.float32, copy=True).reshape(-1 if x.dim() == 1 else x.shape[0], x.shape[-1])
+    elif x.dim() == 3:
+        pooled = _sequence_mean(x, mask)
+    else:
+        pooled = _latent_mean(x)
+    return pooled * scale if scale != 1.0 else pooled
 
 
 def _sequence_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

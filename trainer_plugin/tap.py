@@ -9,6 +9,8 @@ Capture is armed for one training step (``arm`` / ``step``) and gated in every h
 
 Hook bodies pool on the device and start a non-blocking copy to the host; frames are built on
 the publisher's thread (``_FrameBuilder``), so the training thread never waits for the device.
+With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
+returns before any tensor work.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
 """
 from __future__ import annotations
@@ -96,6 +98,7 @@ class _Capture:
     label: str
     host: torch.Tensor  # (rows, dim) float16 on the host; valid once ``event`` completes
     event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
+    first_key: int = 0  # its first row's index among the rows its module produced this step
 
 
 @dataclass
@@ -105,6 +108,7 @@ class _StepState:
     keys: list[str] | None
     prompts: list[str] | None
     captures: dict[str, list[_Capture]] = field(default_factory=dict)
+    rows_fired: Counter = field(default_factory=Counter)  # label -> rows its module produced this step
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
@@ -312,6 +316,7 @@ class Tap:
     def _hook_for(self, binding: Binding):
         space, label = binding.space, binding.label
         needs_grad = space == "lora"
+        once = self.frozen_once and space in FROZEN_SPACES
         layer, adapter = binding.lora_layer, binding.adapter
 
         def hook(module, args, kwargs, output):
@@ -322,10 +327,15 @@ class Tap:
             if _graph_task_id is not None and _graph_task_id() != -1:
                 return  # inside backward: a checkpoint recompute, not a new forward
             try:
-                scale = float(layer.scaling[adapter]) if layer is not None else 1.0
+                state = self._state
                 x = output_tensor(output)
+                first_key = state.rows_fired[label]
+                state.rows_fired[label] += x.shape[0] if x.dim() > 1 else 1
+                if once and self._all_sent(space, label, state, first_key):
+                    return  # a clip already sent: no pooling, no copy
+                scale = float(layer.scaling[adapter]) if layer is not None else 1.0
                 host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
-                self._state.captures.setdefault(space, []).append(_Capture(label, host, event))
+                state.captures.setdefault(space, []).append(_Capture(label, host, event, first_key))
                 self._captures[space] += 1
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
@@ -354,15 +364,18 @@ class Tap:
             self._seen_frozen.difference_update((space, r.label, builder.ids[i]) for i, r in enumerate(rows))
         return 0
 
+    def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
+        """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
+        fired = state.rows_fired[label]
+        return all((space, label, _row_id(state, key)) in self._seen_frozen for key in range(first_key, fired))
+
     def _plan_rows(self, space: str, captures: list[_Capture], state: _StepState) -> list[_Row]:
         """Row i of a module's firings in this step belongs to clip keys[i] (clips encoded one by one)."""
         once = self.frozen_once and space in FROZEN_SPACES
-        per_label: Counter[str] = Counter()
         rows, source = [], 0
         for capture in captures:
-            for _ in range(capture.host.shape[0]):
-                key_index = per_label[capture.label]
-                per_label[capture.label] += 1
+            for offset in range(capture.host.shape[0]):
+                key_index = capture.first_key + offset
                 if once:
                     seen = (space, capture.label, _row_id(state, key_index))
                     if seen in self._seen_frozen:
@@ -375,7 +388,7 @@ class Tap:
 
     def _warn_if_silent(self, state: _StepState) -> None:
         for space, labels in self.hooked.items():
-            if space in state.captures:
+            if any(label in state.rows_fired for label in labels):  # fired, even if frozen_once skipped it
                 self._silent_steps[space] = 0
                 continue
             self._silent_steps[space] += 1
@@ -403,29 +416,33 @@ class _FrameBuilder:
         vectors = np.concatenate([c.host.numpy() for c in self.captures], axis=0)
         vectors = to_wire(vectors[[r.source for r in self.rows]])
         return Frame(run=self.run, space=self.space, step=self.state.step, vectors=vectors, ids=self.ids,
-                     micro_batch=self.state.micro_batch, rank=self.rank, meta=self._meta(), sent_at=self.sent_at)
+                     micro_batch=self.state.micro_batch, rank=self.rank, columns=self._columns(),
+                     sent_at=self.sent_at)
 
-    def _meta(self) -> list[dict[str, Any]]:
+    def _columns(self) -> dict[str, list]:
+        """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
         state = self.state
         loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
         batch = len(state.keys) if state.keys else None
-        show_layer = self.space == "lora" or len({c.label for c in self.captures}) > 1
-        meta = []
-        for row in self.rows:
-            index = row.key_index % batch if batch else row.key_index
-            entry: dict[str, Any] = {}
-            if state.prompts and index < len(state.prompts):
-                entry["prompt"] = state.prompts[index]
-            if sample_losses is not None and index < len(sample_losses) and len(sample_losses) != 1:
-                entry["loss"] = sample_losses[index]
-            elif loss is not None and len(loss) == 1:
-                entry["loss"] = loss[0]
-            if self.space == "lora" and timesteps is not None and index < len(timesteps):
-                entry["timestep"] = timesteps[index]
-            if show_layer:
-                entry["layer"] = row.label
-            meta.append(entry)
-        return meta
+        indices = [row.key_index % batch if batch else row.key_index for row in self.rows]
+        columns: dict[str, list] = {}
+        if state.prompts:
+            columns["prompt"] = _pick(state.prompts, indices)
+        step_loss = loss[0] if loss is not None and len(loss) == 1 else None
+        if sample_losses is not None and len(sample_losses) != 1:
+            columns["loss"] = _pick(sample_losses, indices, step_loss)
+        elif step_loss is not None:
+            columns["loss"] = [step_loss] * len(indices)
+        if self.space == "lora" and timesteps is not None:
+            columns["timestep"] = _pick(timesteps, indices)
+        if self.space == "lora" or len({c.label for c in self.captures}) > 1:
+            columns["layer"] = [row.label for row in self.rows]
+        return columns
+
+
+def _pick(values: list, indices: list[int], default=None) -> list:
+    """values[i] for each index, ``default`` past the end."""
+    return [values[i] if i < len(values) else default for i in indices]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -446,14 +463,14 @@ def output_tensor(output: Any) -> torch.Tensor:
 
 def to_host(pooled: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Start copying to host memory. From CUDA: pinned, non-blocking, plus an event to wait on."""
-    if pooled.device.type == "cuda":
+    if pooled.is_cpu:  # checked first, and without building a torch.device: the CPU path is the cheap one
+        return pooled, None  # pooling made a fresh tensor: the model cannot overwrite it
+    if pooled.is_cuda:
         host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
         host.copy_(pooled, non_blocking=True)
         event = torch.cuda.Event()
         event.record(torch.cuda.current_stream(pooled.device))
         return host, event
-    if pooled.device.type == "cpu":
-        return pooled, None  # pooling made a fresh tensor: the model cannot overwrite it
     return pooled.to("cpu"), None
 
 

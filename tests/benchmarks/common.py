@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,9 +23,20 @@ def record(results: dict) -> dict:
     return current
 
 
+class TemporaryCollector(CollectorProcess):
+    """A collector whose temporary folder (store and log) is deleted when it stops: a transport run
+    alone writes ~150 MB of run store."""
+
+    def __exit__(self, *exc):
+        try:
+            super().__exit__(*exc)
+        finally:
+            shutil.rmtree(self.store_dir.parent, ignore_errors=True)
+
+
 def quiet_collector(extra_args=()) -> CollectorProcess:
-    """A collector on free loopback ports with its own temporary store."""
-    return CollectorProcess(Path(tempfile.mkdtemp(prefix="avz-bench-")) / "store", extra_args=list(extra_args))
+    """A collector on free loopback ports with its own temporary store, deleted when it stops."""
+    return TemporaryCollector(Path(tempfile.mkdtemp(prefix="avz-bench-")) / "store", extra_args=list(extra_args))
 
 
 def pause_projections(collector: CollectorProcess) -> None:
