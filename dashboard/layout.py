@@ -6,6 +6,7 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.embed import embed_status, location
+from dashboard.export_callbacks import EXPORT_LABELS
 from dashboard.figures import empty_figure
 from dashboard.quality_chart import quality_figure
 from dashboard.status import BADGES, WAITING, status
@@ -145,8 +146,6 @@ def details_and_quality() -> dbc.Row:
 
 
 def exports() -> dbc.Card:
-    from dashboard.export_callbacks import EXPORT_LABELS
-
     return dbc.Card(dbc.CardBody(html.Div([
         html.Div("Export", className="viz-stat-label me-2"),
         *[dbc.Button(EXPORT_LABELS[fmt], id=button, color="secondary", outline=True, size="sm", n_clicks=0)
