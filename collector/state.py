@@ -65,6 +65,11 @@ class RunState:
     first_seen: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
 
+    @property
+    def last_step(self) -> int:
+        """The newest training step any space of the run has received."""
+        return max(st.buffer.last_step for st in self.spaces.values())
+
 
 @dataclass
 class FitJob:
@@ -300,7 +305,7 @@ class CollectorState:
         if state is None:
             return {"last_seen": None, "last_step": -1}
         return {"last_seen": round(state.last_seen, 3),
-                "last_step": max(st.buffer.last_step for st in state.spaces.values())}
+                "last_step": state.last_step}
 
     def _spaces_payload(self, run: str | None) -> dict:
         cached = self._snapshot_cache.get(run or "")
@@ -389,7 +394,7 @@ class CollectorState:
         with self.lock:
             ordered = sorted(self.runs.values(), key=lambda r: r.last_seen, reverse=True)
             return [{"run": r.name, "first_seen": r.first_seen, "last_seen": r.last_seen,
-                     "last_step": max(st.buffer.last_step for st in r.spaces.values())} for r in ordered]
+                     "last_step": r.last_step} for r in ordered]
 
 
 def _space_payload(state: SpaceState | None) -> dict:

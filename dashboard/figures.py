@@ -146,12 +146,6 @@ def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
                                                        points["timestep"], points["layer"], points["prompt"])]
 
 
-# -- colours ---------------------------------------------------------------------------------------
-def layer_codes(layers: Sequence[Any]) -> tuple[list[int], list[str]]:
-    """Map layer names to indices in natural order (block2 before block10)."""
-    return category_codes(layers)
-
-
 def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
                 colour_by: str | None = None) -> dict:
     """One Scattergl for one space; customdata holds each point's sample id."""

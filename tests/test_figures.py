@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import figures, status
+from dashboard.colouring import category_codes
 import plotly.graph_objects as go
 
 from dashboard.figures import EMPTY_DETAIL, EMPTY_TITLE, INSUFFICIENT, TITLES
@@ -92,7 +93,7 @@ def test_colour_scales_and_bars():
 
 
 def test_layers_sort_naturally():
-    codes, names = figures.layer_codes(["block10.q", "block2.q", None, "block2.q"])
+    codes, names = category_codes(["block10.q", "block2.q", None, "block2.q"])
     assert names == ["block2.q", "block10.q"]
     assert codes == [1, 0, -1, 0]
 
