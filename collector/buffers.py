@@ -100,8 +100,10 @@ class SpaceBuffer:
                                                f"this frame has {dim}")
         source = FrameRows(frame)
         keys = source.keys(self.space)
-        if rows <= self.capacity and self.slot_of.keys().isdisjoint(keys) and len(set(keys)) == rows:
-            self._append(keys, frame.vectors, source)  # the usual case: only new rows
+        if self.slot_of.keys().isdisjoint(keys) and len(set(keys)) == rows:
+            # The usual case: only new rows. Of a frame larger than the ring, the tail is what would stay.
+            skip = max(0, rows - self.capacity)
+            self._append(keys[skip:], frame.vectors[skip:], source, skip)
             added = rows
         else:
             added = self._upsert(keys, frame.vectors, source)
@@ -164,13 +166,14 @@ class SpaceBuffer:
         self.source_rows = [0] * self.capacity
         self.meta = [None] * self.capacity
 
-    def _append(self, keys: list[str], vectors: np.ndarray, source: FrameRows) -> None:
-        """Write rows with new, distinct keys (at most ``capacity``) into the ring in one or two spans."""
+    def _append(self, keys: list[str], vectors: np.ndarray, source: FrameRows, first_row: int = 0) -> None:
+        """Write rows with new, distinct keys (at most ``capacity``; the first is the frame's row
+        ``first_row``) into the ring in one or two spans."""
         start = self.next_slot
         head = min(len(keys), self.capacity - start)
-        self._write_span(start, keys[:head], vectors[:head], source, 0)
+        self._write_span(start, keys[:head], vectors[:head], source, first_row)
         if head < len(keys):
-            self._write_span(0, keys[head:], vectors[head:], source, head)
+            self._write_span(0, keys[head:], vectors[head:], source, first_row + head)
         self.next_slot = (start + len(keys)) % self.capacity
 
     def _write_span(self, first: int, keys: list[str], vectors: np.ndarray, source: FrameRows, first_row: int) -> None:

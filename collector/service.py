@@ -162,7 +162,6 @@ class Collector:
             while not self.stop_event.is_set():
                 if sock.poll(POLL_MS):
                     self._drain(sock)
-                self.store.maybe_flush()
         finally:
             sock.close(linger=0)
 
@@ -299,7 +298,8 @@ class Collector:
     def _health(self) -> dict:
         return {"warming_up": not self.projector.ready.is_set() and not self.projector.failed,
                 "projector_error": self.projector.failed, "warmup_s": self.projector.warmup_s,
-                "ingest": self.ingest_endpoint, "store": str(self.store.root)}
+                "ingest": self.ingest_endpoint, "store": str(self.store.root),
+                "store_errors": {"write": self.store.write_errors, "fsync": self.store.fsync_errors}}
 
     def _snapshot(self, request: dict) -> dict:
         since = request.get("since")

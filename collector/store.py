@@ -17,7 +17,9 @@ a JSON object without ``v`` (``decode`` would refuse it) and their payload is em
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import re
 import shutil
 import struct
@@ -27,7 +29,10 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+log = logging.getLogger("acestep_viz.collector")
+
 MAGIC = b"AVZ1"
+WRITE_QUEUE = 256  # records the writer may fall behind before ingest waits for it
 _HEAD = struct.Struct("<4sIIII")
 LOG_NAME = "frames.avz"
 CONTROL_TOPIC = b"!control"
@@ -132,20 +137,25 @@ def _fsync_dir(path: Path) -> None:
 
 
 class RunStore:
-    """Appends accepted frames to per-run logs. The appending thread hands data to the OS every
-    0.25 s; a background thread fsyncs every second, so a kill -9 loses at most ~0.25 s and a
-    machine crash ~1 s, and ingest never waits for the disk."""
+    """Appends accepted frames to per-run logs. ``append`` queues the record; a writer thread
+    checksums and writes it (both release the GIL, so they overlap with ingest's decoding) and
+    hands data to the OS every 0.25 s; another thread fsyncs every second. A kill -9 loses at
+    most ~0.25 s, a machine crash ~1 s. Ingest waits for the disk only when the writer is
+    ``WRITE_QUEUE`` records behind. Every other operation first waits for queued records."""
 
     def __init__(self, root: str | os.PathLike, flush_every_s: float = 0.25, fsync_every_s: float = 1.0):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.flush_every_s = flush_every_s
         self._files: dict[str, object] = {}
-        self._last_flush = time.monotonic()
         self.bytes_written = 0
         self.fsync_errors = 0
+        self.write_errors = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
         self._syncer = threading.Thread(target=self._sync_loop, args=(fsync_every_s,), name="store-fsync",
                                         daemon=True)
         self._syncer.start()
@@ -160,10 +170,16 @@ class RunStore:
         return self.root / run_dir_name(run) / MAPS_FOLDER / f"{space}.npz"
 
     def append(self, run: str, parts: list) -> None:
-        self.bytes_written += _write_record(self._file(run), parts)
+        """Queue one record (three parts, kept alive until written) for the writer thread."""
+        self._queue.put((run, parts))
+
+    def wait_written(self) -> None:
+        """Return once every record queued so far is written (or counted as a write error)."""
+        self._queue.join()
 
     def log_size(self, run: str) -> int:
         """Bytes in the run's log as the OS has them (the last ~0.25 s may still be buffered)."""
+        self.wait_written()
         try:
             return self.log_path(run).stat().st_size
         except FileNotFoundError:
@@ -173,6 +189,7 @@ class RunStore:
         """Replace the run's log by ``records`` (lists of three parts), atomically: written to a
         temporary file, synced, renamed over the log. Returns the new size. The caller makes sure
         nothing is appended to the run meanwhile."""
+        self.wait_written()
         self._close_file(run)
         path = self.log_path(run)
         tmp = path.with_name(LOG_NAME + ".tmp")
@@ -199,6 +216,7 @@ class RunStore:
 
     def delete_run_dir(self, name: str) -> None:
         """Delete a run folder (log, saved maps, exports): retention. Raises OSError if it cannot."""
+        self.wait_written()
         with self._lock:
             runs = [run for run in self._files if run_dir_name(run) == name]
         for run in runs:
@@ -209,17 +227,45 @@ class RunStore:
         """Record that ``space`` of ``run`` was cleared: a replay skips its frames stored before this.
         Handed to the OS at once, so the clear survives a kill -9 right after it."""
         self.append(run, control_record("clear", space=space, at=time.time()))
-        self._file(run).flush()
-
-    def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
+        self.flush()
 
     def flush(self) -> None:
-        """Hand buffered records to the OS (enough to survive the process being killed)."""
-        for f in list(self._files.values()):
+        """Write what is queued and hand it to the OS (enough to survive the process being killed)."""
+        self.wait_written()
+        self._flush_files()
+
+    def _flush_files(self) -> None:
+        with self._lock:
+            files = list(self._files.values())
+        for f in files:
             f.flush()
-        self._last_flush = time.monotonic()
+
+    def _write_loop(self) -> None:
+        """The writer thread: one record at a time, in order; flushes when idle or every ``flush_every_s``."""
+        last_flush, unflushed = time.monotonic(), False
+        while True:
+            try:
+                item = self._queue.get(timeout=self.flush_every_s)
+            except queue.Empty:
+                item = ()
+            try:
+                if item is None:
+                    return
+                if item:
+                    run, parts = item
+                    self.bytes_written += _write_record(self._file(run), parts)
+                    unflushed = True
+                if unflushed and (not item or time.monotonic() - last_flush >= self.flush_every_s):
+                    self._flush_files()
+                    last_flush, unflushed = time.monotonic(), False
+            except Exception as exc:  # a full or failing disk costs durability, never the collector
+                self.write_errors += 1
+                if self.write_errors == 1:
+                    log.error("run store: writing failed (%s: %s); frames stay in memory, further write "
+                              "errors are only counted", type(exc).__name__, exc)
+            finally:
+                if item != ():
+                    self._queue.task_done()
 
     def _sync_loop(self, every_s: float) -> None:
         while not self._closed.wait(every_s):
@@ -246,6 +292,7 @@ class RunStore:
 
     def forget(self, run: str) -> None:
         """Delete a run's log (the user cleared it)."""
+        self.wait_written()
         self._close_file(run)
         path = self.log_path(run)
         if path.exists():
@@ -275,6 +322,8 @@ class RunStore:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._queue.put(None)  # after every queued record
+        self._writer.join(30)
         self._syncer.join(5)
         with self._lock:
             files, self._files = self._files, {}
