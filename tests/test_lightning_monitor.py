@@ -1,4 +1,5 @@
 """EmbeddingMonitor under a real pytorch_lightning.Trainer on the ACE-Step twin."""
+from collections import Counter
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -53,17 +54,17 @@ def test_frames_of_all_three_spaces_reach_a_subscriber():
     monitor = EmbeddingMonitor(endpoint=endpoint, run="lightning-test")
     with SubCollector(endpoint) as collector:
         fit(pipeline, monitor, steps=4)
-        wait_for(lambda: len(collector.spaces("lora")) == 4, timeout=5, interval=0.05)
-        wait_for(lambda: len(collector.spaces("latent")) == 4, timeout=5, interval=0.05)
+        wait_for(lambda: len(collector.rows("lora")) == 4 * 6, timeout=5, interval=0.05)  # 3 layers x 2 clips
+        wait_for(lambda: len(collector.rows("latent")) == 8, timeout=5, interval=0.05)
     assert pipeline.plot_steps == [0, 2]  # evaluations ran inside training steps 0 and 2 ...
     for space in ("latent", "prompt"):  # ... and added no rows: one row per clip, each clip once
-        ids = [i for f in collector.spaces(space) for i in f.ids]
-        assert len(ids) == len(set(ids)) == 8
-        assert all(f.run == "lightning-test" and f.vectors.shape[0] == 2 for f in collector.spaces(space))
-    lora = sorted(collector.spaces("lora"), key=lambda f: f.step)
-    assert [(f.step, f.micro_batch) for f in lora] == [(0, 0), (1, 1), (2, 2), (3, 3)]
-    assert all(f.vectors.shape == (6, 64) for f in lora)
-    assert all({"timestep", "loss", "layer", "prompt"} <= set(m) for f in lora for m in f.meta)
+        rows = collector.rows(space)
+        assert len(rows) == len({r["id"] for r in rows}) == 8
+        assert all(r["run"] == "lightning-test" and len(r["vector"]) == {"latent": 128, "prompt": 64}[space]
+                   for r in rows)
+    lora = collector.rows("lora")
+    assert Counter((r["step"], r["micro_batch"]) for r in lora) == {(0, 0): 6, (1, 1): 6, (2, 2): 6, (3, 3): 6}
+    assert all(len(r["vector"]) == 64 and {"timestep", "loss", "layer", "prompt"} <= set(r) for r in lora)
     stats = monitor.stats()
     assert stats["errors"] == {} and stats["frames_dropped"] == 0 and stats["frames_sent"] == 12
     assert hook_count(pipeline) == 0 and "plot_step" not in vars(pipeline)  # teardown cleaned up

@@ -47,6 +47,13 @@ class SubCollector:
     def spaces(self, space: str) -> list[Frame]:
         return [f for f in self.frames if f.space == space]
 
+    def rows(self, space: str) -> list[dict]:
+        """One dict per received row of ``space`` (id, run, step, micro_batch, its metadata, vector),
+        whether frames arrived one per step or merged."""
+        return [{**meta, "id": frame.ids[row], "run": frame.run, "step": meta.get("step", frame.step),
+                 "micro_batch": meta.get("micro_batch", frame.micro_batch), "vector": frame.vectors[row]}
+                for frame in self.spaces(space) for row, meta in enumerate(frame.meta)]
+
 
 def make_frame(space="lora", step=0, rows=3, dim=8, run="pub-test", ids=None) -> Frame:
     vectors = (np.arange(rows * dim).reshape(rows, dim) / 10 + step).astype(np.float16)

@@ -1,10 +1,9 @@
-"""Merge frames that queued up behind a slow collector into fewer, larger frames.
+"""Merge the frames of one publisher batch into one frame per run, space, rank and vector size.
 
-When the sender thread finds a backlog, consecutive frames of the same run, space, rank and
-vector size become one frame whose rows carry their own ``step`` and ``micro_batch``. The
-collector's per-frame costs (header parse, store record, socket message) are then paid once
-per batch instead of once per step. Frozen-space frames are left alone: they are cached and
-replayed one by one.
+The sender thread takes everything queued since its last turn (several training steps, each
+with a frame per space); rows of merged frames carry their own ``step`` and ``micro_batch``.
+The collector's per-frame costs (header parse, store record, socket message) and the sender's
+(encode, send) are then paid once per batch and space instead of once per step and space.
 """
 from __future__ import annotations
 
@@ -17,23 +16,22 @@ from collector.protocol import Frame
 MAX_ROWS = 2048
 
 
-def coalesce(frames: Iterable[Frame], frozen_spaces: frozenset[str],
-             max_rows: int = MAX_ROWS) -> Iterator[tuple[Frame, int]]:
-    """Yield (frame, how many input frames it stands for), in input order."""
-    group: list[Frame] = []
-    rows = 0
+def coalesce(frames: Iterable[Frame], max_rows: int = MAX_ROWS) -> Iterator[tuple[Frame, int]]:
+    """Yield (frame, how many input frames it stands for): groups in order of first appearance,
+    each group's rows in input order, at most ``max_rows`` rows per merged frame."""
+    groups: dict[tuple, list[Frame]] = {}
     for frame in frames:
-        if frame.space in frozen_spaces:
-            yield from _flush(group)
-            group, rows = [], 0
-            yield frame, 1
-            continue
-        if group and (_group_key(group[0]) != _group_key(frame) or rows + frame.rows > max_rows):
-            yield from _flush(group)
-            group, rows = [], 0
-        group.append(frame)
-        rows += frame.rows
-    yield from _flush(group)
+        groups.setdefault(_group_key(frame), []).append(frame)
+    for group in groups.values():
+        chunk: list[Frame] = []
+        rows = 0
+        for frame in group:
+            if chunk and rows + frame.rows > max_rows:
+                yield from _flush(chunk)
+                chunk, rows = [], 0
+            chunk.append(frame)
+            rows += frame.rows
+        yield from _flush(chunk)
 
 
 def _group_key(frame: Frame) -> tuple:
@@ -49,20 +47,32 @@ def _flush(group: list[Frame]) -> Iterator[Frame]:
 
 def merge(group: list[Frame]) -> Frame:
     """One frame holding the group's rows in order; each row keeps its own step and micro-batch."""
-    columns = {key: [value for frame in group for value in _column(frame, key, None)]
+    sizes = [len(frame.ids) for frame in group]
+    columns = {key: _joined(group, sizes, key, None)
                for key in dict.fromkeys(key for frame in group for key in frame.columns)}
-    columns["step"] = [v for frame in group for v in _column(frame, "step", frame.step)]
-    columns["micro_batch"] = [v for frame in group for v in _column(frame, "micro_batch", frame.micro_batch)]
+    columns["step"] = _joined(group, sizes, "step", "step")
+    columns["micro_batch"] = _joined(group, sizes, "micro_batch", "micro_batch")
     last = max(group, key=lambda f: (f.step, f.micro_batch))
     sent = [f.sent_at for f in group if f.sent_at]
+    ids: list[str] = []
+    for frame in group:
+        ids.extend(frame.ids)
     return Frame(run=group[0].run, space=group[0].space, step=last.step, micro_batch=last.micro_batch,
                  rank=group[0].rank, vectors=np.concatenate([f.vectors for f in group]),
-                 ids=[i for f in group for i in f.ids], columns=columns, sent_at=min(sent, default=0.0))
+                 ids=ids, columns=columns, sent_at=min(sent, default=0.0))
 
 
-def _column(frame: Frame, key: str, default) -> list:
-    """The frame's values for ``key``, with ``default`` where a row has none."""
-    values = frame.columns.get(key)
-    if values is None:
-        return [default] * frame.rows
-    return values if default is None else [default if v is None else v for v in values]
+def _joined(group: list[Frame], sizes: list[int], key: str, fallback: str | None) -> list:
+    """The group's values for ``key`` in row order; where a row has none, None or the frame's own
+    ``fallback`` attribute (its step or micro-batch)."""
+    out: list = []
+    for frame, size in zip(group, sizes):
+        values = frame.columns.get(key)
+        default = getattr(frame, fallback) if fallback else None
+        if values is None:
+            out.extend([default] * size)
+        elif default is None or None not in values:
+            out.extend(values)
+        else:
+            out.extend(default if v is None else v for v in values)
+    return out

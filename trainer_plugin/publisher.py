@@ -14,14 +14,17 @@ is how it learns that a collector is listening, or has restarted:
   silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
 
 Items are ``Frame`` objects or zero-argument callables returning a ``Frame`` (or None). The
-callables run on the sender thread: device-to-host waits and numpy conversion stay off the
-training thread. This module never imports torch.
+callables run on the sender thread: pooling, device-to-host waits and numpy conversion stay off
+the training thread. ``publish`` is a bounded deque append, with no lock and no wake-up: the
+sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
+whatever queued meanwhile in one go, merged
+into one frame per run and space (see ``coalesce``), so its work and the collector's are paid
+per batch rather than per step. This module never imports torch.
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections import Counter, deque
@@ -37,6 +40,7 @@ log = logging.getLogger("acestep_viz")
 Item = Union[Frame, Callable[[], "Frame | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
+WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
 UNSUBSCRIBE = 0
 
 
@@ -66,26 +70,31 @@ class Publisher:
     """A connected XPUB socket owned by a daemon thread. Use as a context manager or call ``close``."""
 
     def __init__(self, endpoint: str, sndhwm: int = 1000, queue_size: int = 256, *,
-                 frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache: int = 10_000,
+                 frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache_rows: int = 20_000,
                  pending_size: int = 1024, drain_s: float = 1.0, linger_ms: int = 250,
-                 context: zmq.Context | None = None, poll_s: float = 0.02, curve_dir: str | None = None):
+                 context: zmq.Context | None = None, poll_s: float = 0.02, batch_s: float = 0.25,
+                 curve_dir: str | None = None):
         self.endpoint = endpoint
         # CurveZMQ client keys (collector/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp
         self.curve_dir = curve_dir if curve_dir is not None else os.environ.get(CURVE_ENV) or None
         self.errors = ErrorLog()
         self._frozen_spaces = frozenset(frozen_spaces)
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._cache: deque[list] = deque(maxlen=frozen_cache)  # encoded frozen frames, for replay
-        self._replay: deque[list] = deque(maxlen=frozen_cache)
-        self._pending: deque[list] = deque(maxlen=pending_size)
+        self._items: deque = deque()  # appended by the caller's thread, emptied by the sender thread
+        self._queue_size = queue_size
+        self._cache: deque[tuple[list, int]] = deque()  # (parts, rows) of encoded frozen frames, for replay
+        self._cache_rows, self._cache_max_rows = 0, frozen_cache_rows
+        self._replay: deque[tuple[list, int]] = deque(maxlen=pending_size)
+        self._pending: deque[tuple[list, int]] = deque(maxlen=pending_size)
         self._drain_s = drain_s
         self._linger_ms = linger_ms
         self._poll_s = poll_s
+        self._batch_s = batch_s
         self._subscriptions = 0
         self._queued = self._dropped_full = 0  # written by the caller's thread only
         self._sent = self._resent = self._dropped_sender = 0  # written by the sender thread only
         self._closed = False
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by close, or by publish when a backlog builds up
         self._socket = self._connect(context or zmq.Context.instance(), endpoint, sndhwm, self.curve_dir)
         self._thread = threading.Thread(target=self._run, name="acestep-viz-publisher", daemon=True)
         self._thread.start()
@@ -94,16 +103,18 @@ class Publisher:
 
     def publish(self, item: Item) -> bool:
         """Queue a frame (or a callable making one). Never blocks; returns False if it was dropped."""
-        if self._closed:
+        if self._closed or len(self._items) >= self._queue_size:
             self._dropped_full += 1
             return False
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._dropped_full += 1
-            return False
+        self._items.append(item)
         self._queued += 1
+        if len(self._items) == WAKE_ITEMS:
+            self._wake.set()
         return True
+
+    def wake(self) -> None:
+        """Have the sender thread take what is queued now rather than at its next ``batch_s`` turn."""
+        self._wake.set()
 
     def stats(self) -> dict:
         return {
@@ -111,7 +122,7 @@ class Publisher:
             "sent": self._sent,
             "dropped": self._dropped_full + self._dropped_sender,
             "resent": self._resent,
-            "queue_depth": self._queue.qsize(),
+            "queue_depth": len(self._items),
             "held": len(self._pending) + len(self._replay),
             "subscribed": self._subscriptions > 0,
             "errors": self.errors.as_dict(),
@@ -123,6 +134,7 @@ class Publisher:
             return
         self._closed = True
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("acestep_viz: publisher thread did not stop within %.1f s; leaving it (daemon)", timeout)
@@ -160,35 +172,27 @@ class Publisher:
         try:
             while not self._stop.is_set():
                 self._read_subscriptions()
+                self._take()
                 self._pump()
                 if self._subscriptions > 0 and (self._replay or self._pending):
-                    # The collector pushed back: wait for room on the socket, not for new frames.
+                    # The collector pushed back: wait for room on the socket, not for the next batch.
                     self._socket.poll(int(self._poll_s * 1000), zmq.POLLOUT)
-                    self._take(0)
-                else:
-                    self._take(self._poll_s)
+                elif len(self._items) < WAKE_ITEMS:
+                    self._wake.wait(self._batch_s)
+                self._wake.clear()
             self._drain()
         except Exception as exc:  # the thread must end cleanly whatever happens
             self.errors.record("publisher_thread", exc)
         finally:
             self._socket.close(linger=self._linger_ms)
 
-    def _take(self, timeout: float, limit: int = 64) -> None:
-        """Accept one item (waiting up to ``timeout``), then whatever else is already queued.
-
-        A backlog of several items is coalesced into fewer frames (see ``coalesce``)."""
-        try:
-            items = [self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()]
-        except queue.Empty:
-            return
-        for _ in range(limit):
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+    def _take(self) -> None:
+        """Build, merge and encode everything queued since the last turn."""
+        items = [self._items.popleft() for _ in range(len(self._items))]
         frames = [frame for frame in map(self._prepare, items) if frame is not None]
-        for frame, count in coalesce(frames, self._frozen_spaces):
+        for frame, count in coalesce(frames):
             self._accept(frame, count)
+            self._pump()  # the collector starts on this frame while the next one is merged
 
     def _prepare(self, item: Item) -> Frame | None:
         """Run a deferred item and vet the frame's shape, before it can be merged with good ones.
@@ -216,10 +220,17 @@ class Publisher:
             self._dropped_sender += count
             return
         if frame.space in self._frozen_spaces:
-            self._cache.append(parts)
+            self._remember(parts, frame.rows)
             self._hold(self._replay, parts, count)
         else:
             self._hold(self._pending, parts, count)
+
+    def _remember(self, parts: list, rows: int) -> None:
+        """Keep a frozen frame for replay; the cache holds at most ``frozen_cache_rows`` rows, oldest out."""
+        self._cache.append((parts, rows))
+        self._cache_rows += rows
+        while self._cache_rows > self._cache_max_rows and len(self._cache) > 1:
+            self._cache_rows -= self._cache.popleft()[1]
 
     def _hold(self, buffer: deque, parts: list, count: int) -> None:
         if len(buffer) == buffer.maxlen:
@@ -240,7 +251,8 @@ class Publisher:
                 self._subscriptions = max(0, self._subscriptions - 1)
         if new_subscriber:
             # A collector (re)subscribed: it may have missed every frozen frame so far.
-            self._replay = deque(((parts, 1) for parts in self._cache), maxlen=self._cache.maxlen)
+            self._replay = deque(((parts, 1) for parts, _ in self._cache),
+                                 maxlen=max(self._pending.maxlen, len(self._cache)))
             self._resent += len(self._replay)
 
     def _pump(self) -> None:
@@ -264,15 +276,15 @@ class Publisher:
     def _drain(self) -> None:
         deadline = time.monotonic() + self._drain_s
         while time.monotonic() < deadline:
-            self._take(0, limit=self._queue.maxsize)
+            self._take()
             self._read_subscriptions()
             self._pump()
-            nothing_left = self._queue.empty() and not (self._replay or self._pending)
+            nothing_left = not (self._items or self._replay or self._pending)
             if nothing_left or self._subscriptions <= 0:
                 break
             time.sleep(self._poll_s)
         held = sum(count for _, count in self._replay) + sum(count for _, count in self._pending)
-        self._dropped_sender += self._queue.qsize() + held
+        self._dropped_sender += len(self._items) + held
 
 
 class MemoryPublisher:
