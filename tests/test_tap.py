@@ -398,3 +398,4 @@ def test_rank_defaults_to_the_environment(pipeline, monkeypatch):
     tap = attach(pipeline, publisher=MemoryPublisher(), run="r")
     assert (tap.rank, tap.active) == (3, False)
     tap.close()
+

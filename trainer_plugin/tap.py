@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -95,10 +95,17 @@ def check_run_name(run: str) -> str:
 
 @dataclass
 class _Capture:
+    """One hook firing's pooled rows, in host memory (or being copied there from the GPU)."""
+
     label: str
-    host: torch.Tensor  # (rows, dim) float16 on the host; valid once ``event`` completes
+    first_key: int  # its first row's index among the rows its module produced this step
+    host: torch.Tensor  # (rows, dim) float32 on the host; valid once ``event`` completes
     event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
-    first_key: int = 0  # its first row's index among the rows its module produced this step
+
+    def pooled(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.numpy()
 
 
 @dataclass
@@ -107,15 +114,22 @@ class _StepState:
     micro_batch: int
     keys: list[str] | None
     prompts: list[str] | None
-    captures: dict[str, list[_Capture]] = field(default_factory=dict)
-    rows_fired: Counter = field(default_factory=Counter)  # label -> rows its module produced this step
+    captures: dict[str, list[tuple]] = field(default_factory=dict)  # space -> ``_Capture`` fields, firing order
+    rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
+    _resolved: tuple | None = None
+
+    def resolved(self) -> tuple:
+        """(loss, timesteps, sample_losses) as lists of floats or None; converted once, on the publisher thread,
+        for all of the step's frames."""
+        if self._resolved is None:
+            self._resolved = tuple(_resolve(v) for v in (self.loss, self.timesteps, self.sample_losses))
+        return self._resolved
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     source: int  # row index in the concatenation of the frame's captures
     key_index: int
     label: str
@@ -220,22 +234,33 @@ class Tap:
             self._errors.record("note", exc)
 
     def flush(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> int:
-        """Disarm and hand this step's captures to the publisher, one frame per space. Returns frames queued."""
+        """Disarm and hand this step's captures to the publisher, one deferred frame per space.
+
+        Waiting for device copies, row planning and frame building run later on the publisher's
+        thread. Returns how many deferred frames the publisher took."""
         self.note(loss, timesteps, sample_losses)
         state, self._state, self._armed = self._state, None, False
+        self._count_captures(state)
         if state is None or self._publisher is None:
             return 0
         try:
             self._steps_captured += 1
             self._warn_if_silent(state)
-            return sum(self._publish_space(space, captures, state) for space, captures in state.captures.items())
+            sent_at = time.time()
+            return sum(bool(self._publisher.publish(_FrameBuilder(self, space, state, captures, sent_at)))
+                       for space, captures in state.captures.items())
         except Exception as exc:
             self._errors.record("flush", exc)
             return 0
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
-        self._state, self._armed = None, False
+        state, self._state, self._armed = self._state, None, False
+        self._count_captures(state)
+
+    def _count_captures(self, state: _StepState | None) -> None:
+        for space, captures in state.captures.items() if state is not None else ():
+            self._captures[space] += len(captures)
 
     # ------------------------------------------------------------------ evaluation forwards
 
@@ -291,7 +316,10 @@ class Tap:
         self.close()
 
     def stats(self) -> dict:
+        """Counters; ``captures`` counts hook firings captured, the armed step's included."""
         published = self._publisher.stats() if self._publisher is not None else {}
+        state = self._state
+        live = state.captures if state is not None else {}
         errors = Counter(self._errors.as_dict())
         errors.update(published.get("errors", {}))
         return {
@@ -307,7 +335,7 @@ class Tap:
             "queue_depth": published.get("queue_depth", 0),
             "frames_held": published.get("held", 0),
             "errors": dict(errors),
-            "captures": dict(self._captures),
+            "captures": dict(self._captures + Counter({space: len(c) for space, c in list(live.items())})),
             "rows_queued": dict(self._rows),
         }
 
@@ -329,14 +357,19 @@ class Tap:
             try:
                 state = self._state
                 x = output_tensor(output)
-                first_key = state.rows_fired[label]
-                state.rows_fired[label] += x.shape[0] if x.dim() > 1 else 1
+                fired = state.rows_fired
+                first_key = fired.get(label, 0)
+                fired[label] = first_key + (x.size(0) if x.dim() > 1 else 1)
                 if once and self._all_sent(space, label, state, first_key):
                     return  # a clip already sent: no pooling, no copy
                 scale = float(layer.scaling[adapter]) if layer is not None else 1.0
                 host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
-                state.captures.setdefault(space, []).append(_Capture(label, host, event, first_key))
-                self._captures[space] += 1
+                capture = (label, first_key, host, event)
+                captures = state.captures.get(space)
+                if captures is None:
+                    state.captures[space] = [capture]
+                else:
+                    captures.append(capture)
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
 
@@ -344,37 +377,38 @@ class Tap:
 
     # ------------------------------------------------------------------ building frames
 
-    def _publish_space(self, space: str, captures: list[_Capture], state: _StepState) -> int:
-        first = min(captures, key=lambda c: self._binding_order.get(c.label, 0))
-        dim = first.host.shape[1]  # the first declared module's size wins, whatever fired first
-        kept = [c for c in captures if c.host.shape[1] == dim]
-        if len(kept) < len(captures):
-            odd = sorted({c.label for c in captures if c.host.shape[1] != dim})
+    def _pooled(self, space: str, captures: list[_Capture]) -> list[tuple[_Capture, np.ndarray]]:
+        """(capture, rows x dim float32) for each capture that pools to the space's size (publisher thread)."""
+        pooled = []
+        for capture in captures:
+            try:
+                pooled.append((capture, capture.pooled()))
+            except Exception as exc:
+                self._errors.record(f"pool:{space}", exc)
+        if not pooled:
+            return []
+        first = min(pooled, key=lambda item: self._binding_order.get(item[0].label, 0))
+        dim = first[1].shape[1]  # the first declared module's size wins, whatever fired first
+        kept = [item for item in pooled if item[1].shape[1] == dim]
+        if len(kept) < len(pooled):
+            odd = sorted({c.label for c, vectors in pooled if vectors.shape[1] != dim})
             self._errors.record("dim_mismatch", ValueError(f"{space}: {', '.join(odd)} pool to a size other "
                                                            f"than {dim}; their rows are skipped"))
-        rows = self._plan_rows(space, kept, state)
-        if not rows:
-            return 0
-        builder = _FrameBuilder(self.run, self.rank, space, state, kept, rows, time.time())
-        if self._publisher.publish(builder):
-            self._frames_queued += 1
-            self._rows[space] += len(rows)
-            return 1
-        if space in FROZEN_SPACES and self.frozen_once:
-            self._seen_frozen.difference_update((space, r.label, builder.ids[i]) for i, r in enumerate(rows))
-        return 0
+        return kept
 
     def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
         """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
         fired = state.rows_fired[label]
         return all((space, label, _row_id(state, key)) in self._seen_frozen for key in range(first_key, fired))
 
-    def _plan_rows(self, space: str, captures: list[_Capture], state: _StepState) -> list[_Row]:
-        """Row i of a module's firings in this step belongs to clip keys[i] (clips encoded one by one)."""
+    def _plan_rows(self, space: str, pooled: list[tuple[_Capture, np.ndarray]], state: _StepState) -> list[_Row]:
+        """Row i of a module's firings in this step belongs to clip keys[i] (clips encoded one by one).
+
+        Runs on the publisher thread; with frozen_once it marks the rows it plans as sent."""
         once = self.frozen_once and space in FROZEN_SPACES
         rows, source = [], 0
-        for capture in captures:
-            for offset in range(capture.host.shape[0]):
+        for capture, vectors in pooled:
+            for offset in range(vectors.shape[0]):
                 key_index = capture.first_key + offset
                 if once:
                     seen = (space, capture.label, _row_id(state, key_index))
@@ -401,28 +435,31 @@ class Tap:
 
 
 class _FrameBuilder:
-    """Runs on the publisher thread: waits for device copies, converts to numpy, builds the Frame."""
+    """Runs on the publisher thread: pools the captures (or waits for device copies), plans rows, builds the Frame."""
 
-    def __init__(self, run: str, rank: int, space: str, state: _StepState, captures: list[_Capture],
-                 rows: list[_Row], sent_at: float):
-        self.run, self.rank, self.space, self.state = run, rank, space, state
-        self.captures, self.rows, self.sent_at = captures, rows, sent_at
-        self.ids = [_row_id(state, r.key_index) for r in rows]
+    def __init__(self, tap: Tap, space: str, state: _StepState, captures: list[tuple], sent_at: float):
+        self.tap, self.space, self.state, self.captures, self.sent_at = tap, space, state, captures, sent_at
+        self.rows: list[_Row] = []
 
-    def __call__(self) -> Frame:
-        for capture in self.captures:
-            if capture.event is not None:
-                capture.event.synchronize()
-        vectors = np.concatenate([c.host.numpy() for c in self.captures], axis=0)
+    def __call__(self) -> Frame | None:
+        tap, space, state = self.tap, self.space, self.state
+        pooled = tap._pooled(space, [_Capture(*fields) for fields in self.captures])
+        self.rows = tap._plan_rows(space, pooled, state)
+        if not self.rows:
+            return None  # every row was a frozen clip already sent
+        vectors = pooled[0][1] if len(pooled) == 1 else np.concatenate([v for _, v in pooled], axis=0)
         vectors = to_wire(vectors[[r.source for r in self.rows]])
-        return Frame(run=self.run, space=self.space, step=self.state.step, vectors=vectors, ids=self.ids,
-                     micro_batch=self.state.micro_batch, rank=self.rank, columns=self._columns(),
-                     sent_at=self.sent_at)
+        frame = Frame(run=tap.run, space=space, step=state.step, vectors=vectors,
+                      ids=[_row_id(state, r.key_index) for r in self.rows], micro_batch=state.micro_batch,
+                      rank=tap.rank, columns=self._columns(), sent_at=self.sent_at)
+        tap._frames_queued += 1
+        tap._rows[space] += len(self.rows)
+        return frame
 
     def _columns(self) -> dict[str, list]:
         """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
         state = self.state
-        loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
+        loss, timesteps, sample_losses = state.resolved()
         batch = len(state.keys) if state.keys else None
         indices = [row.key_index % batch if batch else row.key_index for row in self.rows]
         columns: dict[str, list] = {}
@@ -435,7 +472,7 @@ class _FrameBuilder:
             columns["loss"] = [step_loss] * len(indices)
         if self.space == "lora" and timesteps is not None:
             columns["timestep"] = _pick(timesteps, indices)
-        if self.space == "lora" or len({c.label for c in self.captures}) > 1:
+        if self.space == "lora" or len({row.label for row in self.rows}) > 1:
             columns["layer"] = [row.label for row in self.rows]
         return columns
 
