@@ -4,14 +4,20 @@ All capture the same modules (latent encoder per clip, text encoder, three LoRA 
 captures every space every step (``frozen_once=False``, the worst case); "default" runs the
 default settings, where the frozen spaces (latent, prompt) are sent once per clip and a clip
 already sent costs no pooling, so after the first epoch only the LoRA layers cost anything.
-Each round runs one step of each mode in random order; the overhead is the median over rounds of
-the step-time ratio to that round's tap-off step, so the slow phases of a noisy machine cancel
-out. The publisher stays connected for the whole run, as in training.
+
+Each round runs one step of each mode, in random order, all on the same batch, so the slow
+phases of a noisy machine (its speed drifts by tens of percent over seconds) cancel out. Part
+of the tap's work runs after the step, on the publisher thread, which wakes every ``batch_s``
+(0.25 s: about three of the twin's steps) and handles those steps together. To charge that work
+to its own mode, a mode's frames are held and handed to the publisher, which is woken, at the
+start of every ``--batch-steps``-th step of that mode. The overhead is the median over groups of
+``--batch-steps`` rounds of (the mode's total step time / the off steps' total) - 1: each group
+holds exactly one sender batch of its mode. The publisher stays connected for the whole run.
 The seed-style path is what the original tab did: in the hook, `.tolist()` the output and send
 JSON over a socket, synchronously on the training thread (pooled first, else it crashes on
 variable shapes).
 
-    python tests/benchmarks/overhead.py [--rounds 150] [--block 1]
+    python tests/benchmarks/overhead.py [--rounds 450] [--batch-steps 3]
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import random
 import statistics
 import time
 
+import numpy as np
 import torch
 import zmq
 
@@ -30,15 +37,35 @@ from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.publisher import Publisher
 
 
-class KeptOpen:
-    """One publisher for the whole run, as in training; a Tap closing between blocks leaves it open."""
+class Batched:
+    """Holds a mode's deferred frames; hands them to the publisher and wakes its sender at the start
+    of every ``every``-th step of that mode, so that each sender batch overlaps a step of its mode."""
 
-    def __init__(self, publisher: Publisher):
-        self.publisher = publisher
-        self.publish, self.stats = publisher.publish, publisher.stats
+    def __init__(self, publisher: Publisher, every: int):
+        self.publisher, self.every = publisher, every
+        self.held: list = []
+        self.steps = 0
 
-    def close(self):
-        pass
+    def publish(self, item) -> bool:
+        self.held.append(item)
+        return True
+
+    def step_starts(self) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.release()
+
+    def release(self) -> None:
+        for item in self.held:
+            self.publisher.publish(item)
+        self.held.clear()
+        self.publisher.wake()
+
+    def stats(self) -> dict:
+        return self.publisher.stats()
+
+    def close(self) -> None:
+        pass  # a tap closing between steps leaves the shared publisher open
 
 
 class SeedStyleHooks:
@@ -73,8 +100,10 @@ def make_batches(n: int, batch_size: int = 2) -> list[dict]:
     return [collate([data[order[(i * batch_size + j) % len(order)]] for j in range(batch_size)]) for i in range(n)]
 
 
-def train_step(pipeline, optimizer, batch, step, tap=None) -> float:
+def train_step(pipeline, optimizer, batch, step, tap=None, held: Batched | None = None) -> float:
     started = time.perf_counter()
+    if held is not None:
+        held.step_starts()  # maybe a sender batch of this mode's earlier steps: it overlaps this step
     if tap is not None:
         with tap.step(step, 0, batch):
             loss = pipeline.training_step(batch, step)
@@ -86,14 +115,26 @@ def train_step(pipeline, optimizer, batch, step, tap=None) -> float:
     return time.perf_counter() - started
 
 
-def paired_overhead(times: dict, mode: str) -> float:
-    """Median over rounds of (mode's step / the off step of the same round) - 1, in percent.
+def paired_ratios(times: dict, mode: str, group: int) -> np.ndarray:
+    """Per group of ``group`` rounds: the mode's total step time / the off steps' total (same batches)."""
+    n = len(times["off"]) // group * group
+    mode_total = np.array(times[mode][:n]).reshape(-1, group).sum(axis=1)
+    return mode_total / np.array(times["off"][:n]).reshape(-1, group).sum(axis=1)
 
-    Steps of one round run back to back, so slow phases of a noisy machine cancel out."""
-    return 100 * (statistics.median(t / off for t, off in zip(times[mode], times["off"])) - 1)
+
+def median_pct(ratios: np.ndarray) -> float:
+    return 100 * (float(np.median(ratios)) - 1)
 
 
-def main(rounds: int = 150, block: int = 1) -> dict:
+def bootstrap_ci(ratios: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
+    """95 % interval of the median overhead, resampling groups."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, size=(resamples, len(ratios))), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return round(100 * (low - 1), 2), round(100 * (high - 1), 2)
+
+
+def main(rounds: int = 450, batch_steps: int = 3) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # as the demo runs: OpenMP spin-waits against the collector otherwise
     pipeline = build_pipeline(every_plot_step=10**9)
@@ -105,47 +146,52 @@ def main(rounds: int = 150, block: int = 1) -> dict:
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round
     with quiet_collector() as collector, Publisher(collector.ingest) as publisher:
         pause_projections(collector)
-        shared = KeptOpen(publisher)
-        probe = attach(pipeline, run="bench-probe", publisher=shared)
+        held = {"ours": Batched(publisher, batch_steps), "default": Batched(publisher, batch_steps)}
+        probe = attach(pipeline, run="bench-probe", publisher=held["ours"])
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
         probe.close()
+        held["ours"].held.clear()
         for step in range(5):  # warm-up
             train_step(pipeline, optimizer, batches[step], step)
-        step = 5
-        for _ in range(rounds):
+        for step in range(5, 5 + rounds):
             modes = list(times)
             random.shuffle(modes)
+            batch = batches[step % len(batches)]
             for mode in modes:
                 tap = seed = None
                 if mode == "ours":
-                    tap = attach(pipeline, run="bench-overhead", frozen_once=False, publisher=shared)
+                    tap = attach(pipeline, run="bench-overhead", frozen_once=False, publisher=held[mode])
                 elif mode == "default":
                     # A run keeps one tap; here each round attaches its own (so that "off" steps run
                     # without hooks), and the new tap takes over what the earlier ones already sent.
-                    tap = attach(pipeline, run="bench-overhead-default", publisher=shared)
+                    tap = attach(pipeline, run="bench-overhead-default", publisher=held[mode])
                     tap._seen_frozen = sent_frozen
                 elif mode == "seed":
                     seed = SeedStyleHooks(seed_modules, collector.ingest)
-                elapsed = 0.0
-                for _ in range(block):
-                    elapsed += train_step(pipeline, optimizer, batches[step % len(batches)], step, tap)
-                    step += 1
-                times[mode].append(elapsed / block)
+                times[mode].append(train_step(pipeline, optimizer, batch, step, tap, held.get(mode)))
                 if tap is not None:
                     tap.close()
                 if seed is not None:
                     seed.close()
+        for holder in held.values():
+            holder.release()
+        time.sleep(0.5)
         sent = publisher.stats()
     med = {mode: statistics.median(v) for mode, v in times.items()}
+    ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "seed")}
+    low, high = bootstrap_ci(ratios["ours"])
     results = {
         "overhead_step_ms_off": round(1000 * med["off"], 2),
         "overhead_step_ms_ours": round(1000 * med["ours"], 2),
         "overhead_step_ms_default": round(1000 * med["default"], 2),
         "overhead_step_ms_seed": round(1000 * med["seed"], 2),
-        "overhead_pct": round(paired_overhead(times, "ours"), 2),
-        "overhead_pct_default": round(paired_overhead(times, "default"), 2),
-        "seed_overhead_pct": round(paired_overhead(times, "seed"), 2),
-        "overhead_steps_per_mode": len(times["off"]) * block,
+        "overhead_pct": round(median_pct(ratios["ours"]), 2),
+        "overhead_pct_ci95_low": low,
+        "overhead_pct_ci95_high": high,
+        "overhead_pct_default": round(median_pct(ratios["default"]), 2),
+        "seed_overhead_pct": round(median_pct(ratios["seed"]), 2),
+        "overhead_steps_per_mode": len(times["off"]),
+        "overhead_steps_per_sender_batch": batch_steps,
         "overhead_modules_hooked": len(seed_modules),
     }
     print(json.dumps({**results, "publisher": {k: sent[k] for k in ("sent", "dropped")}}))
@@ -154,7 +200,7 @@ def main(rounds: int = 150, block: int = 1) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=150)
-    parser.add_argument("--block", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=450)
+    parser.add_argument("--batch-steps", type=int, default=3, help="steps per sender batch (1: every step alone)")
     args = parser.parse_args()
-    record(main(args.rounds, args.block))
+    record(main(args.rounds, args.batch_steps))

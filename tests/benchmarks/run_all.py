@@ -10,7 +10,7 @@ import transport
 from common import RESULTS, record
 
 BENCHMARKS = (
-    ("trainer overhead", lambda: overhead.main(rounds=150, block=1)),
+    ("trainer overhead", lambda: overhead.main()),
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
     ("dashboard: server time per update", lambda: dashboard_bench.main()),
