@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from collector.placement import extend_layout
+
 MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
 WARM_START_MIN_SHARED = 0.5  # reuse the previous arrangement when at least half the rows are old
 
@@ -36,25 +38,18 @@ def fit_layout(vectors: np.ndarray, n_neighbors: int = 10, init: np.ndarray | No
     return np.asarray(coords, dtype=np.float64)
 
 
-def warm_start(prev_keys: list[str], prev_coords: np.ndarray, new_keys: list[str],
-               rng: np.random.Generator | None = None) -> np.ndarray | None:
-    """An initial layout for ``new_keys`` from the previous frame, or None when too little is shared.
+def warm_start(prev_keys: list[str], prev_coords: np.ndarray | None, new_keys: list[str],
+               vectors: np.ndarray) -> np.ndarray | None:
+    """An initial layout for ``new_keys`` from the previous map, or None (PCA) when too little is shared.
 
-    Old rows keep their place; new rows start at the centroid with a little jitter.
+    Old rows keep their place; new rows are placed among them by their neighbours in ``vectors``.
     """
     if prev_coords is None or len(prev_keys) == 0 or len(new_keys) == 0:
         return None
-    index = {k: i for i, k in enumerate(prev_keys)}
-    shared = [index.get(k) for k in new_keys]
-    if sum(i is not None for i in shared) < WARM_START_MIN_SHARED * len(new_keys):
+    shared = len(set(prev_keys).intersection(new_keys))
+    if shared < max(WARM_START_MIN_SHARED * len(new_keys), 3):
         return None
-    rng = rng or np.random.default_rng(0)
-    centre = prev_coords.mean(axis=0)
-    spread = prev_coords.std(axis=0).mean() * 0.05 + 1e-9
-    init = np.empty((len(new_keys), 2))
-    for row, i in enumerate(shared):
-        init[row] = prev_coords[i] if i is not None else centre + rng.normal(0, spread, 2)
-    return init
+    return extend_layout(prev_keys, prev_coords, new_keys, vectors)[0]
 
 
 def procrustes(reference: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:

@@ -20,6 +20,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from collector.errors import CountedErrors
+
 log = logging.getLogger("acestep_viz.collector")
 SAVE_EVERY_S = 5.0
 
@@ -90,7 +92,7 @@ class MapSaver:
     def __init__(self, path_of: Callable[[str, str], Path], every_s: float = SAVE_EVERY_S):
         self.path_of = path_of
         self.every_s = every_s
-        self.errors = 0
+        self.errors = CountedErrors(log)
         self._saved: dict[tuple[str, str], tuple[int, float]] = {}
         self._lock = threading.Lock()
 
@@ -105,18 +107,13 @@ class MapSaver:
                 try:
                     save_map(self.path_of(run, space), proj)
                 except (OSError, ValueError) as exc:
-                    self._count_error(f"cannot save the map of {run}/{space}", exc)
+                    self.errors.record(f"cannot save the map of {run}/{space}", exc)
                     previous = self._saved.get((run, space), (-1, now))[0]
                     self._saved[(run, space)] = (previous, now)  # try again in every_s
                     continue
                 self._saved[(run, space)] = (proj.version, now)
                 written += 1
         return written
-
-    def _count_error(self, what: str, exc: Exception) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.error("%s (further errors are only counted): %s", what, exc)
 
     def mark_saved(self, run: str, space: str, version: int, now: float) -> None:
         with self._lock:
@@ -132,4 +129,4 @@ class MapSaver:
                     path.unlink(missing_ok=True)
                     path.with_name(path.name + ".tmp").unlink(missing_ok=True)
                 except OSError as exc:
-                    self._count_error(f"cannot delete the saved map {path}", exc)
+                    self.errors.record(f"cannot delete the saved map {path}", exc)

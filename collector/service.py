@@ -16,7 +16,7 @@ import zmq
 from collector import security
 from collector.buffers import BufferReject, FROZEN_SPACES
 from collector.placement import RefitPolicy, extend_layout
-from collector.projection import WARM_START_MIN_SHARED, align_to_previous
+from collector.projection import align_to_previous, warm_start
 from collector.quality import latest_by_key, neighbour_overlap, relative_drift
 from collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from collector.projector import Projector, ProjectorError
@@ -217,7 +217,7 @@ class Collector:
             self._place(job)
             return
         prev = job.previous
-        init = self._warm_start(job)
+        init = warm_start(prev.keys, prev.coords, job.keys, job.vectors) if prev is not None else None
         try:
             coords, seconds = self.projector.fit(job.vectors, self.n_neighbors, init)
         except ProjectorError as exc:
@@ -231,17 +231,6 @@ class Collector:
         if prev is not None:
             coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
         self.state.install(job, coords, seconds, self._quality(job, coords))
-
-    @staticmethod
-    def _warm_start(job: FitJob):
-        """The previous map with the new rows placed on it, when most rows are old; else None (PCA)."""
-        prev = job.previous
-        if prev is None or not prev.keys:
-            return None
-        shared = len(set(prev.keys).intersection(job.keys))
-        if shared < max(WARM_START_MIN_SHARED * len(job.keys), 3):
-            return None
-        return extend_layout(prev.keys, prev.coords, job.keys, job.vectors)[0]
 
     def _place(self, job: FitJob) -> None:
         """Keep the previous map's points exactly where they are and place the new rows among them."""
@@ -299,7 +288,8 @@ class Collector:
         return {"warming_up": not self.projector.ready.is_set() and not self.projector.failed,
                 "projector_error": self.projector.failed, "warmup_s": self.projector.warmup_s,
                 "ingest": self.ingest_endpoint, "store": str(self.store.root),
-                "store_errors": {"write": self.store.write_errors, "fsync": self.store.fsync_errors}}
+                "store_errors": {"write": self.store.write_errors.count, "fsync": self.store.fsync_errors,
+                                 "saved_maps": self.maps.errors.count, "upkeep": self.upkeep.errors.count}}
 
     def _snapshot(self, request: dict) -> dict:
         since = request.get("since")

@@ -29,6 +29,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from collector.errors import CountedErrors
+
 log = logging.getLogger("acestep_viz.collector")
 
 MAGIC = b"AVZ1"
@@ -148,10 +150,9 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.flush_every_s = flush_every_s
         self._files: dict[str, object] = {}
-        self.bytes_written = 0
         self.fsync_errors = 0
-        self.write_errors = 0
-        self._lock = threading.Lock()
+        self.write_errors = CountedErrors(log)
+        self._lock = threading.RLock()  # guards _files and every write, flush, fsync and close of them
         self._closed = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
@@ -174,8 +175,12 @@ class RunStore:
         self._queue.put((run, parts))
 
     def wait_written(self) -> None:
-        """Return once every record queued so far is written (or counted as a write error)."""
-        self._queue.join()
+        """Return once every record queued before this call is written (or counted as a write error)."""
+        reached = threading.Event()
+        self._queue.put(reached)  # the writer sets it when it gets there, after the records before it
+        while not reached.wait(0.5):
+            if not self._writer.is_alive():
+                return  # closed: it wrote everything before it stopped
 
     def log_size(self, run: str) -> int:
         """Bytes in the run's log as the OS has them (the last ~0.25 s may still be buffered)."""
@@ -206,6 +211,7 @@ class RunStore:
 
     def last_written(self) -> dict[str, float]:
         """{run folder name: time its log was last written} for every run in the store."""
+        self.flush()
         times = {}
         for path in self.logs():
             try:
@@ -236,9 +242,8 @@ class RunStore:
 
     def _flush_files(self) -> None:
         with self._lock:
-            files = list(self._files.values())
-        for f in files:
-            f.flush()
+            for f in self._files.values():
+                f.flush()
 
     def _write_loop(self) -> None:
         """The writer thread: one record at a time, in order; flushes when idle or every ``flush_every_s``."""
@@ -248,38 +253,39 @@ class RunStore:
                 item = self._queue.get(timeout=self.flush_every_s)
             except queue.Empty:
                 item = ()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            if item is None:
+                return
             try:
-                if item is None:
-                    return
-                if item:
-                    run, parts = item
-                    self.bytes_written += _write_record(self._file(run), parts)
-                    unflushed = True
-                if unflushed and (not item or time.monotonic() - last_flush >= self.flush_every_s):
-                    self._flush_files()
-                    last_flush, unflushed = time.monotonic(), False
+                with self._lock:
+                    if item:
+                        run, parts = item
+                        _write_record(self._file(run), parts)
+                        unflushed = True
+                    if unflushed and (not item or time.monotonic() - last_flush >= self.flush_every_s):
+                        self._flush_files()
+                        last_flush, unflushed = time.monotonic(), False
             except Exception as exc:  # a full or failing disk costs durability, never the collector
-                self.write_errors += 1
-                if self.write_errors == 1:
-                    log.error("run store: writing failed (%s: %s); frames stay in memory, further write "
-                              "errors are only counted", type(exc).__name__, exc)
-            finally:
-                if item != ():
-                    self._queue.task_done()
+                self.write_errors.record("run store: writing failed; frames stay in memory", exc)
 
     def _sync_loop(self, every_s: float) -> None:
         while not self._closed.wait(every_s):
-            with self._lock:
-                fds = [f.fileno() for f in self._files.values()]
+            with self._lock:  # duplicates: a file closed meanwhile cannot hand its number to another
+                fds = [os.dup(f.fileno()) for f in self._files.values()]
             for fd in fds:
                 try:
                     os.fsync(fd)
-                except OSError:  # closed meanwhile, or the disk refused: counted, ingest goes on
+                except OSError:  # the disk refused: counted, ingest goes on
                     self.fsync_errors += 1
+                finally:
+                    os.close(fd)
 
     def replay(self) -> Iterator[list[bytes]]:
         """Every intact stored frame of every run that a clear has not dropped, run by run, in the order
         they were accepted."""
+        self.flush()
         for path in self.logs():
             yield from live_frames(path)
 
@@ -301,10 +307,11 @@ class RunStore:
     def _close_file(self, run: str) -> None:
         with self._lock:
             f = self._files.pop(run, None)
-        if f is not None:
-            f.close()
+            if f is not None:
+                f.close()
 
     def _file(self, run: str):
+        """The run's open log (the caller holds ``_lock``)."""
         f = self._files.get(run)
         if f is None:
             path = self.log_path(run)
@@ -313,9 +320,7 @@ class RunStore:
                 keep = intact_length(path)
                 if keep != path.stat().st_size:
                     os.truncate(path, keep)  # drop a torn tail so new records stay readable
-            f = open(path, "ab", buffering=1 << 20)
-            with self._lock:
-                self._files[run] = f
+            f = self._files[run] = open(path, "ab", buffering=1 << 20)
         return f
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 
+from collector.errors import CountedErrors
 from collector.protocol import SPACES, encode
 from collector.retention import DAY_S, MB, compacted_frames, compaction_due, expired_runs
 from collector.store import run_dir_name
@@ -26,7 +27,7 @@ class StoreUpkeep:
         self.state, self.store, self.maps, self.write_lock = state, store, maps, write_lock
         self.retention_days, self.retention_max_mb = retention_days, retention_max_mb
         self.live: dict[str, float] = {}  # run -> when its last live frame arrived (ingest sets it)
-        self.errors = 0
+        self.errors = CountedErrors(log)
         self._compacted: dict[str, int] = {}  # run -> log size right after its last compaction
 
     def run(self, stop: threading.Event) -> None:
@@ -52,7 +53,7 @@ class StoreUpkeep:
                 try:
                     self.store.delete_run_dir(name)
                 except OSError as exc:
-                    self._count_error(f"cannot delete the expired run folder {name}", exc)
+                    self.errors.record(f"cannot delete the expired run folder {name}", exc)
                     continue
                 deleted.append(name)
                 log.info("deleted run %s from the store: its log was last written more than %g days ago",
@@ -78,7 +79,7 @@ class StoreUpkeep:
             try:
                 after = self.store.rewrite(run, (encode(frame) for frame in compacted_frames(run, buffers)))
             except (OSError, ValueError) as exc:
-                self._count_error(f"cannot compact the log of {run}", exc)
+                self.errors.record(f"cannot compact the log of {run}", exc)
                 return None
         self._compacted[run] = after
         log.info("compacted the log of run %s from %.1f MB to %.1f MB (the rows its buffers hold)",
@@ -87,8 +88,3 @@ class StoreUpkeep:
             log.warning("run %s: its buffers alone take %.1f MB, more than --retention-max-mb %g",
                         run, after / MB, self.retention_max_mb)
         return after
-
-    def _count_error(self, what: str, exc: Exception) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.error("%s (further errors are only counted): %s", what, exc)

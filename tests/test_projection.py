@@ -33,9 +33,10 @@ def test_alignment_without_enough_shared_keys_changes_nothing():
 
 def test_warm_start_keeps_old_rows_and_needs_a_majority():
     prev = np.arange(10, dtype=float).reshape(5, 2)
-    init = warm_start(list("abcde"), prev, list("abcdx"))
+    vectors = np.random.default_rng(0).normal(size=(6, 4))
+    init = warm_start(list("abcde"), prev, list("abcdx"), vectors[:5])
     assert np.allclose(init[:4], prev[:4]) and np.isfinite(init[4]).all()
-    assert warm_start(list("abcde"), prev, list("avwxyz")) is None
+    assert warm_start(list("abcde"), prev, list("avwxyz"), vectors) is None
 
 
 def test_layout_diameter():
