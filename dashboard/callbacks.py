@@ -18,14 +18,11 @@ from dashboard import ids
 from dashboard.cache import ReplyCache
 from dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
 from dashboard.figures import SPACES
-from dashboard.layout import PAUSE_LABEL, RESUME_LABEL
+from dashboard.layout import LATEST_RUN_OPTION, NO_STALENESS, NO_VERSION, PAUSE_LABEL, RESUME_LABEL
 from dashboard.scrubber import history_store
 from dashboard.status import CLEARED, ERROR, OFFLINE, badge_for, stat_texts, status, status_from_snapshot
 
 log = logging.getLogger(__name__)
-
-NO_VERSION = {"run": None, "version": None, "refresh": 0}
-LATEST_RUN_LABEL = "Latest run (follows new runs)"
 
 
 class PollOutputs(NamedTuple):
@@ -64,7 +61,7 @@ def fetch_history(client: CollectorClient, run: str | None) -> dict:
 
 def run_options(client: CollectorClient) -> list[dict[str, Any]]:
     """The run selector's choices: follow the latest run, then every run, newest first."""
-    return [{"label": LATEST_RUN_LABEL, "value": ""}] + [
+    return [LATEST_RUN_OPTION] + [
         {"label": run["run"], "value": run["run"]} for run in client.runs()]
 
 
@@ -82,7 +79,9 @@ def poll_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, 
         changed = bool(snapshot.get("changed"))
         if changed:
             cache.put(snapshot_key(snapshot.get("run"), snapshot.get("version")), snapshot)
-            history = fetch_history(client, snapshot.get("run"))
+            # fixed for a (run, version): every browser tab's poll of that version shares one fetch
+            history = cache.fetch(("history", snapshot.get("run"), snapshot.get("version")),
+                                  lambda: fetch_history(client, snapshot.get("run")))
             runs = run_options(client)
     except CollectorUnavailable as exc:
         return _only_status(status(OFFLINE, str(exc)), current)
@@ -110,7 +109,11 @@ def poll_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, 
 def _only_status(new_status: dict, current: Mapping[str, Any] | None) -> PollOutputs:
     if new_status == current:
         raise PreventUpdate
-    return PollOutputs(*(no_update,) * 4, new_status, *(no_update,) * 3)
+    return _status_only(new_status)
+
+
+def _status_only(new_status: dict) -> PollOutputs:
+    return PollOutputs(*[no_update] * len(PollOutputs._fields))._replace(status=new_status)
 
 
 def clear_outputs(client: CollectorClient, cache: ReplyCache) -> PollOutputs:
@@ -118,13 +121,12 @@ def clear_outputs(client: CollectorClient, cache: ReplyCache) -> PollOutputs:
     try:
         client.clear()
     except CollectorUnavailable as exc:
-        return PollOutputs(*(no_update,) * 4, status(OFFLINE, str(exc)), *(no_update,) * 3)
+        return _status_only(status(OFFLINE, str(exc)))
     except CollectorError as exc:
-        return PollOutputs(*(no_update,) * 4, status(ERROR, str(exc)), *(no_update,) * 3)
+        return _status_only(status(ERROR, str(exc)))
     cache.clear()
     return PollOutputs(dict(NO_VERSION), *("0 samples" for _ in SPACES), status(CLEARED),
-                       {"step": -1, "last_seen": None}, history_store(None, {}),
-                       [{"label": LATEST_RUN_LABEL, "value": ""}])
+                       dict(NO_STALENESS), history_store(None, {}), [LATEST_RUN_OPTION])
 
 
 def _poll_targets(duplicate: bool = False) -> list[Output]:
@@ -149,15 +151,11 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
         forced = ctx.triggered_id == ids.REFRESH_BUTTON
         return tuple(poll_outputs(client, cache, seen, current, shown, staleness, forced=forced, run=run))
 
-    @app.callback(*_poll_targets(duplicate=True), Input(ids.CLEAR_CONFIRM, "submit_n_clicks"),
-                  prevent_initial_call=True)
-    def clear(_confirmed):
-        return tuple(clear_outputs(client, cache))
-
-    @app.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+    @app.callback(*_poll_targets(duplicate=True), Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
                   Input(ids.CLEAR_CONFIRM, "submit_n_clicks"), prevent_initial_call=True)
-    def forget_selection(_confirmed):
-        return []  # the cleared clips are gone; a new run must not inherit their highlight
+    def clear(_confirmed):
+        # the cleared clips are gone: a new run must not inherit their highlight
+        return (*clear_outputs(client, cache), [])
 
     @app.callback(Output(ids.CLEAR_CONFIRM, "displayed"), Input(ids.CLEAR_BUTTON, "n_clicks"),
                   prevent_initial_call=True)

@@ -44,13 +44,12 @@ class Panel:
     space: str
     title: str
     colorscale: str
-    colour_by: str  # "step" or "layer"
 
 
 PANELS = (
-    Panel("latent", "Latent Space (Audio)", "Viridis", "step"),
-    Panel("lora", "LoRA Layer Outputs", "Plasma", "layer"),
-    Panel("prompt", "Prompt Embeddings", "Cividis", "step"),
+    Panel("latent", "Latent Space (Audio)", "Viridis"),
+    Panel("lora", "LoRA Layer Outputs", "Plasma"),
+    Panel("prompt", "Prompt Embeddings", "Cividis"),
 )
 TITLES = tuple(panel.title for panel in PANELS)
 
@@ -147,12 +146,12 @@ def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
 
 
 def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
-                colour_by: str | None = None) -> dict:
+                colour_by: str) -> dict:
     """One Scattergl for one space; customdata holds each point's sample id."""
     return dict(
         type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
         x=points["x"], y=points["y"], mode="markers", name=panel.title, showlegend=False,
-        marker=marker(colour_by or panel.colour_by, panel.colorscale, points, domain, inert),
+        marker=marker(colour_by, panel.colorscale, points, domain, inert),
         text=hover_texts(points),
         customdata=[str(i) if i is not None else "" for i in points["id"]],
         hovertemplate="%{text}<extra></extra>", meta=panel.space,

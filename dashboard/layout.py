@@ -47,10 +47,15 @@ def staleness_line() -> html.Div:
                     title="When the collector last received a frame from the trainer, and its training step")
 
 
+NO_VERSION = {"run": None, "version": None, "refresh": 0}  # no snapshot seen yet
+NO_STALENESS = {"step": -1, "last_seen": None}  # no frame received yet
+LATEST_RUN_OPTION = {"label": "Latest run (follows new runs)", "value": ""}
+
+
 def run_select() -> html.Div:
     return html.Div([
         dbc.Label("Run", html_for=ids.RUN_SELECT, className="viz-muted mb-0 me-2"),
-        dcc.Dropdown(id=ids.RUN_SELECT, options=[{"label": "Latest run (follows new runs)", "value": ""}],
+        dcc.Dropdown(id=ids.RUN_SELECT, options=[LATEST_RUN_OPTION],
                      value="", clearable=False, searchable=True, className="viz-dropdown viz-run-select"),
     ], className="d-flex align-items-center")
 
@@ -209,9 +214,9 @@ def guide() -> html.Details:
 def stores_and_timer(interval_s: float) -> html.Div:
     return html.Div([
         dcc.Interval(id=ids.INTERVAL, interval=int(interval_s * 1000), n_intervals=0),
-        dcc.Store(id=ids.VERSION_STORE, data={"run": None, "version": None, "refresh": 0}),
+        dcc.Store(id=ids.VERSION_STORE, data=NO_VERSION),
         dcc.Store(id=ids.STATUS_STORE, data=status(WAITING)),
-        dcc.Store(id=ids.STALENESS_STORE, data={"step": -1, "last_seen": None}),
+        dcc.Store(id=ids.STALENESS_STORE, data=NO_STALENESS),
         dcc.Store(id=ids.HISTORY_STORE, data=None),
         dcc.Store(id=ids.SELECTION_STORE, data=[]),
         dcc.Store(id=ids.SCRUB_STEP_STORE, data=None),

@@ -63,34 +63,42 @@ def details(spaces: Mapping[str, Mapping[str, Sequence]], selected: Iterable[str
 
     ``spaces`` maps a space name to its point columns (see figures.space_points).
     """
-    rows = []
-    for key in sorted(selected)[:MAX_DETAIL_ROWS]:
-        prompt, steps, losses, layers, spaces_seen = None, set(), [], set(), []
-        for space, points in spaces.items():
-            found = False
-            for i, point_id in enumerate(points["id"]):
-                if point_id is None or str(point_id) != key:
-                    continue
-                found = True
-                prompt = prompt or points["prompt"][i]
-                if points["step"][i] is not None:
-                    steps.add(int(points["step"][i]))
-                if points["loss"][i] is not None:
-                    losses.append((int(points["step"][i] or 0), float(points["loss"][i])))
-                if points["layer"][i] is not None:
-                    layers.add(str(points["layer"][i]))
-            if found:
-                spaces_seen.append(space)
-        losses.sort()
-        rows.append({
-            "key": key,
-            "prompt": _cut(prompt),
-            "steps": _steps_text(steps),
-            "loss": f"{losses[-1][1]:.4f} (mean {sum(v for _, v in losses) / len(losses):.4f})" if losses else "–",
-            "layers": len(layers),
-            "spaces": ", ".join(spaces_seen),
-        })
-    return rows
+    wanted = sorted(selected)[:MAX_DETAIL_ROWS]
+    found = {space: _indices_by_key(points["id"], wanted) for space, points in spaces.items()}
+    return [_detail_row(key, spaces, {space: by_key[key] for space, by_key in found.items() if key in by_key})
+            for key in wanted]
+
+
+def _indices_by_key(ids: Sequence[Any], wanted: list[str]) -> dict[str, list[int]]:
+    """{key: its point indices} for the wanted keys present, in one pass over ``ids``."""
+    chosen, out = set(wanted), defaultdict(list)
+    for i in selected_indices(ids, chosen):
+        out[str(ids[i])].append(i)
+    return out
+
+
+def _detail_row(key: str, spaces: Mapping[str, Mapping[str, Sequence]], hits: Mapping[str, list[int]]) -> dict:
+    """``hits``: {space: indices of the clip's points}, only spaces where it has some, in ``spaces`` order."""
+    prompt, steps, losses, layers = None, set(), [], set()
+    for space, indices in hits.items():
+        points = spaces[space]
+        for i in indices:
+            prompt = prompt or points["prompt"][i]
+            if points["step"][i] is not None:
+                steps.add(int(points["step"][i]))
+            if points["loss"][i] is not None:
+                losses.append((int(points["step"][i] or 0), float(points["loss"][i])))
+            if points["layer"][i] is not None:
+                layers.add(str(points["layer"][i]))
+    losses.sort()
+    return {
+        "key": key,
+        "prompt": _cut(prompt),
+        "steps": _steps_text(steps),
+        "loss": f"{losses[-1][1]:.4f} (mean {sum(v for _, v in losses) / len(losses):.4f})" if losses else "–",
+        "layers": len(layers),
+        "spaces": ", ".join(hits),
+    }
 
 
 def _cut(prompt: Any) -> str:

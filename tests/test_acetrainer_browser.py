@@ -13,7 +13,8 @@ import pytest
 from dashboard import ids
 from tests.support import (REPO, CollectorProcess, DashboardProcess, ManagedProcess, child_env, free_port,
                            send_frames, synthetic_frames, wait_for)
-from tests.test_dashboard_browser import POINTS_JS, playwright_browser  # noqa: F401  (a fixture)
+from tests.browser_support import POINTS_JS
+from tests.test_dashboard_browser import playwright_browser  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

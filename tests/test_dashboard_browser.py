@@ -17,7 +17,7 @@ from dashboard import ids
 from dashboard.figures import EMPTY_TITLE, TITLES
 from dashboard.layout import CLEAR_MESSAGE, PAUSE_LABEL, RESUME_LABEL
 from dashboard.view_callbacks import NO_SELECTION, PLAY_LABEL
-from tests.browser_support import (  # noqa: F401  (POINTS_JS: tests/test_acetrainer_browser.py uses it)
+from tests.browser_support import (
     EVIL, GRAPH_JS, POINTS_JS, SHORT_MS, WAIT_MS, PollCounter, RunFeeder, chromium, dashboard_page, emit_selection,
     figure_meta, hover_labels, hover_point, running_stack, shown, stat_texts, traces, wait_badge, wait_counts,
     wait_text, watched_page)
