@@ -14,12 +14,12 @@ is how it learns that a collector is listening, or has restarted:
   silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
 
 Items are ``Frame`` objects or zero-argument callables returning a ``Frame`` (or None). The
-callables run on the sender thread: pooling, device-to-host waits and numpy conversion stay off
-the training thread. ``publish`` is a bounded deque append, with no lock and no wake-up: the
+callables run on the sender thread: device-to-host waits, row planning and numpy conversion stay
+off the training thread. ``publish`` is a bounded deque append, with no lock and no wake-up: the
 sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
-whatever queued meanwhile in one go, merged
-into one frame per run and space (see ``coalesce``), so its work and the collector's are paid
-per batch rather than per step. This module never imports torch.
+whatever queued meanwhile in one go, merged into one frame per run and space (see ``coalesce``),
+so its work and the collector's are paid per batch rather than per step. This module never
+imports torch.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ log = logging.getLogger("acestep_viz")
 Item = Union[Frame, Callable[[], "Frame | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
-WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
 UNSUBSCRIBE = 0
+WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
 
 
 class ErrorLog:

@@ -93,8 +93,7 @@ def check_run_name(run: str) -> str:
     return run
 
 
-@dataclass
-class _Capture:
+class _Capture(NamedTuple):
     """One hook firing's pooled rows, in host memory (or being copied there from the GPU)."""
 
     label: str
@@ -114,12 +113,12 @@ class _StepState:
     micro_batch: int
     keys: list[str] | None
     prompts: list[str] | None
-    captures: dict[str, list[tuple]] = field(default_factory=dict)  # space -> ``_Capture`` fields, firing order
+    captures: dict[str, list[_Capture]] = field(default_factory=dict)  # space -> its captures, firing order
     rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
-    _resolved: tuple | None = None
+    _resolved: tuple | None = field(default=None, init=False, repr=False)
 
     def resolved(self) -> tuple:
         """(loss, timesteps, sample_losses) as lists of floats or None; converted once, on the publisher thread,
@@ -364,7 +363,7 @@ class Tap:
                     return  # a clip already sent: no pooling, no copy
                 scale = float(layer.scaling[adapter]) if layer is not None else 1.0
                 host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
-                capture = (label, first_key, host, event)
+                capture = _Capture(label, first_key, host, event)
                 captures = state.captures.get(space)
                 if captures is None:
                     state.captures[space] = [capture]
@@ -435,33 +434,31 @@ class Tap:
 
 
 class _FrameBuilder:
-    """Runs on the publisher thread: pools the captures (or waits for device copies), plans rows, builds the Frame."""
+    """Runs on the publisher thread: waits for device copies, plans rows, builds the Frame."""
 
-    def __init__(self, tap: Tap, space: str, state: _StepState, captures: list[tuple], sent_at: float):
+    def __init__(self, tap: Tap, space: str, state: _StepState, captures: list[_Capture], sent_at: float):
         self.tap, self.space, self.state, self.captures, self.sent_at = tap, space, state, captures, sent_at
-        self.rows: list[_Row] = []
 
     def __call__(self) -> Frame | None:
         tap, space, state = self.tap, self.space, self.state
-        pooled = tap._pooled(space, [_Capture(*fields) for fields in self.captures])
-        self.rows = tap._plan_rows(space, pooled, state)
-        if not self.rows:
+        pooled = tap._pooled(space, self.captures)
+        rows = tap._plan_rows(space, pooled, state)
+        if not rows:
             return None  # every row was a frozen clip already sent
         vectors = pooled[0][1] if len(pooled) == 1 else np.concatenate([v for _, v in pooled], axis=0)
-        vectors = to_wire(vectors[[r.source for r in self.rows]])
-        frame = Frame(run=tap.run, space=space, step=state.step, vectors=vectors,
-                      ids=[_row_id(state, r.key_index) for r in self.rows], micro_batch=state.micro_batch,
-                      rank=tap.rank, columns=self._columns(), sent_at=self.sent_at)
+        frame = Frame(run=tap.run, space=space, step=state.step, vectors=to_wire(vectors[[r.source for r in rows]]),
+                      ids=[_row_id(state, r.key_index) for r in rows], micro_batch=state.micro_batch,
+                      rank=tap.rank, columns=self._columns(rows), sent_at=self.sent_at)
         tap._frames_queued += 1
-        tap._rows[space] += len(self.rows)
+        tap._rows[space] += len(rows)
         return frame
 
-    def _columns(self) -> dict[str, list]:
+    def _columns(self, rows: list[_Row]) -> dict[str, list]:
         """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
         state = self.state
         loss, timesteps, sample_losses = state.resolved()
         batch = len(state.keys) if state.keys else None
-        indices = [row.key_index % batch if batch else row.key_index for row in self.rows]
+        indices = [row.key_index % batch if batch else row.key_index for row in rows]
         columns: dict[str, list] = {}
         if state.prompts:
             columns["prompt"] = _pick(state.prompts, indices)
@@ -472,8 +469,8 @@ class _FrameBuilder:
             columns["loss"] = [step_loss] * len(indices)
         if self.space == "lora" and timesteps is not None:
             columns["timestep"] = _pick(timesteps, indices)
-        if self.space == "lora" or len({row.label for row in self.rows}) > 1:
-            columns["layer"] = [row.label for row in self.rows]
+        if self.space == "lora" or len({row.label for row in rows}) > 1:
+            columns["layer"] = [row.label for row in rows]
         return columns
 
 
