@@ -96,6 +96,7 @@ class CollectorState:
         self.runs: dict[str, RunState] = {}
         self.version = 0
         self.paused = False
+        self.cleared = False  # everything was cleared and nothing has arrived since
         self.frames_received = 0
         self.frames_accepted = 0
         self.ingest_busy_s = 0.0  # time the ingest thread spent receiving and storing: its load
@@ -114,6 +115,7 @@ class CollectorState:
                 run = self.runs[frame.run] = RunState(frame.run, {s: self._new_space(s) for s in SPACES})
             added = run.spaces[frame.space].buffer.add(frame)
             run.last_seen = time.time()
+            self.cleared = False
             self.frames_accepted += 1
             if frame.dropped_rows:
                 self.dropped_rows["non_finite"] += frame.dropped_rows
@@ -259,6 +261,7 @@ class CollectorState:
                     state.history.clear()
                     state.first_vectors = None
                     state.full_keys = state.seen_keys = frozenset()
+            self.cleared = True
             self.version += 1
             return removed
 
@@ -291,7 +294,7 @@ class CollectorState:
     def snapshot(self, run: str | None, since: int | None) -> dict:
         with self.lock:
             run = run if run in self.runs else self.latest_run()
-            reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused,
+            reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused, "cleared": self.cleared,
                      "counts": self.counts(run), **self._freshness(run)}
             if since is not None and since == self.version:
                 return {**reply, "changed": False}

@@ -42,12 +42,15 @@ def status(state: str, detail: str = "") -> dict[str, str]:
 
 
 def status_from_snapshot(snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, str]:
-    """The status after a successful snapshot reply. "Cleared" stays until data comes back."""
+    """The status after a successful snapshot reply. "Cleared" stays until data comes back.
+
+    The collector says whether it was cleared: a poll that was already on its way when this or
+    another tab cleared carries the state from before the clear, so ``previous`` cannot tell."""
     run = snapshot.get("run")
     if snapshot.get("warming_up"):
         return status(WARMING, f"run {run}" if run else "")
     if not has_any_data(snapshot):
-        was_cleared = (previous or {}).get("state") == CLEARED
+        was_cleared = snapshot.get("cleared") or (previous or {}).get("state") == CLEARED
         return status(CLEARED if was_cleared else WAITING)
     if snapshot.get("paused"):
         return status(PAUSED, "Projections are paused in the collector; new samples are still stored.")

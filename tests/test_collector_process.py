@@ -72,6 +72,9 @@ def test_clear_pause_and_refit_over_the_query_api(collector):
     assert query(collector.query, {"op": "clear"})["ok"]
     snap = query(collector.query, {"op": "snapshot", "since": None})
     assert snap["run"] is None and all(snap["spaces"][s]["projected"] == 0 for s in SPACES)
+    assert snap["cleared"] is True
+    send_frames(collector.ingest, synthetic_frames(run="run-4", n_clips=5, steps=1))
+    wait_for(lambda: query(collector.query, {"op": "snapshot", "since": None})["cleared"] is False)
 
 
 def test_unknown_ops_and_bad_requests_get_errors_not_crashes(collector):

@@ -180,6 +180,9 @@ def test_status_transitions():
     empty = snapshot(sizes=(0, 0, 0), buffered=(0, 0, 0))
     assert status.status_from_snapshot(empty, None)["state"] == status.WAITING
     assert status.status_from_snapshot(empty, status.status(status.CLEARED))["state"] == status.CLEARED
+    # a poll sent before the clear carries the old "live" state: the collector's word decides
+    after_clear = {**empty, "cleared": True}
+    assert status.status_from_snapshot(after_clear, status.status(status.LIVE))["state"] == status.CLEARED
     assert status.status_from_snapshot(snapshot(warming_up=True), None)["state"] == status.WARMING
     assert status.status_from_snapshot(snapshot(paused=True), None)["state"] == status.PAUSED
     assert status.badge_for(live, auto_update_paused=True).label == "Paused"
