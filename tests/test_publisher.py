@@ -129,6 +129,19 @@ def test_frozen_frames_are_replayed_when_the_collector_restarts():
         publisher.close()
 
 
+def test_frozen_frames_held_until_the_first_subscription_count_once_each_as_sent():
+    endpoint = loopback()
+    with Publisher(endpoint) as publisher:
+        publisher.publish(make_frame(space="latent", step=1, ids=["a", "b", "c"]))
+        publisher.publish(make_frame(space="latent", step=2, ids=["d", "e", "f"]))
+        publisher.wake()
+        wait_for(lambda: publisher.stats()["held"] == 1, timeout=5, interval=0.02)  # merged, waiting for a collector
+        with SubCollector(endpoint) as collector:
+            wait_for(lambda: len(collector.rows("latent")) == 6, timeout=5, interval=0.02)
+            stats = publisher.stats()
+    assert (stats["sent"], stats["resent"], stats["dropped"]) == (2, 0, 0)
+
+
 def test_bad_frames_are_counted_not_raised():
     with SubCollector(loopback()) as collector, Publisher(collector.endpoint) as publisher:
         misshapen = make_frame()

@@ -296,6 +296,33 @@ def test_explicit_paths_capture_whatever_the_module_returns(fast, songs):
     assert [m["loss"] for m in lora.meta] == [0.25] * 3
 
 
+class ScalesInPlace(torch.nn.Module):
+    """A model that changes one module's output in place after that module returned it."""
+
+    def __init__(self):
+        super().__init__()
+        self.changed, self.kept = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.changed(x)
+        y.mul_(2.0)
+        return self.kept(y)
+
+
+def test_an_output_changed_in_place_after_its_hook_is_skipped_and_reported(caplog):
+    model = ScalesInPlace()
+    tap, publisher = monitor(model, preset=None, frozen_once=False,
+                             spaces={"latent": ["changed"], "prompt": ["kept"]})
+    x = torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="acestep_viz"), tap, torch.no_grad():
+        with tap.step(0, 0, {"keys": ["a", "b", "c"]}):
+            expected = model(x)
+    assert [f.space for f in publisher.frames] == ["prompt"]  # pooled once the forward was over
+    np.testing.assert_allclose(publisher.frames[0].vectors, expected.numpy().astype(np.float16), rtol=1e-3)
+    assert tap.stats()["errors"] == {"capture:latent": 1}
+    assert any("changed in place" in r.getMessage() for r in caplog.records)
+
+
 def test_delta_of_a_plain_module_is_a_clear_error(pipeline):
     with pytest.raises(ValueError, match="not a peft LoRA layer"):
         attach(pipeline, spaces={"lora": ["transformers.proj_in"]}, lora_output="delta", publisher=MemoryPublisher())

@@ -7,10 +7,9 @@ whole row into Inf.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-FLOAT16_MAX = 65504.0
+from trainer_plugin.step_record import FLOAT16_MAX
 
 
 def pool_sequence(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,13 +39,13 @@ def pool_any(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1
 def pool_float32(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
     """``pool_any`` before the float16 conversion: what a hook runs, one reduction, a fresh tensor.
 
-    Clamping and float16 happen later on the publisher thread, off the training step. Working on
-    ``x.detach()`` records no graph, so no ``torch.no_grad()`` block is needed: entering one costs
-    more than the pooling itself in a hook (its Python code is cold between training steps).
+    Clamping and float16 happen later where frames are built (``step_record.to_wire``), off the
+    training step. Working on ``x.detach()`` records no graph, so no ``torch.no_grad()`` block is
+    needed: entering one costs more than the pooling itself in a hook (its Python code is cold
+    between training steps). A mask that requires grad is fine: it is only compared with zero.
     """
-    x = x.detach()
-    if mask is not None:
-        mask = mask.detach()
+    if x.requires_grad:
+        x = x.detach()  # only then: every torch call in a hook costs microseconds (the mask is only compared)
     if x.dim() <= 2:
         pooled = x.to(torch.float32, copy=True).reshape(-1 if x.dim() == 1 else x.shape[0], x.shape[-1])
     elif x.dim() == 3:
@@ -77,8 +76,3 @@ def _latent_mean(x: torch.Tensor) -> torch.Tensor:
 
 def _to_wire(pooled: torch.Tensor) -> torch.Tensor:
     return pooled.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16)
-
-
-def to_wire(pooled: np.ndarray) -> np.ndarray:
-    """The publisher thread's half of ``pool_any``: clamp to float16's range, then convert."""
-    return np.clip(pooled, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)

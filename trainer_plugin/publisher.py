@@ -13,9 +13,11 @@ is how it learns that a collector is listening, or has restarted:
 - ``XPUB_NODROP`` makes a full send buffer (slow collector) raise EAGAIN instead of dropping
   silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
 
-Items are ``Frame`` objects or zero-argument callables returning a ``Frame`` (or None). The
-callables run on the sender thread: device-to-host waits, row planning and numpy conversion stay
-off the training thread. ``publish`` is a bounded deque append, with no lock and no wake-up: the
+Items are ``Frame`` or ``StepRecord`` objects, or zero-argument callables returning one (or None);
+a record becomes frames through ``build_frames``. The callables run on the sender thread:
+device-to-host waits, row planning and numpy conversion stay off the training thread. In a
+training process this class runs inside the relay process (``relay``), off the trainer's GIL.
+``publish`` is a bounded deque append, with no lock and no wake-up: the
 sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
 whatever queued meanwhile in one go, merged into one frame per run and space (see ``coalesce``),
 so its work and the collector's are paid per batch rather than per step. This module never
@@ -34,14 +36,30 @@ import zmq
 
 from collector.protocol import Frame, check_shape, encode
 from trainer_plugin.coalesce import coalesce
+from trainer_plugin.step_record import StepRecord, build_frames
 
 log = logging.getLogger("acestep_viz")
 
-Item = Union[Frame, Callable[[], "Frame | None"]]
+Item = Union[Frame, StepRecord, Callable[[], "Frame | StepRecord | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
 WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
+
+
+def frames_of(item: Item, errors: "ErrorLog") -> list[Frame]:
+    """The frames an item stands for: run it if it is deferred, build a step record's frames."""
+    value = item() if callable(item) else item
+    if value is None:
+        return []
+    if isinstance(value, StepRecord):
+        return build_frames(value, errors)
+    return [value]
+
+
+def frame_count(item: Item) -> int:
+    """How many frames an item will make, for counting it as dropped without running it."""
+    return getattr(item, "frames", 1)
 
 
 class ErrorLog:
@@ -104,7 +122,7 @@ class Publisher:
     def publish(self, item: Item) -> bool:
         """Queue a frame (or a callable making one). Never blocks; returns False if it was dropped."""
         if self._closed or len(self._items) >= self._queue_size:
-            self._dropped_full += 1
+            self._dropped_full += frame_count(item)
             return False
         self._items.append(item)
         self._queued += 1
@@ -189,27 +207,28 @@ class Publisher:
     def _take(self) -> None:
         """Build, merge and encode everything queued since the last turn."""
         items = [self._items.popleft() for _ in range(len(self._items))]
-        frames = [frame for frame in map(self._prepare, items) if frame is not None]
+        frames = [frame for item in items for frame in self._prepare(item)]
         for frame, count in coalesce(frames):
             self._accept(frame, count)
             self._pump()  # the collector starts on this frame while the next one is merged
 
-    def _prepare(self, item: Item) -> Frame | None:
-        """Run a deferred item and vet the frame's shape, before it can be merged with good ones.
+    def _prepare(self, item: Item) -> list[Frame]:
+        """Run a deferred item and vet its frames' shapes, before they can be merged with good ones.
 
         Values are not vetted here: the collector drops rows holding NaN or Inf one by one and
         counts them in its stats, where the user looks."""
         try:
-            frame = item() if callable(item) else item
-            if frame is not None:
+            frames = frames_of(item, self.errors)
+            for frame in frames:
                 check_shape(frame)
         except Exception as exc:
             self.errors.record("prepare_frame" if callable(item) else "encode", exc)
-            self._dropped_sender += 1
-            return None
-        if frame is not None and not frame.sent_at:
-            frame.sent_at = time.time()
-        return frame
+            self._dropped_sender += frame_count(item)
+            return []
+        now = time.time()
+        for frame in frames:
+            frame.sent_at = frame.sent_at or now
+        return frames
 
     def _accept(self, frame: Frame, count: int) -> None:
         """Encode and hold a frame that stands for ``count`` published frames."""
@@ -250,10 +269,17 @@ class Publisher:
             elif message[:1] == bytes([UNSUBSCRIBE]):
                 self._subscriptions = max(0, self._subscriptions - 1)
         if new_subscriber:
-            # A collector (re)subscribed: it may have missed every frozen frame so far.
-            self._replay = deque(((parts, 1) for parts, _ in self._cache),
-                                 maxlen=max(self._pending.maxlen, len(self._cache)))
-            self._resent += len(self._replay)
+            self._replay_cache()
+
+    def _replay_cache(self) -> None:
+        """A collector (re)subscribed: it may have missed every frozen frame so far. Frames still waiting
+        for their first send keep their count (``sent`` when they go); the others are ``resent``."""
+        waiting = {id(parts): count for parts, count in self._replay}
+        cached = {id(parts) for parts, _ in self._cache}
+        entries = [(parts, count) for parts, count in self._replay if id(parts) not in cached]
+        entries += [(parts, waiting.get(id(parts), 0)) for parts, _ in self._cache]
+        self._resent += sum(1 for _, count in entries if count == 0)
+        self._replay = deque(entries, maxlen=max(self._pending.maxlen, len(entries)))
 
     def _pump(self) -> None:
         """Send held frames, frozen first, until done or the socket pushes back."""
@@ -297,12 +323,10 @@ class MemoryPublisher:
 
     def publish(self, item: Item) -> bool:
         try:
-            frame = item() if callable(item) else item
+            self.frames.extend(frames_of(item, self.errors))
         except Exception as exc:
             self.errors.record("prepare_frame", exc)
             return False
-        if frame is not None:
-            self.frames.append(frame)
         return True
 
     def stats(self) -> dict:

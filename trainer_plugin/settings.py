@@ -9,6 +9,7 @@ from collector.protocol import MAX_NAME_CHARS
 from collector.settings import Setting, one_of, parse_bool, parse_list, positive, zmq_endpoint
 
 LORA_OUTPUTS = ("output", "delta", "both")
+SENDERS = ("process", "thread")
 
 
 def _run_name(value) -> str | None:
@@ -33,6 +34,9 @@ TRAINER_SETTINGS = [
     Setting("lora_output", "output", "What the lora space records: 'output' (the LoRA layer's output), 'delta' "
             "(the adapter's own contribution) or 'both'.", str, one_of(*LORA_OUTPUTS)),
     Setting("all_ranks", False, "With several GPUs (DDP), publish from every rank, not only rank 0.", parse_bool),
+    Setting("sender", "process", "Where frames are built and sent: 'process' (a relay process the plugin starts, so "
+            "the work never holds the training process's GIL) or 'thread' (a thread of the training process; "
+            "for setups that may not start processes).", str, one_of(*SENDERS)),
     Setting("curve_dir", None, "Folder with CurveZMQ keys made by `acestep-viz keys` (client.key_secret, server.key) "
             "for a collector started with --curve-dir; read by the publisher (argument: "
             "publisher_options={'curve_dir': ...}).", str),

@@ -7,8 +7,11 @@ Capture is armed for one training step (``arm`` / ``step``) and gated in every h
 - the lora space only while gradients are enabled (evaluation forwards run under no_grad,
   while the frozen DCAE and text encoder run under no_grad even in training).
 
-Hook bodies pool on the device and start a non-blocking copy to the host; frames are built on
-the publisher's thread (``_FrameBuilder``), so the training thread never waits for the device.
+Hook bodies only keep a reference to the output (no torch call); when the forward ends (``disarm``,
+before backward, or ``flush``) the step's outputs are pooled back to back on their device and a
+non-blocking copy to the host starts. ``flush`` hands the step to the publisher as a deferred
+record; frames are built from it off the training thread (in the relay process by default), so
+the training thread never waits for the device.
 With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
 returns before any tensor work.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
@@ -24,14 +27,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from collector.protocol import MAX_NAME_CHARS, Frame
-from trainer_plugin.pooling import pool_float32, to_wire
+from collector.protocol import MAX_NAME_CHARS
+from trainer_plugin.pooling import pool_float32
 from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
 from trainer_plugin.publisher import ErrorLog, Publisher
+from trainer_plugin.relay import RelayPublisher
+from trainer_plugin.settings import SENDERS
+from trainer_plugin.step_record import CaptureRows, StepRecord, row_id
 
 log = logging.getLogger("acestep_viz")
 
@@ -46,24 +51,30 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
            endpoint: str = DEFAULT_ENDPOINT, run: str | None = None, every_n_steps: int = 1,
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
-           eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None) -> "Tap":
+           eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
+           sender: str = "process") -> "Tap":
     """Hook ``model`` and return a ``Tap``. Raises ValueError if a setting or module path is wrong.
 
     spaces: {"latent"|"lora"|"prompt": [module paths or globs]}, replacing the preset's entries.
     lora_output: "output" (the LoRA layer's output), "delta" (the adapter's own contribution,
     lora_B output x scaling) or "both" (layers named "<path>" and "<path>:delta").
     eval_methods: names of methods on ``model`` during which nothing is captured.
+    sender: "process" (frames are built and sent by a relay process, off this process's GIL) or
+    "thread" (by a thread of this process: no child process, but its Python work competes with training).
     """
     if int(every_n_steps) < 1:
         raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
     if int(warn_after_steps) < 1:
         raise ValueError(f"warn_after_steps={warn_after_steps!r}: must be at least 1")
+    if sender not in SENDERS:
+        raise ValueError(f"sender={sender!r}: must be one of {', '.join(SENDERS)}")
     run = check_run_name(run or default_run_name())
     bindings = select_bindings(model, space_specs(model, preset, spaces, lora_layers), lora_output)
     rank = default_rank() if rank is None else int(rank)
     active = bool(all_ranks) or rank == 0
     if active and publisher is None:
-        publisher = Publisher(endpoint, frozen_spaces=FROZEN_SPACES, **dict(publisher_options or {}))
+        kind = RelayPublisher if sender == "process" else Publisher
+        publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **dict(publisher_options or {}))
     tap = Tap(bindings, publisher, run=run, rank=rank, active=active, every_n_steps=int(every_n_steps),
               frozen_once=frozen_once, warn_after_steps=int(warn_after_steps))
     tap.suspend_during(model, eval_methods)
@@ -100,11 +111,28 @@ class _Capture(NamedTuple):
     first_key: int  # its first row's index among the rows its module produced this step
     host: torch.Tensor  # (rows, dim) float32 on the host; valid once ``event`` completes
     event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
+    keep: tuple[int, ...] | None = None  # set by ``flush`` for frozen clips not sent yet; None: all rows
 
-    def pooled(self) -> np.ndarray:
+    def rows(self, space: str, order: int) -> CaptureRows:
         if self.event is not None:
             self.event.synchronize()
-        return self.host.numpy()
+        return CaptureRows(space, self.label, self.first_key, self.host.numpy(), order, self.keep)
+
+
+class _Firing(NamedTuple):
+    """A hook firing's output, held (not copied) until the forward ends, then pooled with the others.
+
+    Torch calls in a hook are costly on CPU: the first small kernel after the model's own work takes
+    about ten times as long as the next ones, and each hook would pay that. Pooling all of a step's
+    firings back to back, once the forward is over, pays it once."""
+
+    space: str
+    label: str
+    first_key: int
+    output: torch.Tensor
+    mask: torch.Tensor | None
+    scale: float
+    version: int  # output._version when the hook fired: an in-place change later would spoil the capture
 
 
 @dataclass
@@ -113,25 +141,12 @@ class _StepState:
     micro_batch: int
     keys: list[str] | None
     prompts: list[str] | None
+    firings: list[_Firing] = field(default_factory=list)  # outputs to pool once the forward is over
     captures: dict[str, list[_Capture]] = field(default_factory=dict)  # space -> its captures, firing order
     rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
-    _resolved: tuple | None = field(default=None, init=False, repr=False)
-
-    def resolved(self) -> tuple:
-        """(loss, timesteps, sample_losses) as lists of floats or None; converted once, on the publisher thread,
-        for all of the step's frames."""
-        if self._resolved is None:
-            self._resolved = tuple(_resolve(v) for v in (self.loss, self.timesteps, self.sample_losses))
-        return self._resolved
-
-
-class _Row(NamedTuple):
-    source: int  # row index in the concatenation of the frame's captures
-    key_index: int
-    label: str
 
 
 class Tap:
@@ -217,8 +232,28 @@ class Tap:
             return False
 
     def disarm(self) -> None:
-        """Stop capturing but keep this step's captures for ``flush`` (call before backward)."""
+        """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
         self._armed = False
+        if self._state is not None and self._state.firings:
+            self._pool_firings(self._state)
+
+    def _pool_firings(self, state: _StepState) -> None:
+        firings, state.firings = state.firings, []
+        for firing in firings:
+            space = firing.space
+            try:
+                if firing.output._version != firing.version:
+                    raise RuntimeError(f"the output of {firing.label} was changed in place later in the forward; "
+                                       "its rows are skipped (hook a module whose output is not modified)")
+                host, event = to_host(pool_float32(firing.output, firing.mask, firing.scale))
+                capture = _Capture(firing.label, firing.first_key, host, event)
+                captures = state.captures.get(space)
+                if captures is None:
+                    state.captures[space] = [capture]
+                else:
+                    captures.append(capture)
+            except Exception as exc:
+                self._errors.record(f"capture:{space}", exc)
 
     def note(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> None:
         """Attach the step's loss, per-row timesteps and per-row losses (tensors are fine)."""
@@ -233,24 +268,52 @@ class Tap:
             self._errors.record("note", exc)
 
     def flush(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> int:
-        """Disarm and hand this step's captures to the publisher, one deferred frame per space.
+        """Disarm and hand this step's captures to the publisher as one deferred record.
 
-        Waiting for device copies, row planning and frame building run later on the publisher's
-        thread. Returns how many deferred frames the publisher took."""
+        Waiting for device copies and building frames happen later, off the training thread (in the
+        relay process by default). Returns how many frames the record will make (0: none, or refused)."""
         self.note(loss, timesteps, sample_losses)
-        state, self._state, self._armed = self._state, None, False
+        self.disarm()
+        state, self._state = self._state, None
         self._count_captures(state)
         if state is None or self._publisher is None:
             return 0
         try:
             self._steps_captured += 1
             self._warn_if_silent(state)
-            sent_at = time.time()
-            return sum(bool(self._publisher.publish(_FrameBuilder(self, space, state, captures, sent_at)))
-                       for space, captures in state.captures.items())
+            rows = self._mark_frozen(state)
+            pending = _PendingStep(self, state, sum(1 for n in rows.values() if n), time.time())
+            if not pending.frames or not self._publisher.publish(pending):
+                return 0
+            self._frames_queued += pending.frames
+            self._rows.update({space: n for space, n in rows.items() if n})
+            return pending.frames
         except Exception as exc:
             self._errors.record("flush", exc)
             return 0
+
+    def _mark_frozen(self, state: _StepState) -> dict[str, int]:
+        """Rows to send per space. With frozen_once, a frozen space's rows whose clip was sent already are
+        left out (``keep``) and the new ones marked sent, so later firings skip pooling in the hook."""
+        rows = {}
+        for space, captures in state.captures.items():
+            if not (self.frozen_once and space in FROZEN_SPACES):
+                rows[space] = sum(c.host.shape[0] for c in captures)
+                continue
+            kept = []
+            for capture in captures:
+                keep = []
+                for offset in range(capture.host.shape[0]):
+                    seen = (space, capture.label, row_id(state.keys, state.step, state.micro_batch,
+                                                         capture.first_key + offset))
+                    if seen not in self._seen_frozen:
+                        self._seen_frozen.add(seen)
+                        keep.append(offset)
+                if keep:
+                    kept.append(capture._replace(keep=tuple(keep)))
+            state.captures[space] = kept
+            rows[space] = sum(len(c.keep) for c in kept)
+        return rows
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
@@ -258,8 +321,8 @@ class Tap:
         self._count_captures(state)
 
     def _count_captures(self, state: _StepState | None) -> None:
-        for space, captures in state.captures.items() if state is not None else ():
-            self._captures[space] += len(captures)
+        if state is not None:
+            self._captures.update(_captures_by_space(state))
 
     # ------------------------------------------------------------------ evaluation forwards
 
@@ -318,7 +381,7 @@ class Tap:
         """Counters; ``captures`` counts hook firings captured, the armed step's included."""
         published = self._publisher.stats() if self._publisher is not None else {}
         state = self._state
-        live = state.captures if state is not None else {}
+        live = _captures_by_space(state) if state is not None else Counter()
         errors = Counter(self._errors.as_dict())
         errors.update(published.get("errors", {}))
         return {
@@ -334,7 +397,7 @@ class Tap:
             "queue_depth": published.get("queue_depth", 0),
             "frames_held": published.get("held", 0),
             "errors": dict(errors),
-            "captures": dict(self._captures + Counter({space: len(c) for space, c in list(live.items())})),
+            "captures": dict(self._captures + live),
             "rows_queued": dict(self._rows),
         }
 
@@ -362,62 +425,18 @@ class Tap:
                 if once and self._all_sent(space, label, state, first_key):
                     return  # a clip already sent: no pooling, no copy
                 scale = float(layer.scaling[adapter]) if layer is not None else 1.0
-                host, event = to_host(pool_float32(x, _sequence_mask(kwargs, x), scale))
-                capture = _Capture(label, first_key, host, event)
-                captures = state.captures.get(space)
-                if captures is None:
-                    state.captures[space] = [capture]
-                else:
-                    captures.append(capture)
+                state.firings.append(_Firing(space, label, first_key, x, _sequence_mask(kwargs, x), scale,
+                                             x._version))
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
 
         return hook
 
-    # ------------------------------------------------------------------ building frames
-
-    def _pooled(self, space: str, captures: list[_Capture]) -> list[tuple[_Capture, np.ndarray]]:
-        """(capture, rows x dim float32) for each capture that pools to the space's size (publisher thread)."""
-        pooled = []
-        for capture in captures:
-            try:
-                pooled.append((capture, capture.pooled()))
-            except Exception as exc:
-                self._errors.record(f"pool:{space}", exc)
-        if not pooled:
-            return []
-        first = min(pooled, key=lambda item: self._binding_order.get(item[0].label, 0))
-        dim = first[1].shape[1]  # the first declared module's size wins, whatever fired first
-        kept = [item for item in pooled if item[1].shape[1] == dim]
-        if len(kept) < len(pooled):
-            odd = sorted({c.label for c, vectors in pooled if vectors.shape[1] != dim})
-            self._errors.record("dim_mismatch", ValueError(f"{space}: {', '.join(odd)} pool to a size other "
-                                                           f"than {dim}; their rows are skipped"))
-        return kept
-
     def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
         """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
         fired = state.rows_fired[label]
-        return all((space, label, _row_id(state, key)) in self._seen_frozen for key in range(first_key, fired))
-
-    def _plan_rows(self, space: str, pooled: list[tuple[_Capture, np.ndarray]], state: _StepState) -> list[_Row]:
-        """Row i of a module's firings in this step belongs to clip keys[i] (clips encoded one by one).
-
-        Runs on the publisher thread; with frozen_once it marks the rows it plans as sent."""
-        once = self.frozen_once and space in FROZEN_SPACES
-        rows, source = [], 0
-        for capture, vectors in pooled:
-            for offset in range(vectors.shape[0]):
-                key_index = capture.first_key + offset
-                if once:
-                    seen = (space, capture.label, _row_id(state, key_index))
-                    if seen in self._seen_frozen:
-                        source += 1
-                        continue
-                    self._seen_frozen.add(seen)
-                rows.append(_Row(source, key_index, capture.label))
-                source += 1
-        return rows
+        return all((space, label, row_id(state.keys, state.step, state.micro_batch, key)) in self._seen_frozen
+                   for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
         for space, labels in self.hooked.items():
@@ -433,50 +452,22 @@ class Tap:
                             ", ".join(labels))
 
 
-class _FrameBuilder:
-    """Runs on the publisher thread: waits for device copies, plans rows, builds the Frame."""
+class _PendingStep:
+    """A flushed step on its way to the publisher. Calling it (off the training thread) waits for
+    device copies and returns the ``StepRecord``; ``frames`` is how many frames the record makes."""
 
-    def __init__(self, tap: Tap, space: str, state: _StepState, captures: list[_Capture], sent_at: float):
-        self.tap, self.space, self.state, self.captures, self.sent_at = tap, space, state, captures, sent_at
+    def __init__(self, tap: Tap, state: _StepState, frames: int, sent_at: float):
+        self.tap, self.state, self.frames, self.sent_at = tap, state, frames, sent_at
 
-    def __call__(self) -> Frame | None:
-        tap, space, state = self.tap, self.space, self.state
-        pooled = tap._pooled(space, self.captures)
-        rows = tap._plan_rows(space, pooled, state)
-        if not rows:
-            return None  # every row was a frozen clip already sent
-        vectors = pooled[0][1] if len(pooled) == 1 else np.concatenate([v for _, v in pooled], axis=0)
-        frame = Frame(run=tap.run, space=space, step=state.step, vectors=to_wire(vectors[[r.source for r in rows]]),
-                      ids=[_row_id(state, r.key_index) for r in rows], micro_batch=state.micro_batch,
-                      rank=tap.rank, columns=self._columns(rows), sent_at=self.sent_at)
-        tap._frames_queued += 1
-        tap._rows[space] += len(rows)
-        return frame
-
-    def _columns(self, rows: list[_Row]) -> dict[str, list]:
-        """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
-        state = self.state
-        loss, timesteps, sample_losses = state.resolved()
-        batch = len(state.keys) if state.keys else None
-        indices = [row.key_index % batch if batch else row.key_index for row in rows]
-        columns: dict[str, list] = {}
-        if state.prompts:
-            columns["prompt"] = _pick(state.prompts, indices)
-        step_loss = loss[0] if loss is not None and len(loss) == 1 else None
-        if sample_losses is not None and len(sample_losses) != 1:
-            columns["loss"] = _pick(sample_losses, indices, step_loss)
-        elif step_loss is not None:
-            columns["loss"] = [step_loss] * len(indices)
-        if self.space == "lora" and timesteps is not None:
-            columns["timestep"] = _pick(timesteps, indices)
-        if self.space == "lora" or len({row.label for row in rows}) > 1:
-            columns["layer"] = [row.label for row in rows]
-        return columns
-
-
-def _pick(values: list, indices: list[int], default=None) -> list:
-    """values[i] for each index, ``default`` past the end."""
-    return [values[i] if i < len(values) else default for i in indices]
+    def __call__(self) -> StepRecord:
+        tap, state = self.tap, self.state
+        order = tap._binding_order
+        captures = [capture.rows(space, order.get(capture.label, 0))
+                    for space, space_captures in state.captures.items() for capture in space_captures]
+        loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
+        return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
+                          keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
+                          timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -515,19 +506,33 @@ def _sequence_mask(kwargs: Mapping[str, Any] | None, x: torch.Tensor) -> torch.T
     return None
 
 
+def _captures_by_space(state: _StepState) -> Counter[str]:
+    counts = Counter({space: len(captures) for space, captures in list(state.captures.items())})
+    counts.update(firing.space for firing in list(state.firings))
+    return counts
+
+
 def _host_values(value: Any) -> tuple[torch.Tensor, Any]:
+    """Values for the step's metadata; a CPU tensor is kept as it is and converted off the training thread."""
     if isinstance(value, torch.Tensor):
-        return to_host(value.detach().float().reshape(-1))
-    return torch.as_tensor(value, dtype=torch.float32).reshape(-1), None
+        if not value.is_cpu:
+            return to_host(value.detach().float().reshape(-1))
+        value = value.detach() if value.requires_grad else value
+        return (value.float() if value.dtype in _NO_NUMPY else value), None
+    return torch.as_tensor(value, dtype=torch.float32), None
+
+
+_NO_NUMPY = (torch.bfloat16,)  # dtypes numpy cannot view
 
 
 def _resolve(host_values: tuple[torch.Tensor, Any] | None) -> list[float] | None:
+    """Host values as floats: numpy only, no torch kernel off the training thread."""
     if host_values is None:
         return None
     host, event = host_values
     if event is not None:
         event.synchronize()
-    return host.numpy().astype(float).tolist()
+    return host.numpy().reshape(-1).astype(float).tolist()
 
 
 def _batch_field(batch: Any, name: str) -> Any:
@@ -542,12 +547,6 @@ def _strings(values: Any, limit: int) -> list[str] | None:
     if isinstance(values, (str, bytes)):
         values = [values]
     return [str(v)[:limit] for v in values]
-
-
-def _row_id(state: _StepState, key_index: int) -> str:
-    if state.keys:
-        return state.keys[key_index % len(state.keys)]
-    return f"step{state.step}-mb{state.micro_batch}-row{key_index}"
 
 
 def _without_capture(tap: Tap, method):

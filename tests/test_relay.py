@@ -1,0 +1,123 @@
+"""The relay process: frames built and sent outside the training process, and what happens when it
+cannot start, dies, or outlives its trainer."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import free_port, wait_for
+from tests.test_publisher import SubCollector, loopback
+from trainer_plugin import attach
+from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from trainer_plugin.relay import RelayPublisher
+from trainer_plugin.step_record import CaptureRows, StepRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def step(n: int, rows: int = 2, dim: int = 8) -> StepRecord:
+    vectors = np.full((rows, dim), n, dtype=np.float32)
+    return StepRecord(run="relay-test", rank=0, step=n, micro_batch=0, keys=[f"clip{i}" for i in range(rows)],
+                      prompts=None, captures=[CaptureRows("lora", "blocks.0", 0, vectors)], loss=[0.5])
+
+
+def running(pid: int) -> bool:
+    """False once ``pid`` has exited, zombie included (nobody may be left to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_steps_reach_the_collector_through_the_relay_process():
+    with SubCollector(loopback()) as collector:
+        relay = RelayPublisher(collector.endpoint)
+        pid = relay.stats()["relay_pid"]
+        for n in range(5):
+            assert relay.publish(step(n))
+        relay.wake()
+        wait_for(lambda: len(collector.rows("lora")) == 10, timeout=30)
+        relay.close()
+        relay.close()  # twice is safe
+    rows = collector.rows("lora")
+    assert sorted({row["step"] for row in rows}) == [0, 1, 2, 3, 4]
+    assert all(np.all(row["vector"] == row["step"]) for row in rows)
+    stats = relay.stats()
+    assert (stats["sent"], stats["dropped"], stats["errors"]) == (5, 0, {})
+    assert not running(pid)
+    assert not relay.publish(step(9)) and relay.stats()["dropped"] == 1  # closed: refused and counted
+
+
+def test_the_tap_sends_through_a_relay_process_by_default():
+    pipeline = build_pipeline(batch_size=2)
+    pipeline.plot_step = lambda batch, batch_idx: None
+    songs = SyntheticSongs(n_clips=4)
+    with SubCollector(loopback()) as collector:
+        tap = attach(pipeline, endpoint=collector.endpoint, run="relayed")
+        assert isinstance(tap._publisher, RelayPublisher)
+        for n in range(2):
+            batch = collate([songs[2 * n], songs[2 * n + 1]])
+            with tap.step(n, 0, batch):
+                loss = pipeline.training_step(batch, n)
+            loss.backward()
+        tap.close()
+        wait_for(lambda: len(collector.rows("lora")) == 12, timeout=30)
+    stats = tap.stats()
+    assert stats["frames_sent"] == stats["frames_queued"] == 6 and stats["frames_dropped"] == 0, stats
+    assert sorted(row["id"] for row in collector.rows("latent")) == sorted(songs[i]["key"] for i in range(4))
+
+
+def test_a_relay_that_cannot_start_costs_dropped_frames_not_an_error():
+    relay = RelayPublisher(loopback(), python="/bin/false")  # the child exits at once
+    wait_for(lambda: "relay_exited" in relay.stats()["errors"], timeout=30)
+    assert not relay.publish(step(0))
+    relay.close()
+    assert relay.stats()["dropped"] == 1
+
+
+def test_a_relay_killed_mid_run_is_counted_and_later_frames_are_dropped():
+    with SubCollector(loopback()) as collector:
+        relay = RelayPublisher(collector.endpoint)
+        relay.publish(step(0))
+        relay.wake()
+        wait_for(lambda: collector.rows("lora"), timeout=30)
+        os.kill(relay.stats()["relay_pid"], signal.SIGKILL)
+        wait_for(lambda: "relay_exited" in relay.stats()["errors"], timeout=30)
+        refused = sum(not relay.publish(step(n)) for n in range(1, 4))
+        relay.close()
+    assert refused == 3 and relay.stats()["dropped"] >= 3
+
+
+def test_the_relay_exits_when_its_training_process_is_killed(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from trainer_plugin.relay import RelayPublisher
+        relay = RelayPublisher("tcp://127.0.0.1:{free_port()}")
+        print(relay.stats()["relay_pid"], flush=True)
+        time.sleep(120)
+    """)
+    trainer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(trainer.stdout.readline())
+        assert running(pid)
+        trainer.kill()
+        trainer.wait(10)
+        wait_for(lambda: not running(pid), timeout=20)
+    finally:
+        trainer.kill()
+        trainer.wait(10)
+
+
+def test_bad_settings_are_errors_when_the_relay_is_made():
+    with pytest.raises(ValueError, match="unknown publisher option"):
+        RelayPublisher(loopback(), colour="red")
+    with pytest.raises(ValueError, match="cannot connect"):
+        RelayPublisher("tcp://nowhere")
+    with pytest.raises(ValueError, match="cannot start the relay process.*sender='thread'"):
+        RelayPublisher(loopback(), python="/nonexistent/python")

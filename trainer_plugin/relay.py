@@ -1,0 +1,321 @@
+"""Send frames from a separate process, so that building and encoding them never holds the
+training process's GIL.
+
+A training loop on small tensors is mostly Python, so any Python work in the same process, even
+on another thread, delays it about one for one. ``RelayPublisher`` therefore keeps only the
+cheapest part in the trainer: a thread that waits for device copies and, every ``batch_s``,
+forwards the steps queued meanwhile (``encode_records``: one JSON header plus one float32 buffer)
+over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. The child runs the ordinary
+``Publisher``: frame building, merging, encoding, replay and the collector connection. It reports
+its counters back every ``STATS_S``, and once more after its final drain on ``close``.
+
+The child exits when asked or when its parent process is gone. A child that dies or never starts
+is logged once and counted (its frames count as dropped); the trainer goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from trainer_plugin.publisher import CURVE_ENV, WAKE_ITEMS, ErrorLog, Item, Publisher, frame_count
+from trainer_plugin.step_record import StepRecord, decode_records, encode_records
+
+log = logging.getLogger("acestep_viz")
+
+STATS_S = 0.5  # how often the child reports its counters: often enough for a live view, rarely enough to cost nothing
+START_TIMEOUT_S = 30.0  # the child imports numpy and zmq: well under a second, unless the disk is cold
+LINK_HWM = 2000  # steps on their way to the child; a stuck child costs drops, never a blocked trainer
+PARENT_CHECK_S = 1.0
+RELAY_NICENESS = 10
+PUBLISHER_OPTIONS = ("sndhwm", "queue_size", "frozen_spaces", "frozen_cache_rows", "pending_size", "drain_s",
+                     "linger_ms", "poll_s", "batch_s", "curve_dir")
+STEPS, STEPS_NOW, CLOSE, HELLO, STATS = b"steps", b"steps-now", b"close", b"hello", b"stats"
+
+
+class RelayPublisher:
+    """``Publisher``'s interface, with the work done in a child process. A context manager."""
+
+    def __init__(self, endpoint: str, *, queue_size: int = 256, batch_s: float = 0.25, drain_s: float = 1.0,
+                 python: str = sys.executable, **options: Any):
+        unknown = sorted(set(options) - set(PUBLISHER_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown publisher option(s) {', '.join(unknown)}; known: {', '.join(PUBLISHER_OPTIONS)}")
+        context = zmq.Context.instance()
+        # the endpoint and CurveZMQ keys are checked here, so that a mistake is an error at attach
+        curve_dir = options.get("curve_dir") or os.environ.get(CURVE_ENV) or None
+        Publisher._connect(context, endpoint, 1, curve_dir).close(linger=0)
+        self.endpoint = endpoint
+        self.errors = ErrorLog()
+        self._items: deque = deque()
+        self._queue_size, self._batch_s, self._drain_s = queue_size, batch_s, drain_s
+        self._queued = self._dropped = 0
+        self._child_stats: dict = {}
+        self._linked = False
+        self._dead = False  # the child died or never started: every frame from now on counts as dropped
+        self._closed = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._link = context.socket(zmq.PAIR)
+        self._link.setsockopt(zmq.LINGER, 0)
+        self._link.setsockopt(zmq.SNDHWM, LINK_HWM)
+        port = self._link.bind_to_random_port("tcp://127.0.0.1")
+        child_options = {**options, "queue_size": queue_size, "batch_s": batch_s, "drain_s": drain_s}
+        try:
+            self._child = _start_child(python, f"tcp://127.0.0.1:{port}", endpoint, child_options)
+        except ValueError:
+            self._link.close(linger=0)
+            raise
+        self._started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="acestep-viz-relay", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def publish(self, item: Item) -> bool:
+        """Queue a step (or frame) for the child. Never blocks; returns False if it was dropped."""
+        if self._closed or self._dead or len(self._items) >= self._queue_size:
+            self._dropped += frame_count(item)
+            return False
+        self._items.append(item)
+        self._queued += 1
+        if len(self._items) == WAKE_ITEMS:
+            self._wake.set()
+        return True
+
+    def wake(self) -> None:
+        """Forward what is queued now, and have the child send it, rather than at the next batch."""
+        self._wake.set()
+
+    def stats(self) -> dict:
+        child = dict(self._child_stats)
+        errors = dict(child.get("errors", {}))
+        for kind, count in self.errors.as_dict().items():
+            errors[kind] = errors.get(kind, 0) + count
+        return {
+            "queued": self._queued,
+            "sent": child.get("sent", 0),
+            "dropped": self._dropped + child.get("dropped", 0),
+            "resent": child.get("resent", 0),
+            "queue_depth": len(self._items) + child.get("queue_depth", 0),
+            "held": child.get("held", 0),
+            "subscribed": child.get("subscribed", False),
+            "errors": errors,
+            "relay_pid": self._child.pid,
+        }
+
+    def close(self, timeout: float | None = None) -> None:
+        """Forward what is queued, let the child drain for up to ``drain_s`` and report; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout if timeout is not None else self._drain_s + START_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("acestep_viz: relay thread did not stop in time; leaving it (daemon)")
+            return
+        self._link.close(linger=0)
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+
+    def __enter__(self) -> "RelayPublisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ relay thread
+
+    def _run(self) -> None:
+        # Each system call costs tens of microseconds on a busy machine and may hold the GIL, so a
+        # turn makes one (the send); reports and the child's health are read once per STATS_S.
+        woken, last_check = False, 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if not self._linked or now - last_check >= STATS_S:
+                    last_check = now
+                    self._receive()
+                    if not self._linked and now - self._started_at > START_TIMEOUT_S:
+                        self._child.kill()
+                    if self._child_gone():
+                        self._give_up("the relay process exited" if self._linked
+                                      else "the relay process did not start")
+                        return
+                if self._linked:
+                    self._forward(woken)
+                woken = self._wake.wait(self._batch_s if self._linked else 0.05)
+                self._wake.clear()
+            self._finish()
+        except Exception as exc:  # the thread must end cleanly whatever happens
+            self.errors.record("relay_thread", exc)
+            self._drop_queued()
+
+    def _receive(self, timeout_ms: int = 0) -> bool:
+        """Read what the child sent; True once its final report after a close has arrived."""
+        final = False
+        while self._link.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            parts = self._link.recv_multipart()
+            if parts[0] == HELLO:
+                self._linked = True
+            elif parts[0] == STATS and len(parts) == 3:
+                self._child_stats = json.loads(parts[1])
+                final = final or parts[2] == b"final"
+        return final
+
+    def _forward(self, woken: bool = False) -> None:
+        """Send everything queued as one link message; ``woken``: the child sends it on at once too."""
+        records, frames = [], 0
+        while self._items:
+            item = self._items.popleft()
+            try:
+                value = item() if callable(item) else item
+                if value is None:
+                    continue
+                if not isinstance(value, StepRecord):
+                    raise TypeError(f"the relay forwards step records, not {type(value).__name__}")
+            except Exception as exc:
+                self.errors.record("relay_forward", exc)
+                self._dropped += frame_count(item)
+                continue
+            records.append(value)
+            frames += frame_count(item)
+        if not records:
+            return
+        try:
+            self._link.send_multipart([STEPS_NOW if woken else STEPS, *encode_records(records)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._dropped += frames  # the child is stuck: count, never wait
+        except Exception as exc:
+            self.errors.record("relay_forward", exc)
+            self._dropped += frames
+
+    def _finish(self) -> None:
+        if not self._linked:
+            self._drop_queued()
+            return
+        self._forward()
+        try:
+            self._link.send_multipart([CLOSE], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # a stuck child: it is killed below, its frames count as dropped
+        deadline = time.monotonic() + self._drain_s + 5.0
+        while time.monotonic() < deadline and not self._child_gone():
+            if self._receive(timeout_ms=100):
+                break
+        try:
+            self._child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.errors.record("relay_close", TimeoutError("the relay process did not finish its drain"))
+
+    def _child_gone(self) -> bool:
+        return self._child.poll() is not None
+
+    def _give_up(self, why: str) -> None:
+        code = self._child.poll()
+        self.errors.record("relay_exited", RuntimeError(f"{why} (exit code {code}); frames are counted as dropped"))
+        self._linked = False
+        self._dead = True
+        self._drop_queued()
+
+    def _drop_queued(self) -> None:
+        while self._items:
+            self._dropped += frame_count(self._items.popleft())
+
+
+def _start_child(python: str, link: str, endpoint: str, options: dict) -> subprocess.Popen:
+    """Start ``main`` in a child Python. The folder this package was imported from goes at the end of
+    the child's sys.path: it finds the package even when it is not installed, and shadows nothing."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    bootstrap = "import sys; sys.path.append(sys.argv.pop(1)); from trainer_plugin.relay import main; sys.exit(main())"
+    command = [python, "-c", bootstrap, package_root, "--link", link, "--endpoint", endpoint,
+               "--parent", str(os.getpid()), "--options", json.dumps(options)]
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ValueError(f"cannot start the relay process with {python!r}: {exc}; sender='thread' sends "
+                         "from a thread of this process instead") from None
+
+
+# ---------------------------------------------------------------------------- the child process
+
+def serve(link_endpoint: str, endpoint: str, parent: int, options: dict) -> int:
+    """The child's loop: records in, frames out to the collector, counters back to the parent."""
+    errors = ErrorLog()
+    link = zmq.Context.instance().socket(zmq.PAIR)
+    link.setsockopt(zmq.LINGER, 2000)
+    link.connect(link_endpoint)
+    link.send_multipart([HELLO])
+    decoded_errors = 0
+    with Publisher(endpoint, **options) as publisher:
+        last_report = last_parent_check = time.monotonic()
+        while True:
+            if link.poll(int(STATS_S * 1000), zmq.POLLIN):
+                parts = link.recv_multipart()
+                if parts[0] == CLOSE:
+                    break
+                if parts[0] in (STEPS, STEPS_NOW) and len(parts) == 3:
+                    try:
+                        for record in decode_records(parts[1], parts[2]):
+                            publisher.publish(record)
+                    except ValueError as exc:
+                        errors.record("relay_link", exc)
+                        decoded_errors += 1
+                    if parts[0] == STEPS_NOW:
+                        publisher.wake()
+            now = time.monotonic()
+            if now - last_parent_check >= PARENT_CHECK_S:
+                last_parent_check = now
+                if os.getppid() != parent:
+                    log.warning("acestep_viz relay: the training process is gone; sending what is left and exiting")
+                    break
+            if now - last_report >= STATS_S:
+                last_report = now
+                _report(link, publisher, errors, decoded_errors, final=False)
+    _report(link, publisher, errors, decoded_errors, final=True)
+    link.close()
+    return 0
+
+
+def _report(link: zmq.Socket, publisher: Publisher, errors: ErrorLog, link_errors: int, final: bool) -> None:
+    stats = publisher.stats()
+    stats["errors"] = {**stats.get("errors", {}), **errors.as_dict()}
+    stats["dropped"] = stats.get("dropped", 0) + link_errors
+    try:
+        link.send_multipart([STATS, json.dumps(stats).encode(), b"final" if final else b""], flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass  # the parent reads reports as they come; a missed one is replaced by the next
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer_plugin.relay",
+                                     description="acestep-viz relay: started by the trainer plugin, not by hand.")
+    parser.add_argument("--link", required=True)
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--options", default="{}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s acestep_viz relay %(levelname)s %(message)s")
+    if hasattr(os, "nice"):
+        os.nice(RELAY_NICENESS)  # background work: when cores are short, the training process goes first
+    options = json.loads(args.options)
+    if "frozen_spaces" in options:
+        options["frozen_spaces"] = tuple(options["frozen_spaces"])
+    return serve(args.link, args.endpoint, args.parent, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

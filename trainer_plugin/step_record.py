@@ -1,0 +1,257 @@
+"""One training step's captures as plain data, and the frames built from it.
+
+The tap hands each step to its publisher as a ``StepRecord``: per hook firing, its pooled rows
+(float32, host memory) and where they sit among the clip keys, plus the step's metadata. Turning
+a record into wire frames (size check, row planning, per-row metadata) is ``build_frames``, a pure
+function that runs wherever the publisher does its work, by default in a separate process
+(``relay``). ``encode_records`` / ``decode_records`` carry records to that process: a JSON header and
+one float32 payload, never pickle. This module imports neither torch nor zmq.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from collector.protocol import MAX_NAME_CHARS, MAX_TEXT_CHARS, SPACES, Frame
+
+LINK_VERSION = 1
+MAX_LINK_BYTES = 256 << 20
+FLOAT16_MAX = 65504.0
+
+
+class CaptureRows(NamedTuple):
+    """One hook firing's pooled rows."""
+
+    space: str
+    label: str
+    first_key: int  # its first row's index among the rows its module produced this step
+    vectors: np.ndarray  # (rows, dim) float32
+    order: int = 0  # the module's place among the declared ones: the first declared size wins a space
+    keep: tuple[int, ...] | None = None  # row offsets to send (frozen clips already sent are left out); None: all
+
+
+@dataclass
+class StepRecord:
+    run: str
+    rank: int
+    step: int
+    micro_batch: int
+    keys: list[str] | None
+    prompts: list[str] | None
+    captures: list[CaptureRows]
+    loss: list[float] | None = None
+    timesteps: list[float] | None = None
+    sample_losses: list[float] | None = None
+    sent_at: float = 0.0
+
+
+class _Row(NamedTuple):
+    source: int  # row index in the concatenation of the space's captures
+    key_index: int
+    label: str
+
+
+def build_frames(record: StepRecord, errors: Any) -> list[Frame]:
+    """One frame per space with rows; ``errors.record(kind, exc)`` hears about captures left out."""
+    by_space: dict[str, list[CaptureRows]] = {}
+    for capture in record.captures:
+        by_space.setdefault(capture.space, []).append(capture)
+    frames = []
+    for space, captures in by_space.items():
+        frame = _space_frame(record, space, _same_size(space, captures, errors))
+        if frame is not None:
+            frames.append(frame)
+    return frames
+
+
+def row_id(keys: Sequence[str] | None, step: int, micro_batch: int, key_index: int) -> str:
+    """Row i of a module's firings in a step belongs to clip keys[i] (clips encoded one by one)."""
+    if keys:
+        return keys[key_index % len(keys)]
+    return f"step{step}-mb{micro_batch}-row{key_index}"
+
+
+def to_wire(pooled: np.ndarray) -> np.ndarray:
+    """Clamp to float16's range, then convert: one large activation cannot turn a row into Inf."""
+    return np.clip(pooled, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def _same_size(space: str, captures: list[CaptureRows], errors: Any) -> list[CaptureRows]:
+    dim = min(captures, key=lambda c: c.order).vectors.shape[1]  # the first declared module's size wins
+    kept = [c for c in captures if c.vectors.shape[1] == dim]
+    if len(kept) < len(captures):
+        odd = sorted({c.label for c in captures if c.vectors.shape[1] != dim})
+        errors.record("dim_mismatch", ValueError(f"{space}: {', '.join(odd)} pool to a size other "
+                                                 f"than {dim}; their rows are skipped"))
+    return kept
+
+
+def _space_frame(record: StepRecord, space: str, captures: list[CaptureRows]) -> Frame | None:
+    rows, source = [], 0
+    for capture in captures:
+        count = capture.vectors.shape[0]
+        offsets = range(count) if capture.keep is None else capture.keep
+        rows.extend(_Row(source + offset, capture.first_key + offset, capture.label) for offset in offsets)
+        source += count
+    if not rows:
+        return None
+    vectors = captures[0].vectors if len(captures) == 1 else np.concatenate([c.vectors for c in captures])
+    if len(rows) < vectors.shape[0]:
+        vectors = vectors[[row.source for row in rows]]
+    ids = [row_id(record.keys, record.step, record.micro_batch, row.key_index) for row in rows]
+    return Frame(run=record.run, space=space, step=record.step, vectors=to_wire(vectors), ids=ids,
+                 micro_batch=record.micro_batch, rank=record.rank, columns=_columns(record, space, rows),
+                 sent_at=record.sent_at)
+
+
+def _columns(record: StepRecord, space: str, rows: list[_Row]) -> dict[str, list]:
+    """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
+    batch = len(record.keys) if record.keys else None
+    indices = [row.key_index % batch if batch else row.key_index for row in rows]
+    columns: dict[str, list] = {}
+    if record.prompts:
+        columns["prompt"] = _pick(record.prompts, indices)
+    loss, sample_losses = record.loss, record.sample_losses
+    step_loss = loss[0] if loss is not None and len(loss) == 1 else None
+    if sample_losses is not None and len(sample_losses) != 1:
+        columns["loss"] = _pick(sample_losses, indices, step_loss)
+    elif step_loss is not None:
+        columns["loss"] = [step_loss] * len(indices)
+    if space == "lora" and record.timesteps is not None:
+        columns["timestep"] = _pick(record.timesteps, indices)
+    if space == "lora" or len({row.label for row in rows}) > 1:
+        columns["layer"] = [row.label for row in rows]
+    return columns
+
+
+def _pick(values: list, indices: list[int], default=None) -> list:
+    """values[i] for each index, ``default`` past the end."""
+    return [values[i] if i < len(values) else default for i in indices]
+
+
+# ---------------------------------------------------------------------------- the link to the relay
+
+def encode_records(records: Sequence[StepRecord]) -> list[bytes]:
+    """[header, payload] for a batch of steps: their fields as JSON, all their rows as one float32 buffer."""
+    steps = [_step_header(record) for record in records]
+    payload = b"".join(np.ascontiguousarray(c.vectors, dtype=np.float32).tobytes()
+                       for record in records for c in record.captures)
+    return [json.dumps({"v": LINK_VERSION, "steps": steps}, separators=(",", ":")).encode(), payload]
+
+
+def decode_records(header_bytes: bytes, payload: bytes | memoryview) -> list[StepRecord]:
+    """The records ``encode_records`` wrote. Raises ValueError on anything malformed."""
+    if len(header_bytes) > MAX_LINK_BYTES or len(payload) > MAX_LINK_BYTES:
+        raise ValueError("link message too large")
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable link header: {exc}") from None
+    if not isinstance(header, dict) or header.get("v") != LINK_VERSION:
+        raise ValueError(f"link header is not a version-{LINK_VERSION} object")
+    flat = np.frombuffer(payload, dtype=np.float32)
+    records, start = [], 0
+    for step in _list(header, "steps"):
+        if not isinstance(step, dict):
+            raise ValueError("a link step is not an object")
+        captures = []
+        for raw in _list(step, "captures"):
+            capture = _capture(raw, flat, start)
+            captures.append(capture)
+            start += capture.vectors.size
+        records.append(_record(step, captures))
+    if start != flat.size:
+        raise ValueError(f"link payload holds {flat.size} values, the captures {start}")
+    return records
+
+
+def _step_header(record: StepRecord) -> dict:
+    captures = [{"space": c.space, "label": c.label, "first_key": c.first_key, "rows": int(c.vectors.shape[0]),
+                 "dim": int(c.vectors.shape[1]), "order": c.order,
+                 "keep": list(c.keep) if c.keep is not None else None} for c in record.captures]
+    return {"run": record.run, "rank": record.rank, "step": record.step, "micro_batch": record.micro_batch,
+            "keys": record.keys, "prompts": record.prompts, "loss": _finite(record.loss),
+            "timesteps": _finite(record.timesteps), "sample_losses": _finite(record.sample_losses),
+            "sent_at": record.sent_at, "captures": captures}
+
+
+def _record(step: dict, captures: list[CaptureRows]) -> StepRecord:
+    return StepRecord(run=_text(step, "run", MAX_NAME_CHARS), rank=_int(step, "rank"), step=_int(step, "step"),
+                      micro_batch=_int(step, "micro_batch"), keys=_strings(step, "keys", MAX_NAME_CHARS),
+                      prompts=_strings(step, "prompts", MAX_TEXT_CHARS), captures=captures,
+                      loss=_numbers(step, "loss"), timesteps=_numbers(step, "timesteps"),
+                      sample_losses=_numbers(step, "sample_losses"), sent_at=_float(step, "sent_at"))
+
+
+def _capture(raw: Any, flat: np.ndarray, start: int) -> CaptureRows:
+    if not isinstance(raw, dict):
+        raise ValueError("a link capture is not an object")
+    space, rows, dim = raw.get("space"), _int(raw, "rows"), _int(raw, "dim")
+    if space not in SPACES:
+        raise ValueError(f"link capture space {space!r} is not one of {SPACES}")
+    if rows < 0 or dim < 1 or start + rows * dim > flat.size:
+        raise ValueError(f"link capture of {rows} x {dim} does not fit the payload")
+    keep = raw.get("keep")
+    if keep is not None and not (isinstance(keep, list) and all(_is_int(k) and 0 <= k < rows for k in keep)):
+        raise ValueError("link capture keep must list row offsets")
+    return CaptureRows(space, _text(raw, "label", MAX_NAME_CHARS), _int(raw, "first_key"),
+                       flat[start:start + rows * dim].reshape(rows, dim), _int(raw, "order"),
+                       tuple(keep) if keep is not None else None)
+
+
+def _finite(values: list[float] | None) -> list[float | None] | None:
+    return None if values is None else [v if math.isfinite(v) else None for v in values]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(header: dict, key: str) -> int:
+    value = header.get(key)
+    if not _is_int(value):
+        raise ValueError(f"link field {key!r} must be an integer")
+    return value
+
+
+def _float(header: dict, key: str) -> float:
+    value = header.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"link field {key!r} must be a number")
+    return float(value)
+
+
+def _text(header: dict, key: str, limit: int) -> str:
+    value = header.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(f"link field {key!r} must be a string of at most {limit} characters")
+    return value
+
+
+def _list(header: dict, key: str) -> list:
+    value = header.get(key)
+    if not isinstance(value, list):
+        raise ValueError(f"link field {key!r} must be a list")
+    return value
+
+
+def _strings(header: dict, key: str, limit: int) -> list[str] | None:
+    if header.get(key) is None:
+        return None
+    values = _list(header, key)
+    if not all(isinstance(v, str) and len(v) <= limit for v in values):
+        raise ValueError(f"link field {key!r} must list strings of at most {limit} characters")
+    return values
+
+
+def _numbers(header: dict, key: str) -> list[float] | None:
+    if header.get(key) is None:
+        return None
+    values = _list(header, key)
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        raise ValueError(f"link field {key!r} must list numbers")
+    return [math.nan if v is None else float(v) for v in values]
