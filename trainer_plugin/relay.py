@@ -35,7 +35,8 @@ log = logging.getLogger("acestep_viz")
 
 STATS_S = 0.5  # how often the child reports its counters: often enough for a live view, rarely enough to cost nothing
 START_TIMEOUT_S = 30.0  # the child imports numpy and zmq: well under a second, unless the disk is cold
-LINK_HWM = 2000  # steps on their way to the child; a stuck child costs drops, never a blocked trainer
+MESSAGE_STEPS = 64  # steps per link message: a backlog after a stall goes in pieces the child can take
+LINK_HWM = 2000  # link messages on their way to the child; a stuck child costs drops, never a blocked trainer
 PARENT_CHECK_S = 1.0
 RELAY_NICENESS = 10
 PUBLISHER_OPTIONS = ("sndhwm", "queue_size", "frozen_spaces", "frozen_cache_rows", "pending_size", "drain_s",
@@ -177,7 +178,8 @@ class RelayPublisher:
         return final
 
     def _forward(self, woken: bool = False) -> None:
-        """Send everything queued as one link message; ``woken``: the child sends it on at once too."""
+        """Send what is queued, up to ``MESSAGE_STEPS`` steps per link message; ``woken``: the child
+        sends it on at once too."""
         records, frames = [], 0
         while self._items:
             item = self._items.popleft()
@@ -193,8 +195,13 @@ class RelayPublisher:
                 continue
             records.append(value)
             frames += frame_count(item)
-        if not records:
-            return
+            if len(records) == MESSAGE_STEPS:
+                self._send(records, frames, woken)
+                records, frames = [], 0
+        if records:
+            self._send(records, frames, woken)
+
+    def _send(self, records: list[StepRecord], frames: int, woken: bool) -> None:
         try:
             self._link.send_multipart([STEPS_NOW if woken else STEPS, *encode_records(records)], flags=zmq.NOBLOCK)
         except zmq.Again:

@@ -1,13 +1,15 @@
 """Trainer overhead: twin training-step time with the tap off, ours on, and the seed-style hooks.
 
 All capture the same modules (latent encoder per clip, text encoder, three LoRA layers). "ours"
-captures every space every step (``frozen_once=False``, the worst case); "default" runs the
-default settings, where the frozen spaces (latent, prompt) are sent once per clip and a clip
-already sent costs no pooling, so after the first epoch only the LoRA layers cost anything.
+captures every space every step (``frozen_once=False``, the worst case) with the default sender,
+the relay process; "thread" is the same with ``sender="thread"`` (frames built and sent by a
+thread of the training process); "default" runs the default settings, where the frozen spaces
+(latent, prompt) are sent once per clip and a clip already sent costs no pooling, so after the
+first epoch only the LoRA layers cost anything.
 
 Each round runs one step of each mode, in random order, all on the same batch, so the slow
 phases of a noisy machine (its speed drifts by tens of percent over seconds) cancel out. Part
-of the tap's work runs after the step, on the publisher thread, which wakes every ``batch_s``
+of the tap's work runs after the step, on the sender's thread, which wakes every ``batch_s``
 (0.25 s: about three of the twin's steps) and handles those steps together. To charge that work
 to its own mode, a mode's frames are held and handed to the publisher, which is woken, at the
 start of every ``--batch-steps``-th step of that mode. The overhead is the median over groups of
@@ -34,7 +36,9 @@ import zmq
 from common import pause_projections, quiet_collector, record
 from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from trainer_plugin.presets import FROZEN_SPACES
 from trainer_plugin.publisher import Publisher
+from trainer_plugin.relay import RelayPublisher
 
 
 class Batched:
@@ -142,11 +146,13 @@ def main(rounds: int = 450, batch_steps: int = 3) -> dict:
     pipeline.log = lambda *a, **k: None  # no Trainer attached in this hand-written loop
     optimizer = torch.optim.AdamW([p for p in pipeline.parameters() if p.requires_grad], lr=1e-4)
     batches = make_batches(64)
-    times = {"off": [], "ours": [], "default": [], "seed": []}
+    times = {"off": [], "ours": [], "default": [], "thread": [], "seed": []}
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round
-    with quiet_collector() as collector, Publisher(collector.ingest) as publisher:
+    with quiet_collector() as collector, RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as publisher, \
+            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as in_process:
         pause_projections(collector)
-        held = {"ours": Batched(publisher, batch_steps), "default": Batched(publisher, batch_steps)}
+        held = {"ours": Batched(publisher, batch_steps), "default": Batched(publisher, batch_steps),
+                "thread": Batched(in_process, batch_steps)}
         probe = attach(pipeline, run="bench-probe", publisher=held["ours"])
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
         probe.close()
@@ -159,8 +165,8 @@ def main(rounds: int = 450, batch_steps: int = 3) -> dict:
             batch = batches[step % len(batches)]
             for mode in modes:
                 tap = seed = None
-                if mode == "ours":
-                    tap = attach(pipeline, run="bench-overhead", frozen_once=False, publisher=held[mode])
+                if mode in ("ours", "thread"):
+                    tap = attach(pipeline, run=f"bench-overhead-{mode}", frozen_once=False, publisher=held[mode])
                 elif mode == "default":
                     # A run keeps one tap; here each round attaches its own (so that "off" steps run
                     # without hooks), and the new tap takes over what the earlier ones already sent.
@@ -175,20 +181,22 @@ def main(rounds: int = 450, batch_steps: int = 3) -> dict:
                     seed.close()
         for holder in held.values():
             holder.release()
-        time.sleep(0.5)
+        time.sleep(1.0)
         sent = publisher.stats()
     med = {mode: statistics.median(v) for mode, v in times.items()}
-    ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "seed")}
+    ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "thread", "seed")}
     low, high = bootstrap_ci(ratios["ours"])
     results = {
         "overhead_step_ms_off": round(1000 * med["off"], 2),
         "overhead_step_ms_ours": round(1000 * med["ours"], 2),
         "overhead_step_ms_default": round(1000 * med["default"], 2),
+        "overhead_step_ms_thread": round(1000 * med["thread"], 2),
         "overhead_step_ms_seed": round(1000 * med["seed"], 2),
         "overhead_pct": round(median_pct(ratios["ours"]), 2),
         "overhead_pct_ci95_low": low,
         "overhead_pct_ci95_high": high,
         "overhead_pct_default": round(median_pct(ratios["default"]), 2),
+        "overhead_pct_thread": round(median_pct(ratios["thread"]), 2),
         "seed_overhead_pct": round(median_pct(ratios["seed"]), 2),
         "overhead_steps_per_mode": len(times["off"]),
         "overhead_steps_per_sender_batch": batch_steps,

@@ -2,6 +2,8 @@
 
 Ours: the trainer plugin's Publisher (background thread, XPUB, raw float16 frames of 6 rows:
 3 LoRA layers x batch 2) into a real collector process, until its stats count every row.
+Relay: the trainer's default path, the same rows as one step record each (float32, as pooled)
+through the RelayPublisher's link to its child process, which builds and publishes the frames.
 Seed-style: one JSON message per vector built with `.tolist()`, sent over a PUB socket to a
 receiver process that `json.loads` it and makes a numpy array, until it has them all.
 Same vectors, same machine, same run.
@@ -29,6 +31,8 @@ from common import HERE, pause_projections, quiet_collector, query, record
 from collector.protocol import Frame
 from support import child_env, free_port, wait_for
 from trainer_plugin.publisher import Publisher
+from trainer_plugin.relay import RelayPublisher
+from trainer_plugin.step_record import CaptureRows, StepRecord
 
 DIM = 2560
 ROWS_PER_FRAME = 6
@@ -67,6 +71,34 @@ def ours(vectors: np.ndarray, buffer_size: int | None = None) -> float:
     return len(vectors) / elapsed
 
 
+def records(vectors: np.ndarray) -> list[StepRecord]:
+    return [StepRecord(run="bench-transport", rank=0, step=start // ROWS_PER_FRAME, micro_batch=0,
+                       keys=["clip0", "clip1"], prompts=None, loss=[0.1], timesteps=[500.0, 500.0],
+                       captures=[CaptureRows("lora", f"block{layer}.attn.to_out.0", 0,
+                                             vectors[start + 2 * layer:start + 2 * layer + 2].astype(np.float32),
+                                             order=layer) for layer in range(3)])
+            for start in range(0, len(vectors) - ROWS_PER_FRAME + 1, ROWS_PER_FRAME)]
+
+
+def relayed(vectors: np.ndarray, buffer_size: int | None = None) -> float:
+    steps = records(vectors)
+    rows = len(steps) * ROWS_PER_FRAME
+    with quiet_collector(["--buffer-size", str(buffer_size)] if buffer_size else []) as collector:
+        pause_projections(collector)
+        with RelayPublisher(collector.ingest, queue_size=len(steps), pending_size=len(steps)) as relay:
+            wait_for(lambda: relay.stats()["subscribed"], timeout=30)
+            started = time.perf_counter()
+            for step in steps:
+                relay.publish(step)
+            relay.wake()
+            received = lambda: query(collector.query, {"op": "stats"})["runs"].get("bench-transport", {}).get(
+                "lora", {}).get("received", 0)
+            wait_for(lambda: received() >= rows, timeout=300, interval=0.02)
+            elapsed = time.perf_counter() - started
+    print(f"relay: {elapsed:.2f} s for {rows} vectors", flush=True)
+    return rows / elapsed
+
+
 def seed(vectors: np.ndarray) -> float:
     port = free_port()
     receiver = subprocess.Popen([sys.executable, str(HERE / "transport.py"), "--seed-receiver", str(port),
@@ -102,9 +134,12 @@ def seed_receiver(port: int, expected: int) -> None:
 def main(n_vectors: int, n_seed: int, buffer_size: int | None = None) -> dict:
     vectors = make_vectors(max(n_vectors, n_seed))
     ours_rate = ours(vectors[:n_vectors], buffer_size)
+    relay_rate = relayed(vectors[:n_vectors], buffer_size)
     seed_rate = seed(vectors[:n_seed])
     results = {"transport_vectors_per_s_ours": round(ours_rate), "transport_vectors_per_s_seed": round(seed_rate),
                "transport_ratio": round(ours_rate / seed_rate, 1), "transport_dim": DIM,
+               "transport_vectors_per_s_relay": round(relay_rate),
+               "transport_ratio_relay": round(relay_rate / seed_rate, 1),
                "transport_buffer_size": buffer_size or "default", "ingest_vectors_per_s": round(ours_rate)}
     print(json.dumps(results))
     return results
