@@ -158,6 +158,25 @@ def test_frozen_spaces_are_published_once_per_clip(fast, songs, frozen_once):
     assert [f.step for f in frames_of(publisher, "lora")] == [0, 1, 2]  # LoRA outputs evolve: every step
 
 
+class RefusesFirst(MemoryPublisher):
+    """A publisher whose queue is full for the first step only."""
+
+    def publish(self, item):
+        if not hasattr(self, "refused"):
+            self.refused = True
+            return False
+        return super().publish(item)
+
+
+def test_clips_of_a_step_the_publisher_refused_are_sent_with_a_later_step(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast, publisher=RefusesFirst())
+    with tap:
+        for step in range(2):
+            train_step(fast, tap, batch, step=step)
+    assert [(f.step, f.ids) for f in frames_of(publisher, "latent")] == [(1, batch["keys"])]
+
+
 def test_clips_already_sent_cost_no_pooling_in_frozen_spaces(fast, songs):
     first, overlapping = batch_of(songs, [0, 1, 2]), batch_of(songs, [2, 3, 4])
     tap, publisher = monitor(fast)

@@ -281,9 +281,12 @@ class Tap:
         try:
             self._steps_captured += 1
             self._warn_if_silent(state)
-            rows = self._mark_frozen(state)
+            rows, marked = self._mark_frozen(state)
             pending = _PendingStep(self, state, sum(1 for n in rows.values() if n), time.time())
-            if not pending.frames or not self._publisher.publish(pending):
+            if not pending.frames:
+                return 0
+            if not self._publisher.publish(pending):
+                self._seen_frozen.difference_update(marked)  # refused: those clips are still to be sent
                 return 0
             self._frames_queued += pending.frames
             self._rows.update({space: n for space, n in rows.items() if n})
@@ -292,10 +295,11 @@ class Tap:
             self._errors.record("flush", exc)
             return 0
 
-    def _mark_frozen(self, state: _StepState) -> dict[str, int]:
-        """Rows to send per space. With frozen_once, a frozen space's rows whose clip was sent already are
-        left out (``keep``) and the new ones marked sent, so later firings skip pooling in the hook."""
-        rows = {}
+    def _mark_frozen(self, state: _StepState) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
+        """Rows to send per space, and the frozen rows marked sent. With frozen_once, a frozen space's rows
+        whose clip was sent already are left out (``keep``) and the new ones marked sent, so that later
+        firings for those clips return at once in the hook."""
+        rows, marked = {}, []
         for space, captures in state.captures.items():
             if not (self.frozen_once and space in FROZEN_SPACES):
                 rows[space] = sum(c.host.shape[0] for c in captures)
@@ -308,12 +312,13 @@ class Tap:
                                                          capture.first_key + offset))
                     if seen not in self._seen_frozen:
                         self._seen_frozen.add(seen)
+                        marked.append(seen)
                         keep.append(offset)
                 if keep:
                     kept.append(capture._replace(keep=tuple(keep)))
             state.captures[space] = kept
             rows[space] = sum(len(c.keep) for c in kept)
-        return rows
+        return rows, marked
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
