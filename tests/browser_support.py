@@ -278,16 +278,22 @@ def emit_selection(page, curve: int, indices: list[int]) -> list[str]:
 
 
 def isolated_point(page, curve: int) -> dict:
-    """The viewport position of the point of ``curve`` farthest from its neighbours (easy to hit)."""
+    """The viewport position of the point of ``curve`` farthest from every other point on its panel,
+    whatever trace that point is in (the hover picks the closest of them all): easy to hit."""
     return page.evaluate(f"""(curve) => {{
         const gd = {GRAPH_JS};
         const fl = gd._fullLayout, box = gd.getBoundingClientRect(), t = gd.data[curve];
+        const axes = (u) => [u.xaxis || 'x', u.yaxis || 'y'].join();
         const xa = fl[(t.xaxis || 'x').replace('x', 'xaxis')], ya = fl[(t.yaxis || 'y').replace('y', 'yaxis')];
-        const px = t.x.map((x, i) => [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(t.y[i])]);
+        const at = (u) => (u.x || []).map((x, i) => [box.left + xa._offset + xa.l2p(x),
+                                                     box.top + ya._offset + ya.l2p(u.y[i])]);
+        const px = at(t);
+        const others = gd.data.filter((u, k) => k !== curve && axes(u) === axes(t)).flatMap(at);
         let best = -1, bestGap = -1;
         px.forEach((p, i) => {{
             let gap = Infinity;
             px.forEach((q, j) => {{ if (i !== j) gap = Math.min(gap, Math.hypot(p[0] - q[0], p[1] - q[1])); }});
+            others.forEach((q) => {{ gap = Math.min(gap, Math.hypot(p[0] - q[0], p[1] - q[1])); }});
             if (gap > bestGap) {{ bestGap = gap; best = i; }}
         }});
         return {{index: best, x: px[best][0], y: px[best][1], key: t.customdata[best], gap: bestGap}};

@@ -91,7 +91,9 @@ def stop_then_kill(tmp_path: Path, steps: int, stop_s: float) -> dict:
             finally:
                 os.kill(first.pid, signal.SIGCONT)
             assert during >= before + 5, "training did not step while the collector was stopped"
-            wait_for(lambda: run_stats(first, "faulty")["lora"]["received"] > received, timeout=60)
+            # caught up: rows of steps trained while it was stopped arrive (the backlog goes oldest first)
+            wait_for(lambda: run_stats(first, "faulty")["lora"]["last_step"] >= before, timeout=60)
+            assert run_stats(first, "faulty")["lora"]["received"] > received
             assert first.alive()
             after_stop = run_stats(first, "faulty")
 
