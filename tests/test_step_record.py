@@ -89,7 +89,7 @@ def relink(step: dict) -> bytes:
     (lambda h, p: (b"not json", p), "unreadable"),
     (lambda h, p: (json.dumps({"v": 99, "steps": [h]}).encode(), p), "version"),
     (lambda h, p: (json.dumps({"v": 1, "steps": h}).encode(), p), "steps"),
-    (lambda h, p: (relink(h), p[:-4]), "payload"),
+    (lambda h, p: (relink(h), p.tobytes()[:-4]), "payload"),
     (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "rows": 50}]}), p), "fit"),
     (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "space": "video"}]}), p), "space"),
     (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "keep": [9]}]}), p), "keep"),

@@ -203,7 +203,8 @@ class RelayPublisher:
 
     def _send(self, records: list[StepRecord], frames: int, woken: bool) -> None:
         try:
-            self._link.send_multipart([STEPS_NOW if woken else STEPS, *encode_records(records)], flags=zmq.NOBLOCK)
+            self._link.send_multipart([STEPS_NOW if woken else STEPS, *encode_records(records)], flags=zmq.NOBLOCK,
+                                      copy=False)
         except zmq.Again:
             self._dropped += frames  # the child is stuck: count, never wait
         except Exception as exc:

@@ -135,11 +135,12 @@ def _pick(values: list, indices: list[int], default=None) -> list:
 
 # ---------------------------------------------------------------------------- the link to the relay
 
-def encode_records(records: Sequence[StepRecord]) -> list[bytes]:
-    """[header, payload] for a batch of steps: their fields as JSON, all their rows as one float32 buffer."""
+def encode_records(records: Sequence[StepRecord]) -> list[Any]:
+    """[header, payload] for a batch of steps: their fields as JSON, all their rows as one float32 array
+    (one copy; a socket can send it without another)."""
     steps = [_step_header(record) for record in records]
-    payload = b"".join(np.ascontiguousarray(c.vectors, dtype=np.float32).tobytes()
-                       for record in records for c in record.captures)
+    rows = [c.vectors.reshape(-1) for record in records for c in record.captures]
+    payload = np.concatenate(rows, dtype=np.float32) if rows else np.empty(0, dtype=np.float32)
     return [json.dumps({"v": LINK_VERSION, "steps": steps}, separators=(",", ":")).encode(), payload]
 
 
