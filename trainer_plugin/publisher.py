@@ -84,6 +84,34 @@ class ErrorLog:
             return dict(self._counts)
 
 
+class HandOff:
+    """The caller's side of a sender thread: ``put`` is a bounded deque append that never blocks, and
+    ``event`` wakes the thread early (once ``WAKE_ITEMS`` wait, or on ``wake``); otherwise the thread
+    takes what is there every ``batch_s``. Refused items are counted by the frames they stand for."""
+
+    def __init__(self, size: int):
+        self.items: deque = deque()  # appended by the caller's thread, emptied by the sender thread
+        self.size = size
+        self.queued = self.refused = 0  # written by the caller's thread only
+        self.event = threading.Event()
+
+    def put(self, item: Item, accepting: bool = True) -> bool:
+        if not accepting or len(self.items) >= self.size:
+            self.refused += frame_count(item)
+            return False
+        self.items.append(item)
+        self.queued += 1
+        if len(self.items) == WAKE_ITEMS:
+            self.event.set()
+        return True
+
+    def take(self) -> list:
+        return [self.items.popleft() for _ in range(len(self.items))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class Publisher:
     """A connected XPUB socket owned by a daemon thread. Use as a context manager or call ``close``."""
 
@@ -97,8 +125,7 @@ class Publisher:
         self.curve_dir = curve_dir if curve_dir is not None else os.environ.get(CURVE_ENV) or None
         self.errors = ErrorLog()
         self._frozen_spaces = frozenset(frozen_spaces)
-        self._items: deque = deque()  # appended by the caller's thread, emptied by the sender thread
-        self._queue_size = queue_size
+        self._handoff = HandOff(queue_size)
         self._cache: deque[tuple[list, int]] = deque()  # (parts, rows) of encoded frozen frames, for replay
         self._cache_rows, self._cache_max_rows = 0, frozen_cache_rows
         self._replay: deque[tuple[list, int]] = deque(maxlen=pending_size)
@@ -108,11 +135,9 @@ class Publisher:
         self._poll_s = poll_s
         self._batch_s = batch_s
         self._subscriptions = 0
-        self._queued = self._dropped_full = 0  # written by the caller's thread only
         self._sent = self._resent = self._dropped_sender = 0  # written by the sender thread only
         self._closed = False
         self._stop = threading.Event()
-        self._wake = threading.Event()  # set by close, or by publish when a backlog builds up
         self._socket = self._connect(context or zmq.Context.instance(), endpoint, sndhwm, self.curve_dir)
         self._thread = threading.Thread(target=self._run, name="acestep-viz-publisher", daemon=True)
         self._thread.start()
@@ -121,26 +146,19 @@ class Publisher:
 
     def publish(self, item: Item) -> bool:
         """Queue a frame (or a callable making one). Never blocks; returns False if it was dropped."""
-        if self._closed or len(self._items) >= self._queue_size:
-            self._dropped_full += frame_count(item)
-            return False
-        self._items.append(item)
-        self._queued += 1
-        if len(self._items) == WAKE_ITEMS:
-            self._wake.set()
-        return True
+        return self._handoff.put(item, not self._closed)
 
     def wake(self) -> None:
         """Have the sender thread take what is queued now rather than at its next ``batch_s`` turn."""
-        self._wake.set()
+        self._handoff.event.set()
 
     def stats(self) -> dict:
         return {
-            "queued": self._queued,
+            "queued": self._handoff.queued,
             "sent": self._sent,
-            "dropped": self._dropped_full + self._dropped_sender,
+            "dropped": self._handoff.refused + self._dropped_sender,
             "resent": self._resent,
-            "queue_depth": len(self._items),
+            "queue_depth": len(self._handoff),
             "held": len(self._pending) + len(self._replay),
             "subscribed": self._subscriptions > 0,
             "errors": self.errors.as_dict(),
@@ -152,7 +170,7 @@ class Publisher:
             return
         self._closed = True
         self._stop.set()
-        self._wake.set()
+        self._handoff.event.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("acestep_viz: publisher thread did not stop within %.1f s; leaving it (daemon)", timeout)
@@ -195,9 +213,9 @@ class Publisher:
                 if self._subscriptions > 0 and (self._replay or self._pending):
                     # The collector pushed back: wait for room on the socket, not for the next batch.
                     self._socket.poll(int(self._poll_s * 1000), zmq.POLLOUT)
-                elif len(self._items) < WAKE_ITEMS:
-                    self._wake.wait(self._batch_s)
-                self._wake.clear()
+                elif len(self._handoff) < WAKE_ITEMS:
+                    self._handoff.event.wait(self._batch_s)
+                self._handoff.event.clear()
             self._drain()
         except Exception as exc:  # the thread must end cleanly whatever happens
             self.errors.record("publisher_thread", exc)
@@ -206,8 +224,7 @@ class Publisher:
 
     def _take(self) -> None:
         """Build, merge and encode everything queued since the last turn."""
-        items = [self._items.popleft() for _ in range(len(self._items))]
-        frames = [frame for item in items for frame in self._prepare(item)]
+        frames = [frame for item in self._handoff.take() for frame in self._prepare(item)]
         for frame, count in coalesce(frames):
             self._accept(frame, count)
             self._pump()  # the collector starts on this frame while the next one is merged
@@ -305,12 +322,12 @@ class Publisher:
             self._take()
             self._read_subscriptions()
             self._pump()
-            nothing_left = not (self._items or self._replay or self._pending)
+            nothing_left = not (self._handoff.items or self._replay or self._pending)
             if nothing_left or self._subscriptions <= 0:
                 break
             time.sleep(self._poll_s)
         held = sum(count for _, count in self._replay) + sum(count for _, count in self._pending)
-        self._dropped_sender += len(self._items) + held
+        self._dropped_sender += sum(map(frame_count, self._handoff.take())) + held
 
 
 class MemoryPublisher:

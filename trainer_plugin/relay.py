@@ -22,13 +22,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from trainer_plugin.publisher import CURVE_ENV, WAKE_ITEMS, ErrorLog, Item, Publisher, frame_count
+from trainer_plugin.publisher import CURVE_ENV, ErrorLog, HandOff, Item, Publisher, frame_count
 from trainer_plugin.step_record import StepRecord, decode_records, encode_records
 
 log = logging.getLogger("acestep_viz")
@@ -58,15 +57,14 @@ class RelayPublisher:
         Publisher._connect(context, endpoint, 1, curve_dir).close(linger=0)
         self.endpoint = endpoint
         self.errors = ErrorLog()
-        self._items: deque = deque()
-        self._queue_size, self._batch_s, self._drain_s = queue_size, batch_s, drain_s
-        self._queued = self._dropped = 0
+        self._handoff = HandOff(queue_size)
+        self._batch_s, self._drain_s = batch_s, drain_s
+        self._dropped = 0  # steps lost on the link or with the child; refusals are counted by the hand-off
         self._child_stats: dict = {}
         self._linked = False
         self._dead = False  # the child died or never started: every frame from now on counts as dropped
         self._closed = False
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._link = context.socket(zmq.PAIR)
         self._link.setsockopt(zmq.LINGER, 0)
         self._link.setsockopt(zmq.SNDHWM, LINK_HWM)
@@ -85,18 +83,11 @@ class RelayPublisher:
 
     def publish(self, item: Item) -> bool:
         """Queue a step (or frame) for the child. Never blocks; returns False if it was dropped."""
-        if self._closed or self._dead or len(self._items) >= self._queue_size:
-            self._dropped += frame_count(item)
-            return False
-        self._items.append(item)
-        self._queued += 1
-        if len(self._items) == WAKE_ITEMS:
-            self._wake.set()
-        return True
+        return self._handoff.put(item, not (self._closed or self._dead))
 
     def wake(self) -> None:
         """Forward what is queued now, and have the child send it, rather than at the next batch."""
-        self._wake.set()
+        self._handoff.event.set()
 
     def stats(self) -> dict:
         child = dict(self._child_stats)
@@ -104,11 +95,11 @@ class RelayPublisher:
         for kind, count in self.errors.as_dict().items():
             errors[kind] = errors.get(kind, 0) + count
         return {
-            "queued": self._queued,
+            "queued": self._handoff.queued,
             "sent": child.get("sent", 0),
-            "dropped": self._dropped + child.get("dropped", 0),
+            "dropped": self._handoff.refused + self._dropped + child.get("dropped", 0),
             "resent": child.get("resent", 0),
-            "queue_depth": len(self._items) + child.get("queue_depth", 0),
+            "queue_depth": len(self._handoff) + child.get("queue_depth", 0),
             "held": child.get("held", 0),
             "subscribed": child.get("subscribed", False),
             "errors": errors,
@@ -121,7 +112,7 @@ class RelayPublisher:
             return
         self._closed = True
         self._stop.set()
-        self._wake.set()
+        self._handoff.event.set()
         self._thread.join(timeout if timeout is not None else self._drain_s + START_TIMEOUT_S)
         if self._thread.is_alive():
             log.warning("acestep_viz: relay thread did not stop in time; leaving it (daemon)")
@@ -157,8 +148,8 @@ class RelayPublisher:
                         return
                 if self._linked:
                     self._forward(woken)
-                woken = self._wake.wait(self._batch_s if self._linked else 0.05)
-                self._wake.clear()
+                woken = self._handoff.event.wait(self._batch_s if self._linked else 0.05)
+                self._handoff.event.clear()
             self._finish()
         except Exception as exc:  # the thread must end cleanly whatever happens
             self.errors.record("relay_thread", exc)
@@ -181,8 +172,7 @@ class RelayPublisher:
         """Send what is queued, up to ``MESSAGE_STEPS`` steps per link message; ``woken``: the child
         sends it on at once too."""
         records, frames = [], 0
-        while self._items:
-            item = self._items.popleft()
+        for item in self._handoff.take():
             try:
                 value = item() if callable(item) else item
                 if value is None:
@@ -240,8 +230,7 @@ class RelayPublisher:
         self._drop_queued()
 
     def _drop_queued(self) -> None:
-        while self._items:
-            self._dropped += frame_count(self._items.popleft())
+        self._dropped += sum(map(frame_count, self._handoff.take()))
 
 
 def _start_child(python: str, link: str, endpoint: str, options: dict) -> subprocess.Popen:

@@ -48,6 +48,11 @@ class StepRecord:
     sample_losses: list[float] | None = None
     sent_at: float = 0.0
 
+    @property
+    def frames(self) -> int:
+        """How many frames ``build_frames`` makes of it: one per space with rows to send."""
+        return len({c.space for c in self.captures if (len(c.keep) if c.keep is not None else c.vectors.shape[0])})
+
 
 class _Row(NamedTuple):
     source: int  # row index in the concatenation of the space's captures
