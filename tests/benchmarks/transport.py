@@ -54,21 +54,7 @@ def frames(vectors: np.ndarray) -> list[Frame]:
 
 
 def ours(vectors: np.ndarray, buffer_size: int | None = None) -> float:
-    batch = frames(vectors)
-    with quiet_collector(["--buffer-size", str(buffer_size)] if buffer_size else []) as collector:
-        pause_projections(collector)
-        # Room for the whole run: this measures throughput, not the bounded-memory drop policy.
-        with Publisher(collector.ingest, queue_size=len(batch), pending_size=len(batch)) as publisher:
-            wait_for(lambda: publisher.stats()["subscribed"], timeout=10)
-            started = time.perf_counter()
-            for frame in batch:
-                publisher.publish(frame)
-            rows = lambda: query(collector.query, {"op": "stats"})["runs"].get("bench-transport", {}).get("lora", {})
-            wait_for(lambda: rows().get("received", 0) >= len(vectors), timeout=300, interval=0.02)
-            elapsed = time.perf_counter() - started
-            busy = query(collector.query, {"op": "stats"})["ingest_busy_s"]
-    print(f"ours: {elapsed:.2f} s for {len(vectors)} vectors; collector ingest busy {busy:.2f} s", flush=True)
-    return len(vectors) / elapsed
+    return delivered_per_s("ours", Publisher, frames(vectors), len(vectors), buffer_size)
 
 
 def records(vectors: np.ndarray) -> list[StepRecord]:
@@ -82,20 +68,26 @@ def records(vectors: np.ndarray) -> list[StepRecord]:
 
 def relayed(vectors: np.ndarray, buffer_size: int | None = None) -> float:
     steps = records(vectors)
-    rows = len(steps) * ROWS_PER_FRAME
+    return delivered_per_s("relay", RelayPublisher, steps, len(steps) * ROWS_PER_FRAME, buffer_size)
+
+
+def delivered_per_s(label: str, sender_class, items: list, rows: int, buffer_size: int | None) -> float:
+    """Rows per second from the first publish until the collector's stats count every row."""
     with quiet_collector(["--buffer-size", str(buffer_size)] if buffer_size else []) as collector:
         pause_projections(collector)
-        with RelayPublisher(collector.ingest, queue_size=len(steps), pending_size=len(steps)) as relay:
-            wait_for(lambda: relay.stats()["subscribed"], timeout=30)
+        # Room for the whole run: this measures throughput, not the bounded-memory drop policy.
+        with sender_class(collector.ingest, queue_size=len(items), pending_size=len(items)) as sender:
+            wait_for(lambda: sender.stats()["subscribed"], timeout=30)
             started = time.perf_counter()
-            for step in steps:
-                relay.publish(step)
-            relay.wake()
+            for item in items:
+                sender.publish(item)
+            sender.wake()
             received = lambda: query(collector.query, {"op": "stats"})["runs"].get("bench-transport", {}).get(
                 "lora", {}).get("received", 0)
             wait_for(lambda: received() >= rows, timeout=300, interval=0.02)
             elapsed = time.perf_counter() - started
-    print(f"relay: {elapsed:.2f} s for {rows} vectors", flush=True)
+            busy = query(collector.query, {"op": "stats"})["ingest_busy_s"]
+    print(f"{label}: {elapsed:.2f} s for {rows} vectors; collector ingest busy {busy:.2f} s", flush=True)
     return rows / elapsed
 
 
