@@ -202,6 +202,9 @@ class RelayPublisher:
             self._dropped += frames
 
     def _finish(self) -> None:
+        deadline = time.monotonic() + self._drain_s + 5.0
+        while not self._linked and not self._child_gone() and time.monotonic() < deadline:
+            self._receive(timeout_ms=100)  # closed right after attach: the child is still starting
         if not self._linked:
             self._drop_queued()
             return
