@@ -161,6 +161,9 @@ class Tap:
         self.frozen_once = frozen_once
         self.warn_after_steps = warn_after_steps
         self.bindings = list(bindings)
+        self._labels_by_space: dict[str, list[str]] = {}  # built once: flush reads it every step
+        for binding in self.bindings:
+            self._labels_by_space.setdefault(binding.space, []).append(binding.label)
         self._binding_order = {b.label: i for i, b in enumerate(self.bindings)}
         self._publisher = publisher if active else None
         self._errors = ErrorLog(log)
@@ -187,10 +190,7 @@ class Tap:
     @property
     def hooked(self) -> dict[str, list[str]]:
         """{space: [labels]} of the hook points."""
-        out: dict[str, list[str]] = {}
-        for b in self.bindings:
-            out.setdefault(b.space, []).append(b.label)
-        return out
+        return {space: list(labels) for space, labels in self._labels_by_space.items()}
 
     # ------------------------------------------------------------------ step lifecycle
 
@@ -444,7 +444,7 @@ class Tap:
                    for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
-        for space, labels in self.hooked.items():
+        for space, labels in self._labels_by_space.items():
             if any(label in state.rows_fired for label in labels):  # fired, even if frozen_once skipped it
                 self._silent_steps[space] = 0
                 continue
