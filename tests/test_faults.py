@@ -18,17 +18,19 @@ pytestmark = pytest.mark.slow
 SPACES = ("latent", "lora", "prompt")
 STOP_S = float(os.environ.get("ACESTEP_VIZ_FAULT_STOP_S", "5"))
 STEPS = int(os.environ.get("ACESTEP_VIZ_FAULT_STEPS", "100"))
+FAULT_PACE_S = 0.15  # slept per batch in the fault run: 100 steps last at least 15 s
 QUIET = ["--projection-interval-s", "3600"]  # one fit per space: PaCMAP would compete with training for 2 cores
 
 
 class DemoRun(ManagedProcess):
     """The twin under Lightning (tests/demo_with_progress.py), reporting finished batches in a file."""
 
-    def __init__(self, tmp: Path, endpoint: str, steps: int, run: str, monitor: bool = True):
+    def __init__(self, tmp: Path, endpoint: str, steps: int, run: str, monitor: bool = True, pace_s: float = 0.0):
         self.progress_path = tmp / f"{run}.progress"
         self.run = run
         super().__init__([sys.executable, str(REPO / "tests" / "demo_with_progress.py"), endpoint, str(steps), run,
-                          str(self.progress_path), "on" if monitor else "off"], log_path=tmp / f"{run}.log")
+                          str(self.progress_path), "on" if monitor else "off", str(pace_s)],
+                         log_path=tmp / f"{run}.log")
 
     def progress(self) -> int:
         try:
@@ -76,7 +78,8 @@ def stop_then_kill(tmp_path: Path, steps: int, stop_s: float) -> dict:
     first = CollectorProcess(tmp_path / "store-a", extra_args=QUIET)
     ingest, query_endpoint = first.ingest, first.query
     with first:
-        demo = DemoRun(tmp_path, ingest, steps, "faulty").start()
+        # paced: the run must outlast both faults (the twin alone does 100 steps in a few seconds)
+        demo = DemoRun(tmp_path, ingest, steps, "faulty", pace_s=FAULT_PACE_S).start()
         try:
             # 1. SIGSTOP for stop_s seconds, then SIGCONT: training steps on, the collector catches up
             wait_for(lambda: (run_stats(first, "faulty") or {}).get("lora", {}).get("received"), timeout=120)
