@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.support import free_port, wait_for
 from tests.test_publisher import SubCollector, loopback
 from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from trainer_plugin.publisher import MemoryPublisher
 from trainer_plugin.relay import RelayPublisher
 from trainer_plugin.step_record import CaptureRows, StepRecord
 
@@ -70,6 +72,48 @@ def test_the_tap_sends_through_a_relay_process_by_default():
     stats = tap.stats()
     assert stats["frames_sent"] == stats["frames_queued"] == 6 and stats["frames_dropped"] == 0, stats
     assert sorted(row["id"] for row in collector.rows("latent")) == sorted(songs[i]["key"] for i in range(4))
+
+
+def test_the_relay_delivers_the_vectors_and_metadata_the_in_process_path_builds():
+    """The relay gets sums, lengths, mask weights and LoRA scaling and divides in the child; the result
+    must be what the thread sender's frames hold, row for row (masked prompts and ':delta' included)."""
+    pipeline = build_pipeline(batch_size=3)
+    pipeline.plot_step = lambda batch, batch_idx: None
+    songs = SyntheticSongs(n_clips=6)
+    layer = pipeline.get_submodule("transformers.transformer_blocks.0.attn.to_out.0")
+    with torch.no_grad():
+        for lora_b in layer.lora_B.values():
+            lora_b.weight.normal_(0.0, 0.5)  # peft starts lora_B at zero: make the delta visible
+    memory = MemoryPublisher()
+    with SubCollector(loopback()) as collector:
+        relayed = attach(pipeline, endpoint=collector.endpoint, run="same", frozen_once=False, lora_output="both")
+        direct = attach(pipeline, publisher=memory, run="same", frozen_once=False, lora_output="both")
+        for n in range(2):
+            batch = collate([songs[i] for i in range(3 * n, 3 * n + 3)])
+            for tap in (relayed, direct):
+                tap.arm(n, 0, batch)
+            loss = pipeline.training_step(batch, n)
+            for tap in (relayed, direct):
+                tap.disarm()
+            loss.backward()
+            for tap in (relayed, direct):
+                tap.flush(loss=loss, timesteps=pipeline.last_timesteps, sample_losses=pipeline.last_sample_losses)
+        relayed.close()
+        direct.close()
+        expected = {space: [(row["id"], row["step"], row.get("layer"), row.get("prompt"), row.get("loss"),
+                             row["vector"].tobytes()) for row in rows_of(memory, space)]
+                    for space in ("latent", "prompt", "lora")}
+        wait_for(lambda: len(collector.rows("lora")) == len(expected["lora"]), timeout=30)
+    assert [len(rows) for rows in expected.values()] == [6, 6, 36]  # 3 LoRA layers x (output, delta) x 3 clips x 2
+    for space, rows in expected.items():
+        got = [(row["id"], row["step"], row.get("layer"), row.get("prompt"), row.get("loss"),
+                row["vector"].tobytes()) for row in collector.rows(space)]
+        assert sorted(got, key=str) == sorted(rows, key=str), space
+
+
+def rows_of(publisher: MemoryPublisher, space: str) -> list[dict]:
+    return [{**meta, "id": frame.ids[row], "step": meta.get("step", frame.step), "vector": frame.vectors[row]}
+            for frame in publisher.frames if frame.space == space for row, meta in enumerate(frame.meta)]
 
 
 def test_a_relay_that_cannot_start_costs_dropped_frames_not_an_error():

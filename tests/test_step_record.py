@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from trainer_plugin.publisher import ErrorLog
-from trainer_plugin.step_record import CaptureRows, StepRecord, build_frames, decode_records, encode_records
+from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, CaptureRows, StepRecord, build_frames, capture_header,
+                                         decode_records, encode_records, encode_step, link_message, step_header)
 
 
 def vectors(rows: int, dim: int, start: float = 0.0) -> np.ndarray:
@@ -76,23 +77,49 @@ def test_a_record_survives_the_link_with_vectors_and_metadata_intact():
     assert [f.ids for f in build_frames(back, ErrorLog())] == [f.ids for f in build_frames(rec, ErrorLog())]
 
 
+def test_sums_on_the_link_arrive_as_vectors_scaled_flattened_and_divided_by_their_weights():
+    sums = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)  # (rows, channels, height) summed over time
+    one_row = np.arange(4, dtype=np.float32)  # a 1-D capture is one row
+    masked = np.array([[[2.0, 4.0]], [[6.0, 8.0]], [[0.0, 0.0]]], dtype=np.float32)  # (rows, 1, dim) weighted sums
+    mask = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)  # the last row has nothing unmasked
+    step = step_header("r", 0, 3, 0, ["a", "b", "c"], None, None, None, None, 0.0,
+                       [capture_header("latent", "enc", 0, sums.shape, 0, None, scale=0.25),
+                        capture_header("prompt", "te", 0, one_row.shape, 1, None),
+                        capture_header("prompt", "te2", 0, masked.shape, 2, None, scale=3.0, weights=3)])
+    [back] = decode_records(*link_message([encode_step(step, [sums, one_row, masked, mask])]))
+    assert np.array_equal(back.captures[0].vectors, sums.reshape(2, 6) * 0.25)
+    assert np.array_equal(back.captures[1].vectors, one_row.reshape(1, 4))
+    assert np.array_equal(back.captures[2].vectors, [[3.0, 6.0], [18.0, 24.0], [0.0, 0.0]])
+
+
 def header_of(rec: StepRecord) -> dict:
     """The first step's header, as a mangle receives it."""
     return json.loads(encode_records([rec])[0])["steps"][0]
 
 
+def with_capture(step: dict, **changes) -> dict:
+    """The step with its first capture's fields changed."""
+    fields = {**dict(zip(CAPTURE_FIELDS, step["captures"][0])), **changes}
+    return {**step, "captures": [[fields[name] for name in CAPTURE_FIELDS]]}
+
+
 def relink(step: dict) -> bytes:
-    return json.dumps({"v": 1, "steps": [step]}).encode()
+    return json.dumps({"v": LINK_VERSION, "steps": [step]}).encode()
 
 
 @pytest.mark.parametrize("mangle, message", [
     (lambda h, p: (b"not json", p), "unreadable"),
     (lambda h, p: (json.dumps({"v": 99, "steps": [h]}).encode(), p), "version"),
-    (lambda h, p: (json.dumps({"v": 1, "steps": h}).encode(), p), "steps"),
+    (lambda h, p: (json.dumps({"v": LINK_VERSION, "steps": h}).encode(), p), "steps"),
     (lambda h, p: (relink(h), p.tobytes()[:-4]), "payload"),
-    (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "rows": 50}]}), p), "fit"),
-    (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "space": "video"}]}), p), "space"),
-    (lambda h, p: (relink({**h, "captures": [{**h["captures"][0], "keep": [9]}]}), p), "keep"),
+    (lambda h, p: (relink(with_capture(h, rows=50)), p), "fit"),
+    (lambda h, p: (relink(with_capture(h, space="video")), p), "space"),
+    (lambda h, p: (relink(with_capture(h, keep=[9])), p), "keep"),
+    (lambda h, p: (relink(with_capture(h, weights=0)), p), "weights"),
+    (lambda h, p: (relink(with_capture(h, weights=3)), p), "fit"),
+    (lambda h, p: (relink({**h, "captures": [h["captures"][0][:-1]]}), p), "list of"),
+    (lambda h, p: (relink(with_capture(h, scale="2")), p), "scale"),
+    (lambda h, p: (relink(with_capture(h, scale=math.inf)), p), "finite"),
     (lambda h, p: (relink({**h, "step": "7"}), p), "step"),
     (lambda h, p: (relink({**h, "keys": [1, 2]}), p), "keys"),
 ])

@@ -399,7 +399,7 @@ def test_hook_errors_never_reach_training_and_are_logged_once(fast, songs, monke
     def broken(*args, **kwargs):
         raise RuntimeError("pooling exploded")
 
-    monkeypatch.setattr("trainer_plugin.tap.pool_float32", broken)
+    monkeypatch.setattr("trainer_plugin.tap.pool_sum", broken)
     batch = batch_of(songs, [0, 1, 2])
     tap, publisher = monitor(fast)
     with caplog.at_level(logging.WARNING, logger="acestep_viz"), tap:

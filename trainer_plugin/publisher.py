@@ -44,6 +44,7 @@ Item = Union[Frame, StepRecord, Callable[[], "Frame | StepRecord | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
+BATCH_S = 0.25  # how often queued work is sent in one go: per batch, not per step
 WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
 
 
@@ -60,6 +61,16 @@ def frames_of(item: Item, errors: "ErrorLog") -> list[Frame]:
 def frame_count(item: Item) -> int:
     """How many frames an item will make, for counting it as dropped without running it."""
     return getattr(item, "frames", 1)
+
+
+def take_all(items: deque) -> list:
+    """Empty ``items``; safe while another thread appends or takes (each popleft is atomic)."""
+    taken = []
+    while True:
+        try:
+            taken.append(items.popleft())
+        except IndexError:
+            return taken
 
 
 class ErrorLog:
@@ -106,7 +117,7 @@ class HandOff:
         return True
 
     def take(self) -> list:
-        return [self.items.popleft() for _ in range(len(self.items))]
+        return take_all(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -118,7 +129,7 @@ class Publisher:
     def __init__(self, endpoint: str, sndhwm: int = 1000, queue_size: int = 256, *,
                  frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache_rows: int = 20_000,
                  pending_size: int = 1024, drain_s: float = 1.0, linger_ms: int = 250,
-                 context: zmq.Context | None = None, poll_s: float = 0.02, batch_s: float = 0.25,
+                 context: zmq.Context | None = None, poll_s: float = 0.02, batch_s: float = BATCH_S,
                  curve_dir: str | None = None):
         self.endpoint = endpoint
         # CurveZMQ client keys (collector/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp

@@ -2,12 +2,17 @@
 training process's GIL.
 
 A training loop on small tensors is mostly Python, so any Python work in the same process, even
-on another thread, delays it about one for one. ``RelayPublisher`` therefore keeps only the
-cheapest part in the trainer: a thread that waits for device copies and, every ``batch_s``,
-forwards the steps queued meanwhile (``encode_records``: one JSON header plus one float32 buffer)
-over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. The child runs the ordinary
+on another thread, delays it about one for one, and more when two threads trade the GIL. The
+trainer therefore keeps only the cheapest part: every ``batch_s`` (or ``MESSAGE_STEPS`` steps),
+the ``publish`` call that finds the batch due encodes the steps queued meanwhile
+(``encode_records``: one JSON header plus one float32 buffer) and sends them over a loopback
+ZeroMQ PAIR socket, on the caller's thread, to a child Python process running ``main`` below. The child runs the ordinary
 ``Publisher``: frame building, merging, encoding, replay and the collector connection. It reports
 its counters back every ``STATS_S``, and once more after its final drain on ``close``.
+
+A step whose device-to-host copies are still in flight is never waited for by the caller: it goes
+to the relay thread, which waits for the copies and sends it. That thread also reads the child's
+reports, watches its health, and sends a batch the caller left waiting (training paused).
 
 The child exits when asked or when its parent process is gone. A child that dies or never starts
 is logged once and counted (its frames count as dropped); the trainer goes on.
@@ -22,13 +27,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
-from trainer_plugin.publisher import CURVE_ENV, ErrorLog, HandOff, Item, Publisher, frame_count
-from trainer_plugin.step_record import StepRecord, decode_records, encode_records
+from trainer_plugin.publisher import BATCH_S, CURVE_ENV, ErrorLog, HandOff, Item, Publisher, frame_count, take_all
+from trainer_plugin.step_record import StepRecord, decode_records, encode_step, link_message, record_link_step
 
 log = logging.getLogger("acestep_viz")
 
@@ -46,7 +52,7 @@ STEPS, STEPS_NOW, CLOSE, HELLO, STATS = b"steps", b"steps-now", b"close", b"hell
 class RelayPublisher:
     """``Publisher``'s interface, with the work done in a child process. A context manager."""
 
-    def __init__(self, endpoint: str, *, queue_size: int = 256, batch_s: float = 0.25, drain_s: float = 1.0,
+    def __init__(self, endpoint: str, *, queue_size: int = 256, batch_s: float = BATCH_S, drain_s: float = 1.0,
                  python: str = sys.executable, **options: Any):
         unknown = sorted(set(options) - set(PUBLISHER_OPTIONS))
         if unknown:
@@ -57,14 +63,17 @@ class RelayPublisher:
         Publisher._connect(context, endpoint, 1, curve_dir).close(linger=0)
         self.endpoint = endpoint
         self.errors = ErrorLog()
-        self._handoff = HandOff(queue_size)
+        self._handoff = HandOff(queue_size)  # the steps of the batch being gathered
+        self._late: deque = deque()  # steps the caller could not send yet (device copies in flight)
         self._batch_s, self._drain_s = batch_s, drain_s
+        self._last_forward = 0.0  # monotonic time the last batch was taken
         self._dropped = 0  # steps lost on the link or with the child; refusals are counted by the hand-off
         self._child_stats: dict = {}
         self._linked = False
         self._dead = False  # the child died or never started: every frame from now on counts as dropped
         self._closed = False
         self._stop = threading.Event()
+        self._link_lock = threading.Lock()  # the link socket is used by the caller's thread and the relay thread
         self._link = context.socket(zmq.PAIR)
         self._link.setsockopt(zmq.LINGER, 0)
         self._link.setsockopt(zmq.SNDHWM, LINK_HWM)
@@ -82,12 +91,31 @@ class RelayPublisher:
     # ------------------------------------------------------------------ caller side
 
     def publish(self, item: Item) -> bool:
-        """Queue a step (or frame) for the child. Never blocks; returns False if it was dropped."""
-        return self._handoff.put(item, not (self._closed or self._dead))
+        """Queue a step for the child, encoded at once unless its device copies are still in flight; send
+        the batch if it is due. Never blocks; returns False if it was dropped."""
+        accepting = not (self._closed or self._dead)
+        if accepting and _ready(item):
+            try:
+                item = _encode(item)
+            except Exception as exc:
+                self.errors.record("relay_forward", exc)
+                self._dropped += frame_count(item)
+                return False
+            if item is None:
+                return True
+        if not self._handoff.put(item, accepting):
+            return False
+        if self._linked and (len(self._handoff) >= MESSAGE_STEPS
+                             or time.monotonic() - self._last_forward >= self._batch_s):
+            self._forward_batch(woken=False)
+        return True
 
     def wake(self) -> None:
-        """Forward what is queued now, and have the child send it, rather than at the next batch."""
-        self._handoff.event.set()
+        """Send what is queued now, and have the child send it on at once, rather than at the next batch."""
+        if self._linked and not self._closed:
+            self._forward_batch(woken=True)
+        else:
+            self._handoff.event.set()
 
     def stats(self) -> dict:
         child = dict(self._child_stats)
@@ -99,7 +127,7 @@ class RelayPublisher:
             "sent": child.get("sent", 0),
             "dropped": self._handoff.refused + self._dropped + child.get("dropped", 0),
             "resent": child.get("resent", 0),
-            "queue_depth": len(self._handoff) + child.get("queue_depth", 0),
+            "queue_depth": len(self._handoff) + len(self._late) + child.get("queue_depth", 0),
             "held": child.get("held", 0),
             "subscribed": child.get("subscribed", False),
             "errors": errors,
@@ -128,11 +156,23 @@ class RelayPublisher:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _forward_batch(self, woken: bool) -> None:
+        """Take the batch and send it from this thread, or hand it to the relay thread if a step in it
+        (or before it) still waits for a device copy."""
+        self._last_forward = time.monotonic()
+        items = self._handoff.take()
+        if self._late or not all(map(_ready, items)):
+            self._late.extend(items)
+            self._handoff.event.set()
+            return
+        self._forward(items, woken)
+
     # ------------------------------------------------------------------ relay thread
 
     def _run(self) -> None:
         # Each system call costs tens of microseconds on a busy machine and may hold the GIL, so a
-        # turn makes one (the send); reports and the child's health are read once per STATS_S.
+        # turn makes none unless there is something to do; reports and the child's health are read
+        # once per STATS_S.
         woken, last_check = False, 0.0
         try:
             while not self._stop.is_set():
@@ -147,7 +187,7 @@ class RelayPublisher:
                                       else "the relay process did not start")
                         return
                 if self._linked:
-                    self._forward(woken)
+                    self._forward_left(woken)
                 woken = self._handoff.event.wait(self._batch_s if self._linked else 0.05)
                 self._handoff.event.clear()
             self._finish()
@@ -155,46 +195,57 @@ class RelayPublisher:
             self.errors.record("relay_thread", exc)
             self._drop_queued()
 
+    def _forward_left(self, woken: bool) -> None:
+        """Send the steps handed over for their device copies, and a batch the caller left waiting
+        (training paused for over ``2 * batch_s``, or steps queued before the child was linked)."""
+        late = take_all(self._late)
+        if late:
+            self._forward(late, woken=True)
+        if self._handoff.items and (woken or time.monotonic() - self._last_forward >= 2 * self._batch_s):
+            self._last_forward = time.monotonic()
+            self._forward(self._handoff.take(), woken)
+
     def _receive(self, timeout_ms: int = 0) -> bool:
         """Read what the child sent; True once its final report after a close has arrived."""
         final = False
-        while self._link.poll(timeout_ms, zmq.POLLIN):
-            timeout_ms = 0
-            parts = self._link.recv_multipart()
-            if parts[0] == HELLO:
-                self._linked = True
-            elif parts[0] == STATS and len(parts) == 3:
-                self._child_stats = json.loads(parts[1])
-                final = final or parts[2] == b"final"
+        with self._link_lock:
+            while self._link.poll(timeout_ms, zmq.POLLIN):
+                timeout_ms = 0
+                parts = self._link.recv_multipart()
+                if parts[0] == HELLO:
+                    self._linked = True
+                elif parts[0] == STATS and len(parts) == 3:
+                    self._child_stats = json.loads(parts[1])
+                    final = final or parts[2] == b"final"
         return final
 
-    def _forward(self, woken: bool = False) -> None:
-        """Send what is queued, up to ``MESSAGE_STEPS`` steps per link message; ``woken``: the child
-        sends it on at once too."""
-        records, frames = [], 0
-        for item in self._handoff.take():
+    def _forward(self, items: list, woken: bool = False) -> None:
+        """Send ``items`` (encoded steps, step records, deferred steps with ``link_step``, or callables
+        making a record), up to ``MESSAGE_STEPS`` steps per link message; ``woken``: the child sends them
+        on at once too."""
+        steps, frames = [], 0
+        for item in items:
             try:
-                value = item() if callable(item) else item
-                if value is None:
+                step = item if isinstance(item, _EncodedStep) else _encode(item)
+                if step is None:
                     continue
-                if not isinstance(value, StepRecord):
-                    raise TypeError(f"the relay forwards step records, not {type(value).__name__}")
             except Exception as exc:
                 self.errors.record("relay_forward", exc)
                 self._dropped += frame_count(item)
                 continue
-            records.append(value)
+            steps.append(step)
             frames += frame_count(item)
-            if len(records) == MESSAGE_STEPS:
-                self._send(records, frames, woken)
-                records, frames = [], 0
-        if records:
-            self._send(records, frames, woken)
+            if len(steps) == MESSAGE_STEPS:
+                self._send(steps, frames, woken)
+                steps, frames = [], 0
+        if steps:
+            self._send(steps, frames, woken)
 
-    def _send(self, records: list[StepRecord], frames: int, woken: bool) -> None:
+    def _send(self, steps: list, frames: int, woken: bool) -> None:
         try:
-            self._link.send_multipart([STEPS_NOW if woken else STEPS, *encode_records(records)], flags=zmq.NOBLOCK,
-                                      copy=False)
+            parts = [STEPS_NOW if woken else STEPS, *link_message(steps)]
+            with self._link_lock:
+                self._link.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._dropped += frames  # the child is stuck: count, never wait
         except Exception as exc:
@@ -208,9 +259,10 @@ class RelayPublisher:
         if not self._linked:
             self._drop_queued()
             return
-        self._forward()
+        self._forward(take_all(self._late) + self._handoff.take())
         try:
-            self._link.send_multipart([CLOSE], flags=zmq.NOBLOCK)
+            with self._link_lock:
+                self._link.send_multipart([CLOSE], flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # a stuck child: it is killed below, its frames count as dropped
         deadline = time.monotonic() + self._drain_s + 5.0
@@ -233,7 +285,37 @@ class RelayPublisher:
         self._drop_queued()
 
     def _drop_queued(self) -> None:
-        self._dropped += sum(map(frame_count, self._handoff.take()))
+        self._dropped += sum(map(frame_count, take_all(self._late) + self._handoff.take()))
+
+
+class _EncodedStep(NamedTuple):
+    header: bytes
+    payload: Any  # np.ndarray
+    frames: int
+
+
+def _encode(item: Item) -> _EncodedStep | None:
+    """An item encoded for the link (waiting for its device copies); None for a deferred item that made nothing."""
+    link_step = getattr(item, "link_step", None)
+    if link_step is not None:
+        step = link_step()
+    else:
+        value = item() if callable(item) else item
+        if value is None:
+            return None
+        if not isinstance(value, StepRecord):
+            raise TypeError(f"the relay forwards step records, not {type(value).__name__}")
+        step = record_link_step(value)
+    return _EncodedStep(*encode_step(*step), frame_count(item))
+
+
+def _ready(item: Item) -> bool:
+    """True when ``item`` can be resolved without waiting for a device (a step record, or a deferred
+    step whose copies are done); anything else is resolved by the relay thread."""
+    if isinstance(item, (StepRecord, _EncodedStep)):
+        return True
+    ready = getattr(item, "ready", None)
+    return bool(ready()) if ready is not None else False
 
 
 def _start_child(python: str, link: str, endpoint: str, options: dict) -> subprocess.Popen:

@@ -18,9 +18,13 @@ import numpy as np
 
 from collector.protocol import MAX_NAME_CHARS, MAX_TEXT_CHARS, SPACES, Frame
 
-LINK_VERSION = 1
+LINK_VERSION = 2
 MAX_LINK_BYTES = 256 << 20
 FLOAT16_MAX = 65504.0
+_EMPTY = np.empty(0, dtype=np.float32)
+# built once: json.dumps with any non-default argument builds a new encoder on every call
+_LINK_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+CAPTURE_FIELDS = ("space", "label", "first_key", "rows", "dim", "order", "keep", "scale", "weights")
 
 
 class CaptureRows(NamedTuple):
@@ -141,16 +145,64 @@ def _pick(values: list, indices: list[int], default=None) -> list:
 # ---------------------------------------------------------------------------- the link to the relay
 
 def encode_records(records: Sequence[StepRecord]) -> list[Any]:
-    """[header, payload] for a batch of steps: their fields as JSON, all their rows as one float32 array
-    (one copy; a socket can send it without another)."""
-    steps = [_step_header(record) for record in records]
-    rows = [c.vectors.reshape(-1) for record in records for c in record.captures]
-    payload = np.concatenate(rows, dtype=np.float32) if rows else np.empty(0, dtype=np.float32)
-    return [json.dumps({"v": LINK_VERSION, "steps": steps}, separators=(",", ":")).encode(), payload]
+    """[header, payload] for a batch of steps: their fields as JSON, all their rows as one float32 array."""
+    return link_message([encode_step(*record_link_step(record)) for record in records])
+
+
+def encode_step(header: dict, arrays: Sequence[np.ndarray]) -> tuple[bytes, np.ndarray]:
+    """One step for the link: its ``step_header`` as JSON and its captures' arrays (in header order) as
+    one fresh float32 array. Bytes and a numpy array are nothing the garbage collector tracks, so a
+    step waiting for its batch does not make Python's full collections come sooner."""
+    payload = np.concatenate([a.reshape(-1) for a in arrays], dtype=np.float32) if arrays else _EMPTY
+    return _LINK_JSON.encode(header).encode(), payload
+
+
+def link_message(steps: Sequence[tuple[bytes, np.ndarray]]) -> list[Any]:
+    """[header, payload] of a link message holding ``encode_step`` results (extra fields are ignored)."""
+    header = b'{"v":%d,"steps":[%s]}' % (LINK_VERSION, b",".join(step[0] for step in steps))
+    payloads = [step[1] for step in steps]
+    return [header, payloads[0] if len(payloads) == 1 else np.concatenate(payloads) if payloads else _EMPTY]
+
+
+def record_link_step(record: StepRecord) -> tuple[dict, list[np.ndarray]]:
+    captures = [capture_header(c.space, c.label, c.first_key, c.vectors.shape, c.order, c.keep)
+                for c in record.captures]
+    return (step_header(record.run, record.rank, record.step, record.micro_batch, record.keys, record.prompts,
+                        record.loss, record.timesteps, record.sample_losses, record.sent_at, captures),
+            [c.vectors for c in record.captures])
+
+
+def step_header(run: str, rank: int, step: int, micro_batch: int, keys: list[str] | None,
+                prompts: list[str] | None, loss: list[float] | None, timesteps: list[float] | None,
+                sample_losses: list[float] | None, sent_at: float, captures: list[list]) -> dict:
+    return {"run": run, "rank": rank, "step": step, "micro_batch": micro_batch, "keys": keys, "prompts": prompts,
+            "loss": _finite(loss), "timesteps": _finite(timesteps), "sample_losses": _finite(sample_losses),
+            "sent_at": sent_at, "captures": captures}
+
+
+def capture_header(space: str, label: str, first_key: int, shape: tuple[int, ...], order: int,
+                   keep: tuple[int, ...] | None, scale: float = 1.0, weights: int | None = None) -> list:
+    """A capture on the link, its ``CAPTURE_FIELDS`` in order (a list: a step's header is encoded
+    on the training thread, and JSON keys would double its cost): its sums (``shape``, rows first; a 1-D array is one row), then, if
+    ``weights`` is a length, a (rows, weights) float32 block of sequence weights. The vectors are
+    ``scaled_rows`` of them: the tap sends sums and lets the relay divide."""
+    rows, dim = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, shape[0])
+    return [space, label, first_key, rows, dim, order, list(keep) if keep is not None else None, scale, weights]
+
+
+def scaled_rows(sums: np.ndarray, rows: int, scale: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """(rows, dim) float32 vectors from pooled sums: flattened, times ``scale``, and divided row by row by
+    the sum of the row's ``weights`` (rows, length) if given (a row whose weights sum to 0 stays 0)."""
+    vectors = sums.reshape(rows, -1)
+    if weights is not None:
+        totals = weights.sum(axis=1, dtype=np.float32)
+        totals[totals == 0] = 1.0
+        return (vectors * np.float32(scale)) / totals[:, None]
+    return vectors * np.float32(scale) if scale != 1.0 else vectors
 
 
 def decode_records(header_bytes: bytes, payload: bytes | memoryview) -> list[StepRecord]:
-    """The records ``encode_records`` wrote. Raises ValueError on anything malformed."""
+    """The records in a ``link_message`` (``encode_records`` makes one). Raises ValueError on anything malformed."""
     if len(header_bytes) > MAX_LINK_BYTES or len(payload) > MAX_LINK_BYTES:
         raise ValueError("link message too large")
     try:
@@ -166,23 +218,13 @@ def decode_records(header_bytes: bytes, payload: bytes | memoryview) -> list[Ste
             raise ValueError("a link step is not an object")
         captures = []
         for raw in _list(step, "captures"):
-            capture = _capture(raw, flat, start)
+            capture, size = _capture(raw, flat, start)
             captures.append(capture)
-            start += capture.vectors.size
+            start += size
         records.append(_record(step, captures))
     if start != flat.size:
         raise ValueError(f"link payload holds {flat.size} values, the captures {start}")
     return records
-
-
-def _step_header(record: StepRecord) -> dict:
-    captures = [{"space": c.space, "label": c.label, "first_key": c.first_key, "rows": int(c.vectors.shape[0]),
-                 "dim": int(c.vectors.shape[1]), "order": c.order,
-                 "keep": list(c.keep) if c.keep is not None else None} for c in record.captures]
-    return {"run": record.run, "rank": record.rank, "step": record.step, "micro_batch": record.micro_batch,
-            "keys": record.keys, "prompts": record.prompts, "loss": _finite(record.loss),
-            "timesteps": _finite(record.timesteps), "sample_losses": _finite(record.sample_losses),
-            "sent_at": record.sent_at, "captures": captures}
 
 
 def _record(step: dict, captures: list[CaptureRows]) -> StepRecord:
@@ -193,20 +235,31 @@ def _record(step: dict, captures: list[CaptureRows]) -> StepRecord:
                       sample_losses=_numbers(step, "sample_losses"), sent_at=_float(step, "sent_at"))
 
 
-def _capture(raw: Any, flat: np.ndarray, start: int) -> CaptureRows:
-    if not isinstance(raw, dict):
-        raise ValueError("a link capture is not an object")
-    space, rows, dim = raw.get("space"), _int(raw, "rows"), _int(raw, "dim")
+def _capture(raw: Any, flat: np.ndarray, start: int) -> tuple[CaptureRows, int]:
+    """The capture and how many payload values it took."""
+    if not isinstance(raw, list) or len(raw) != len(CAPTURE_FIELDS):
+        raise ValueError(f"a link capture is not a list of {', '.join(CAPTURE_FIELDS)}")
+    raw = dict(zip(CAPTURE_FIELDS, raw))
+    space, rows, dim, scale = raw.get("space"), _int(raw, "rows"), _int(raw, "dim"), _float(raw, "scale")
+    length = raw.get("weights")
     if space not in SPACES:
         raise ValueError(f"link capture space {space!r} is not one of {SPACES}")
-    if rows < 0 or dim < 1 or start + rows * dim > flat.size:
+    if length is not None and not (_is_int(length) and length >= 1):
+        raise ValueError("link capture weights must be a sequence length")
+    size = rows * (dim + (length or 0))
+    if rows < 0 or dim < 1 or start + size > flat.size:
         raise ValueError(f"link capture of {rows} x {dim} does not fit the payload")
     keep = raw.get("keep")
     if keep is not None and not (isinstance(keep, list) and all(_is_int(k) and 0 <= k < rows for k in keep)):
         raise ValueError("link capture keep must list row offsets")
-    return CaptureRows(space, _text(raw, "label", MAX_NAME_CHARS), _int(raw, "first_key"),
-                       flat[start:start + rows * dim].reshape(rows, dim), _int(raw, "order"),
-                       tuple(keep) if keep is not None else None)
+    if not math.isfinite(scale):
+        raise ValueError("link capture scale must be finite")
+    sums = flat[start:start + rows * dim]
+    weights = flat[start + rows * dim:start + size].reshape(rows, length) if length else None
+    capture = CaptureRows(space, _text(raw, "label", MAX_NAME_CHARS), _int(raw, "first_key"),
+                          scaled_rows(sums, rows, scale, weights), _int(raw, "order"),
+                          tuple(keep) if keep is not None else None)
+    return capture, size
 
 
 def _finite(values: list[float] | None) -> list[float | None] | None:

@@ -27,16 +27,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from collector.protocol import MAX_NAME_CHARS
-from trainer_plugin.pooling import pool_float32
+from trainer_plugin.pooling import pool_sum
 from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
 from trainer_plugin.publisher import ErrorLog, Publisher
 from trainer_plugin.relay import RelayPublisher
 from trainer_plugin.settings import SENDERS
-from trainer_plugin.step_record import CaptureRows, StepRecord, row_id
+from trainer_plugin.step_record import (CAPTURE_FIELDS, CaptureRows, StepRecord, capture_header, row_id, scaled_rows,
+                                         step_header)
 
 log = logging.getLogger("acestep_viz")
 
@@ -44,7 +46,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
-_graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
+_graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)  # -1: not inside backward
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
@@ -104,35 +106,54 @@ def check_run_name(run: str) -> str:
     return run
 
 
-class _Capture(NamedTuple):
-    """One hook firing's pooled rows, in host memory (or being copied there from the GPU)."""
+class _Capture:
+    """One hook firing's pooled sums, in host memory (or being copied there from the GPU), with its
+    header for the relay link, made when it is pooled (the relay divides the sums)."""
 
-    label: str
-    first_key: int  # its first row's index among the rows its module produced this step
-    host: torch.Tensor  # (rows, dim) float32 on the host; valid once ``event`` completes
-    event: Any = None  # torch.cuda.Event for a copy from the GPU, else None
-    keep: tuple[int, ...] | None = None  # set by ``flush`` for frozen clips not sent yet; None: all rows
+    __slots__ = ("label", "first_key", "rows", "host", "multiplier", "weights", "keep", "header")
 
-    def rows(self, space: str, order: int) -> CaptureRows:
-        if self.event is not None:
-            self.event.synchronize()
-        return CaptureRows(space, self.label, self.first_key, self.host.numpy(), order, self.keep)
+    def __init__(self, space: str, label: str, first_key: int, order: int, host: torch.Tensor, multiplier: float,
+                 weights: torch.Tensor | None = None):
+        self.label = label
+        self.first_key = first_key  # its first row's index among the rows its module produced this step
+        self.host = host  # float32 sums on the host, rows first; valid once the step's copies are done
+        self.multiplier = multiplier  # the vectors are the rows flattened times this (1 / length, times LoRA scaling)
+        self.weights = weights  # a masked sequence's (rows, length) weights: each row is divided by their sum
+        self.keep: tuple[int, ...] | None = None  # set by ``flush`` for frozen clips not sent yet; None: all rows
+        self.header = capture_header(space, label, first_key, host.shape, order, None, multiplier,
+                                     weights.shape[1] if weights is not None else None)
+        self.rows = self.header[3]
+
+    def set_keep(self, keep: list[int]) -> None:
+        self.keep = tuple(keep)
+        self.header[CAPTURE_FIELDS.index("keep")] = keep
+
+    def arrays(self) -> list[np.ndarray]:
+        """The host sums (and weights) as numpy; the step's copies must be done."""
+        return [self.host.numpy()] if self.weights is None else [self.host.numpy(), self.weights.numpy()]
+
+    def rows_of(self, space: str, order: int) -> CaptureRows:
+        sums, *weights = self.arrays()
+        vectors = scaled_rows(sums, self.rows, self.multiplier, weights[0] if weights else None)
+        return CaptureRows(space, self.label, self.first_key, vectors, order, self.keep)
 
 
-class _Firing(NamedTuple):
-    """A hook firing's output, held (not copied) until the forward ends, then pooled with the others.
-
-    Torch calls in a hook are costly on CPU: the first small kernel after the model's own work takes
-    about ten times as long as the next ones, and each hook would pay that. Pooling all of a step's
-    firings back to back, once the forward is over, pays it once."""
+class _HookPoint(NamedTuple):
+    """What pooling needs to know about a hooked module; a firing names it by its index."""
 
     space: str
     label: str
-    first_key: int
-    output: torch.Tensor
-    mask: torch.Tensor | None
-    scale: float
-    version: int  # output._version when the hook fired: an in-place change later would spoil the capture
+    order: int  # its place among the declared modules: the first declared size wins a space
+    once: bool  # a frozen space sent once per clip (frozen_once)
+    lora_layer: nn.Module | None  # for ":delta" bindings: the scaling lives on the LoRA layer
+    adapter: str | None
+
+
+# A hook firing is a plain tuple, (hook point index, output tensor, the call's kwargs, the output's
+# _version when the hook fired: an in-place change later would spoil the capture). The hook only
+# keeps these references; everything else waits until the forward is over (``disarm``). Torch
+# calls in a hook are costly on CPU: the first small kernel after the model's own work takes about
+# ten times as long as the next ones, and each hook would pay that.
 
 
 @dataclass
@@ -141,9 +162,10 @@ class _StepState:
     micro_batch: int
     keys: list[str] | None
     prompts: list[str] | None
-    firings: list[_Firing] = field(default_factory=list)  # outputs to pool once the forward is over
+    firings: list[tuple] = field(default_factory=list)  # outputs to pool once the forward is over
     captures: dict[str, list[_Capture]] = field(default_factory=dict)  # space -> its captures, firing order
     rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
+    copies: list = field(default_factory=list)  # CUDA events of device-to-host copies in flight
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
@@ -165,21 +187,24 @@ class Tap:
         for binding in self.bindings:
             self._labels_by_space.setdefault(binding.space, []).append(binding.label)
         self._binding_order = {b.label: i for i, b in enumerate(self.bindings)}
+        self._points = [_HookPoint(b.space, b.label, order, frozen_once and b.space in FROZEN_SPACES, b.lora_layer,
+                                   b.adapter) for order, b in enumerate(self.bindings)]
         self._publisher = publisher if active else None
         self._errors = ErrorLog(log)
         self._state: _StepState | None = None
         self._armed = False
         self._suspend_depth = 0
+        self._capturing = False  # armed and not suspended: the one flag a hook reads
         self._closed = False
         self._seen_frozen: set[tuple[str, str, str]] = set()
         self._silent_steps: Counter[str] = Counter()
         self._warned_silent: set[str] = set()
-        self._captures: Counter[str] = Counter()
-        self._rows: Counter[str] = Counter()
+        self._captures = dict.fromkeys(self._labels_by_space, 0)  # hook firings captured, per space
+        self._rows = dict.fromkeys(self._labels_by_space, 0)  # rows handed to the publisher, per space
         self._steps_seen = self._steps_captured = self._frames_queued = self._frames_refused = 0
         self._restores: list[Any] = []
-        self._handles = [b.module.register_forward_hook(self._hook_for(b), with_kwargs=True)
-                         for b in self.bindings] if active else []
+        self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
+                         for i, b in enumerate(self.bindings)] if active else []
         if publisher is not None and not active:
             publisher.close()  # this rank does not publish
 
@@ -225,28 +250,46 @@ class Tap:
             self._state = _StepState(int(global_step), int(batch_idx), _strings(keys, MAX_NAME_CHARS),
                                      _strings(prompts, PROMPT_CHARS))
             self._armed = True
+            self._capturing = not self._suspend_depth
             return True
         except Exception as exc:
             self._errors.record("arm", exc)
-            self._state, self._armed = None, False
+            self._state, self._armed, self._capturing = None, False, False
             return False
 
     def disarm(self) -> None:
         """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
-        self._armed = False
+        self._armed = self._capturing = False
         if self._state is not None and self._state.firings:
             self._pool_firings(self._state)
 
     def _pool_firings(self, state: _StepState) -> None:
         firings, state.firings = state.firings, []
-        for firing in firings:
-            space = firing.space
+        points, fired, captured = self._points, state.rows_fired, self._captures
+        for index, x, kwargs, version in firings:
+            point = points[index]
+            space, label = point.space, point.label
             try:
-                if firing.output._version != firing.version:
-                    raise RuntimeError(f"the output of {firing.label} was changed in place later in the forward; "
+                first_key = fired.get(label, 0)
+                fired[label] = first_key + (x.shape[0] if x.dim() > 1 else 1)
+                if point.once and self._all_sent(space, label, state, first_key):
+                    continue  # a clip already sent: no pooling, no copy
+                captured[space] += 1
+                if x._version != version:
+                    raise RuntimeError(f"the output of {label} was changed in place later in the forward; "
                                        "its rows are skipped (hook a module whose output is not modified)")
-                host, event = to_host(pool_float32(firing.output, firing.mask, firing.scale))
-                capture = _Capture(firing.label, firing.first_key, host, event)
+                sums, divisor = pool_sum(x, _sequence_mask(kwargs, x) if kwargs else None)
+                host, event = to_host(sums)
+                scale = 1.0 if point.lora_layer is None else float(point.lora_layer.scaling[point.adapter])
+                if isinstance(divisor, torch.Tensor):  # mask weights, divided by where frames are built
+                    weights, weights_event = to_host(divisor)
+                    capture = _Capture(space, label, first_key, point.order, host, scale, weights)
+                    if weights_event is not None:
+                        state.copies.append(weights_event)
+                else:
+                    capture = _Capture(space, label, first_key, point.order, host, scale / divisor)
+                if event is not None:
+                    state.copies.append(event)
                 captures = state.captures.get(space)
                 if captures is None:
                     state.captures[space] = [capture]
@@ -264,6 +307,8 @@ class Tap:
             state.loss = _host_values(loss) if loss is not None else state.loss
             state.timesteps = _host_values(timesteps) if timesteps is not None else state.timesteps
             state.sample_losses = _host_values(sample_losses) if sample_losses is not None else state.sample_losses
+            state.copies += [values[1] for values in (state.loss, state.timesteps, state.sample_losses)
+                             if values is not None and values[1] is not None]
         except Exception as exc:
             self._errors.record("note", exc)
 
@@ -272,10 +317,10 @@ class Tap:
 
         Waiting for device copies and building frames happen later, off the training thread (in the
         relay process by default). Returns how many frames the record will make (0: none, or refused)."""
-        self.note(loss, timesteps, sample_losses)
+        if loss is not None or timesteps is not None or sample_losses is not None:
+            self.note(loss, timesteps, sample_losses)
         self.disarm()
         state, self._state = self._state, None
-        self._count_captures(state)
         if state is None or self._publisher is None:
             return 0
         try:
@@ -289,7 +334,9 @@ class Tap:
                 self._seen_frozen.difference_update(marked)  # refused: those clips are still to be sent
                 return 0
             self._frames_queued += pending.frames
-            self._rows.update({space: n for space, n in rows.items() if n})
+            counted = self._rows
+            for space, n in rows.items():
+                counted[space] += n
             return pending.frames
         except Exception as exc:
             self._errors.record("flush", exc)
@@ -302,12 +349,12 @@ class Tap:
         rows, marked = {}, []
         for space, captures in state.captures.items():
             if not (self.frozen_once and space in FROZEN_SPACES):
-                rows[space] = sum(c.host.shape[0] for c in captures)
+                rows[space] = sum(c.rows for c in captures)
                 continue
             kept = []
             for capture in captures:
                 keep = []
-                for offset in range(capture.host.shape[0]):
+                for offset in range(capture.rows):
                     seen = (space, capture.label, row_id(state.keys, state.step, state.micro_batch,
                                                          capture.first_key + offset))
                     if seen not in self._seen_frozen:
@@ -315,19 +362,15 @@ class Tap:
                         marked.append(seen)
                         keep.append(offset)
                 if keep:
-                    kept.append(capture._replace(keep=tuple(keep)))
+                    capture.set_keep(keep)
+                    kept.append(capture)
             state.captures[space] = kept
             rows[space] = sum(len(c.keep) for c in kept)
         return rows, marked
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
-        state, self._state, self._armed = self._state, None, False
-        self._count_captures(state)
-
-    def _count_captures(self, state: _StepState | None) -> None:
-        if state is not None:
-            self._captures.update(_captures_by_space(state))
+        self._state, self._armed, self._capturing = None, False, False
 
     # ------------------------------------------------------------------ evaluation forwards
 
@@ -335,10 +378,12 @@ class Tap:
     def suspended(self) -> Iterator[None]:
         """Capture nothing inside this block, even in an armed step."""
         self._suspend_depth += 1
+        self._capturing = False
         try:
             yield
         finally:
             self._suspend_depth -= 1
+            self._capturing = self._armed and not self._suspend_depth
 
     def suspend_during(self, owner: Any, names: Iterable[str]) -> list[str]:
         """Wrap ``owner.<name>()`` methods so nothing is captured while they run; ``close`` restores them."""
@@ -383,11 +428,14 @@ class Tap:
         self.close()
 
     def stats(self) -> dict:
-        """Counters; ``captures`` counts hook firings captured, the armed step's included."""
+        """Counters; ``captures`` counts hook firings captured, the armed step's included (before a frozen
+        clip sent already is left out, which happens when the forward ends)."""
         published = self._publisher.stats() if self._publisher is not None else {}
-        state = self._state
-        live = _captures_by_space(state) if state is not None else Counter()
         errors = Counter(self._errors.as_dict())
+        captures = Counter(self._captures)
+        state = self._state
+        if state is not None:  # the armed step's firings, not pooled yet
+            captures.update(self._points[firing[0]].space for firing in list(state.firings))
         errors.update(published.get("errors", {}))
         return {
             "run": self.run,
@@ -402,36 +450,22 @@ class Tap:
             "queue_depth": published.get("queue_depth", 0),
             "frames_held": published.get("held", 0),
             "errors": dict(errors),
-            "captures": dict(self._captures + live),
-            "rows_queued": dict(self._rows),
+            "captures": {space: n for space, n in captures.items() if n},
+            "rows_queued": {space: n for space, n in self._rows.items() if n},
         }
 
     # ------------------------------------------------------------------ hot path
 
-    def _hook_for(self, binding: Binding):
-        space, label = binding.space, binding.label
+    def _hook_for(self, index: int, binding: Binding):
+        space = binding.space
         needs_grad = space == "lora"
-        once = self.frozen_once and space in FROZEN_SPACES
-        layer, adapter = binding.lora_layer, binding.adapter
 
         def hook(module, args, kwargs, output):
-            if not self._armed or self._suspend_depth:
-                return
-            if needs_grad and not torch.is_grad_enabled():
-                return
-            if _graph_task_id is not None and _graph_task_id() != -1:
-                return  # inside backward: a checkpoint recompute, not a new forward
+            if not self._capturing or (needs_grad and not torch.is_grad_enabled()) or _graph_task_id() != -1:
+                return  # not armed, suspended, an evaluation forward, or a checkpoint recompute inside backward
             try:
-                state = self._state
-                x = output_tensor(output)
-                fired = state.rows_fired
-                first_key = fired.get(label, 0)
-                fired[label] = first_key + (x.size(0) if x.dim() > 1 else 1)
-                if once and self._all_sent(space, label, state, first_key):
-                    return  # a clip already sent: no pooling, no copy
-                scale = float(layer.scaling[adapter]) if layer is not None else 1.0
-                state.firings.append(_Firing(space, label, first_key, x, _sequence_mask(kwargs, x), scale,
-                                             x._version))
+                x = output if type(output) is torch.Tensor else output_tensor(output)
+                self._state.firings.append((index, x, kwargs, x._version))
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
 
@@ -444,9 +478,13 @@ class Tap:
                    for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
+        if len(state.rows_fired) == len(self._binding_order):  # every module fired: no space is silent
+            if self._silent_steps:
+                self._silent_steps.clear()
+            return
         for space, labels in self._labels_by_space.items():
             if any(label in state.rows_fired for label in labels):  # fired, even if frozen_once skipped it
-                self._silent_steps[space] = 0
+                self._silent_steps.pop(space, None)
                 continue
             self._silent_steps[space] += 1
             if self._silent_steps[space] >= self.warn_after_steps and space not in self._warned_silent:
@@ -464,15 +502,43 @@ class _PendingStep:
     def __init__(self, tap: Tap, state: _StepState, frames: int, sent_at: float):
         self.tap, self.state, self.frames, self.sent_at = tap, state, frames, sent_at
 
+    def ready(self) -> bool:
+        """True when no device copy is still in flight: calling it will not wait."""
+        state = self.state
+        copies = self.state.copies
+        return not copies or all(event.query() for event in copies)
+
     def __call__(self) -> StepRecord:
         tap, state = self.tap, self.state
+        _wait(state)
         order = tap._binding_order
-        captures = [capture.rows(space, order.get(capture.label, 0))
+        captures = [capture.rows_of(space, order.get(capture.label, 0))
                     for space, space_captures in state.captures.items() for capture in space_captures]
         loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
         return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
                           timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at)
+
+    def link_step(self) -> tuple[dict, list[np.ndarray]]:
+        """The step for the relay link (``step_record.encode_step``), built without a ``StepRecord``:
+        it runs on the training thread, where every object made costs."""
+        state = self.state
+        _wait(state)
+        headers, arrays = [], []
+        for space_captures in state.captures.values():
+            for capture in space_captures:
+                headers.append(capture.header)
+                arrays += capture.arrays()
+        tap = self.tap
+        return step_header(tap.run, tap.rank, state.step, state.micro_batch, state.keys, state.prompts,
+                           _resolve(state.loss), _resolve(state.timesteps), _resolve(state.sample_losses),
+                           self.sent_at, headers), arrays
+
+
+def _wait(state: _StepState) -> None:
+    """Wait for the step's device-to-host copies (none on CPU)."""
+    for event in state.copies:
+        event.synchronize()
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -509,12 +575,6 @@ def _sequence_mask(kwargs: Mapping[str, Any] | None, x: torch.Tensor) -> torch.T
     if isinstance(mask, torch.Tensor) and x.dim() == 3 and tuple(mask.shape) == tuple(x.shape[:2]):
         return mask
     return None
-
-
-def _captures_by_space(state: _StepState) -> Counter[str]:
-    counts = Counter({space: len(captures) for space, captures in list(state.captures.items())})
-    counts.update(firing.space for firing in list(state.firings))
-    return counts
 
 
 def _host_values(value: Any) -> tuple[torch.Tensor, Any]:
