@@ -9,17 +9,20 @@ first epoch only the LoRA layers cost anything.
 
 Each round runs one step of each mode, in random order, all on the same batch, so the slow
 phases of a noisy machine (its speed drifts by tens of percent over seconds) cancel out. Part
-of the tap's work runs after the step, on the sender's thread, which wakes every ``batch_s``
-(0.25 s: about three of the twin's steps) and handles those steps together. To charge that work
-to its own mode, a mode's frames are held and handed to the publisher, which is woken, at the
-start of every ``--batch-steps``-th step of that mode. The overhead is the median over groups of
-``--batch-steps`` rounds of (the mode's total step time / the off steps' total) - 1: each group
-holds exactly one sender batch of its mode. The publisher stays connected for the whole run.
+of the tap's work is done once per sender batch, every ``batch_s`` (0.25 s) of training: the
+relay sends the steps queued meanwhile in one message (the thread sender wakes and builds their
+frames). With the modes interleaved, a mode gets a fifth of the wall clock, so a wall-clock batch
+would come five times as often per step as in a real run. Instead a mode's frames are held and
+handed to its publisher, which is woken, at the start of every ``--batch-steps``-th step of that
+mode: by default as many steps as the off mode runs in ``batch_s`` (8 on this machine), measured
+in the warm-up. The overhead is the median over groups of ``--batch-steps`` rounds of (the
+mode's total step time / the off steps' total) - 1: each group holds exactly one sender batch of
+its mode. The publisher stays connected for the whole run.
 The seed-style path is what the original tab did: in the hook, `.tolist()` the output and send
 JSON over a socket, synchronously on the training thread (pooled first, else it crashes on
 variable shapes).
 
-    python tests/benchmarks/overhead.py [--rounds 450] [--batch-steps 3]
+    python tests/benchmarks/overhead.py [--rounds 800] [--batch-steps N]
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from common import pause_projections, quiet_collector, record
 from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.presets import FROZEN_SPACES
-from trainer_plugin.publisher import Publisher
+from trainer_plugin.publisher import BATCH_S, Publisher
 from trainer_plugin.relay import RelayPublisher
 
 
@@ -138,7 +141,7 @@ def bootstrap_ci(ratios: np.ndarray, resamples: int = 2000) -> tuple[float, floa
     return round(100 * (low - 1), 2), round(100 * (high - 1), 2)
 
 
-def main(rounds: int = 450, batch_steps: int = 3) -> dict:
+def main(rounds: int = 800, batch_steps: int | None = None) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # as the demo runs: OpenMP spin-waits against the collector otherwise
     pipeline = build_pipeline(every_plot_step=10**9)
@@ -151,15 +154,17 @@ def main(rounds: int = 450, batch_steps: int = 3) -> dict:
     with quiet_collector() as collector, RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as publisher, \
             Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as in_process:
         pause_projections(collector)
-        held = {"ours": Batched(publisher, batch_steps), "default": Batched(publisher, batch_steps),
-                "thread": Batched(in_process, batch_steps)}
+        held = {"ours": Batched(publisher, 1), "default": Batched(publisher, 1), "thread": Batched(in_process, 1)}
         probe = attach(pipeline, run="bench-probe", publisher=held["ours"])
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
         probe.close()
         held["ours"].held.clear()
-        for step in range(5):  # warm-up
-            train_step(pipeline, optimizer, batches[step], step)
-        for step in range(5, 5 + rounds):
+        warm_up = [train_step(pipeline, optimizer, batches[step], step) for step in range(15)]
+        if batch_steps is None:  # one sender batch per batch_s of this mode's own training, as in a real run
+            batch_steps = max(1, round(BATCH_S / statistics.median(warm_up[5:])))
+        for holder in held.values():
+            holder.every = batch_steps
+        for step in range(15, 15 + rounds):
             modes = list(times)
             random.shuffle(modes)
             batch = batches[step % len(batches)]
@@ -208,7 +213,8 @@ def main(rounds: int = 450, batch_steps: int = 3) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=450)
-    parser.add_argument("--batch-steps", type=int, default=3, help="steps per sender batch (1: every step alone)")
+    parser.add_argument("--rounds", type=int, default=800)
+    parser.add_argument("--batch-steps", type=int, default=None,
+                        help="steps per sender batch (default: the off steps that fit in batch_s, measured)")
     args = parser.parse_args()
     record(main(args.rounds, args.batch_steps))
