@@ -72,7 +72,7 @@ def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match sequence shape {tuple(x.shape[:2])}")
     # a copy even when the mask is float32 already: it is read later, when the step is sent
     weights = mask.to(device=x.device, dtype=torch.float32, copy=True)
-    if weights.requires_grad:
+    if weights.requires_grad:  # a float mask that requires grad
         weights = weights.detach()
     return torch.bmm(weights.unsqueeze(1), x if x.dtype == torch.float32 else x.float()), weights
 

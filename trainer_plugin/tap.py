@@ -8,12 +8,14 @@ Capture is armed for one training step (``arm`` / ``step``) and gated in every h
   while the frozen DCAE and text encoder run under no_grad even in training).
 
 Hook bodies only keep a reference to the output (no torch call); when the forward ends (``disarm``,
-before backward, or ``flush``) the step's outputs are pooled back to back on their device and a
-non-blocking copy to the host starts. ``flush`` hands the step to the publisher as a deferred
-record; frames are built from it off the training thread (in the relay process by default), so
-the training thread never waits for the device.
+before backward, or ``flush``) the step's outputs are pooled back to back on their device (one
+reduction each: sums, with the division left to numpy where frames are built) and a non-blocking
+copy to the host starts. ``flush`` hands the step to the publisher as a deferred record. The
+default publisher (``relay``) encodes a step whose copies are done for a child process, which
+builds the frames; a step whose copies are still in flight goes to its thread, so the training
+thread never waits for the device.
 With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
-returns before any tensor work.
+is dropped before any tensor work.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
 """
 from __future__ import annotations
@@ -219,20 +221,13 @@ class Tap:
 
     # ------------------------------------------------------------------ step lifecycle
 
-    @contextmanager
-    def step(self, global_step: int, batch_idx: int = 0, batch: Any = None, loss: Any = None) -> Iterator["Tap"]:
-        """Capture the training forward run inside the block; publish when it exits.
+    def step(self, global_step: int, batch_idx: int = 0, batch: Any = None, loss: Any = None) -> "_StepBlock":
+        """Capture the training forward run inside the ``with`` block; publish when it exits.
 
         Call ``tap.note(loss=..., timesteps=..., sample_losses=...)`` inside to attach per-row
         metadata. If the block raises, the step's captures are discarded.
         """
-        self.arm(global_step, batch_idx, batch)
-        try:
-            yield self
-        except BaseException:
-            self.discard()
-            raise
-        self.flush(loss=loss)
+        return _StepBlock(self, global_step, batch_idx, batch, loss)
 
     def arm(self, global_step: int, batch_idx: int = 0, batch: Any = None, *,
             keys: Sequence[Any] | None = None, prompts: Sequence[Any] | None = None) -> bool:
@@ -315,8 +310,8 @@ class Tap:
     def flush(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> int:
         """Disarm and hand this step's captures to the publisher as one deferred record.
 
-        Waiting for device copies and building frames happen later, off the training thread (in the
-        relay process by default). Returns how many frames the record will make (0: none, or refused)."""
+        Waiting for device copies happens off the training thread, building frames in the relay process
+        (by default). Returns how many frames the record will make (0: none, or refused)."""
         if loss is not None or timesteps is not None or sample_losses is not None:
             self.note(loss, timesteps, sample_losses)
         self.disarm()
@@ -495,9 +490,31 @@ class Tap:
                             ", ".join(labels))
 
 
+class _StepBlock:
+    """``Tap.step``'s block: a plain class, as a generator-based context manager costs several times
+    as much, on every step."""
+
+    __slots__ = ("tap", "where", "loss")
+
+    def __init__(self, tap: Tap, global_step: int, batch_idx: int, batch: Any, loss: Any):
+        self.tap, self.where, self.loss = tap, (global_step, batch_idx, batch), loss
+
+    def __enter__(self) -> Tap:
+        self.tap.arm(*self.where)
+        return self.tap
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is not None:
+            self.tap.discard()
+        else:
+            self.tap.flush(loss=self.loss)
+        return False
+
+
 class _PendingStep:
-    """A flushed step on its way to the publisher. Calling it (off the training thread) waits for
-    device copies and returns the ``StepRecord``; ``frames`` is how many frames the record makes."""
+    """A flushed step on its way to the publisher. Calling it waits for device copies and returns the
+    ``StepRecord`` (``link_step``: its form for the relay link); ``ready`` says whether that would wait;
+    ``frames`` is how many frames the record makes."""
 
     def __init__(self, tap: Tap, state: _StepState, frames: int, sent_at: float):
         self.tap, self.state, self.frames, self.sent_at = tap, state, frames, sent_at
@@ -578,7 +595,7 @@ def _sequence_mask(kwargs: Mapping[str, Any] | None, x: torch.Tensor) -> torch.T
 
 
 def _host_values(value: Any) -> tuple[torch.Tensor, Any]:
-    """Values for the step's metadata; a CPU tensor is kept as it is and converted off the training thread."""
+    """Values for the step's metadata; a CPU tensor is kept as it is and converted with numpy later."""
     if isinstance(value, torch.Tensor):
         if not value.is_cpu:
             return to_host(value.detach().float().reshape(-1))
@@ -591,7 +608,7 @@ _NO_NUMPY = (torch.bfloat16,)  # dtypes numpy cannot view
 
 
 def _resolve(host_values: tuple[torch.Tensor, Any] | None) -> list[float] | None:
-    """Host values as floats: numpy only, no torch kernel off the training thread."""
+    """Host values as floats, with numpy (no torch kernel)."""
     if host_values is None:
         return None
     host, event = host_values
