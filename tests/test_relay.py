@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.publisher import MemoryPublisher
 from trainer_plugin.relay import RelayPublisher
-from trainer_plugin.step_record import CaptureRows, StepRecord
+from trainer_plugin.step_record import CaptureRows, StepRecord, record_link_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +111,40 @@ def test_the_relay_delivers_the_vectors_and_metadata_the_in_process_path_builds(
         got = [(row["id"], row["step"], row.get("layer"), row.get("prompt"), row.get("loss"),
                 row["vector"].tobytes()) for row in collector.rows(space)]
         assert sorted(got, key=str) == sorted(rows, key=str), space
+
+
+class InFlight:
+    """A deferred step whose device copies are not done until ``done`` is set; notes where it was encoded."""
+
+    frames = 1
+
+    def __init__(self, n: int):
+        self.record, self.done, self.encoded_on = step(n), threading.Event(), None
+
+    def ready(self) -> bool:
+        return self.done.is_set()
+
+    def link_step(self):
+        self.done.wait(10)  # what waiting for a CUDA event does
+        self.encoded_on = threading.current_thread().name
+        return record_link_step(self.record)
+
+
+def test_a_step_still_copying_from_the_device_is_sent_by_the_relay_thread_never_waited_for():
+    with SubCollector(loopback()) as collector:
+        relay = RelayPublisher(collector.endpoint)
+        wait_for(lambda: relay._linked, timeout=30)
+        first, ready = InFlight(0), step(1)
+        started = time.monotonic()
+        assert relay.publish(first) and relay.publish(ready)
+        relay.wake()
+        assert time.monotonic() - started < 5  # the caller did not wait for the copy
+        assert first.encoded_on is None  # the relay thread waits for the copy; the step behind it waits too
+        first.done.set()
+        wait_for(lambda: len(collector.rows("lora")) == 4, timeout=30)
+        relay.close()
+    assert first.encoded_on == "acestep-viz-relay"
+    assert [row["step"] for row in collector.rows("lora")] == [0, 0, 1, 1]
 
 
 def rows_of(publisher: MemoryPublisher, space: str) -> list[dict]:
