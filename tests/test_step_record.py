@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from trainer_plugin.publisher import ErrorLog
-from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, CaptureRows, StepRecord, build_frames, capture_header,
-                                         decode_records, encode_records, encode_step, link_message, step_header)
+from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, CaptureRows, StepRecord, build_frames,
+                                         capture_header, decode_records, encode_records, encode_step, link_message,
+                                         step_header)
 
 
 def vectors(rows: int, dim: int, start: float = 0.0) -> np.ndarray:

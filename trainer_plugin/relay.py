@@ -3,12 +3,13 @@ training process's GIL.
 
 A training loop on small tensors is mostly Python, so any Python work in the same process, even
 on another thread, delays it about one for one, and more when two threads trade the GIL. The
-trainer therefore keeps only the cheapest part: every ``batch_s`` (or ``MESSAGE_STEPS`` steps),
-the ``publish`` call that finds the batch due encodes the steps queued meanwhile
-(``encode_records``: one JSON header plus one float32 buffer) and sends them over a loopback
-ZeroMQ PAIR socket, on the caller's thread, to a child Python process running ``main`` below. The child runs the ordinary
-``Publisher``: frame building, merging, encoding, replay and the collector connection. It reports
-its counters back every ``STATS_S``, and once more after its final drain on ``close``.
+trainer therefore keeps only the cheapest part, on the caller's thread: ``publish`` encodes each
+step at once (``step_record.encode_step``: a JSON header and one float32 array), and the call that
+finds the batch due (every ``batch_s``, or ``MESSAGE_STEPS`` steps) sends the queued steps as one
+message over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. The
+child runs the ordinary ``Publisher``: frame building, merging, encoding, replay and the collector
+connection. It reports its counters back every ``STATS_S``, and once more after its final drain
+on ``close``.
 
 A step whose device-to-host copies are still in flight is never waited for by the caller: it goes
 to the relay thread, which waits for the copies and sends it. That thread also reads the child's

@@ -182,10 +182,10 @@ def step_header(run: str, rank: int, step: int, micro_batch: int, keys: list[str
 
 def capture_header(space: str, label: str, first_key: int, shape: tuple[int, ...], order: int,
                    keep: tuple[int, ...] | None, scale: float = 1.0, weights: int | None = None) -> list:
-    """A capture on the link, its ``CAPTURE_FIELDS`` in order (a list: a step's header is encoded
-    on the training thread, and JSON keys would double its cost): its sums (``shape``, rows first; a 1-D array is one row), then, if
-    ``weights`` is a length, a (rows, weights) float32 block of sequence weights. The vectors are
-    ``scaled_rows`` of them: the tap sends sums and lets the relay divide."""
+    """A capture on the link, its ``CAPTURE_FIELDS`` in order (a list, not an object: a step's header
+    is encoded on the training thread). Its payload: its sums (``shape``, rows first; a 1-D array is
+    one row), then, if ``weights`` is a length, a (rows, weights) float32 block of sequence weights.
+    The vectors are ``scaled_rows`` of them: the tap sends sums and lets the relay divide."""
     rows, dim = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, shape[0])
     return [space, label, first_key, rows, dim, order, list(keep) if keep is not None else None, scale, weights]
 

@@ -49,6 +49,7 @@ PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)  # -1: not inside backward
+_ROWS, _KEEP = CAPTURE_FIELDS.index("rows"), CAPTURE_FIELDS.index("keep")
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
@@ -124,11 +125,11 @@ class _Capture:
         self.keep: tuple[int, ...] | None = None  # set by ``flush`` for frozen clips not sent yet; None: all rows
         self.header = capture_header(space, label, first_key, host.shape, order, None, multiplier,
                                      weights.shape[1] if weights is not None else None)
-        self.rows = self.header[3]
+        self.rows = self.header[_ROWS]
 
     def set_keep(self, keep: list[int]) -> None:
         self.keep = tuple(keep)
-        self.header[CAPTURE_FIELDS.index("keep")] = keep
+        self.header[_KEEP] = keep
 
     def arrays(self) -> list[np.ndarray]:
         """The host sums (and weights) as numpy; the step's copies must be done."""
@@ -521,7 +522,6 @@ class _PendingStep:
 
     def ready(self) -> bool:
         """True when no device copy is still in flight: calling it will not wait."""
-        state = self.state
         copies = self.state.copies
         return not copies or all(event.query() for event in copies)
 
