@@ -241,8 +241,9 @@ class Tap:
             self._steps_seen += 1
             if int(global_step) % self.every_n_steps:
                 return False
-            keys = keys if keys is not None else _batch_field(batch, "keys")
-            prompts = prompts if prompts is not None else _batch_field(batch, "prompts")
+            if _is_mapping(batch):
+                keys = keys if keys is not None else batch.get("keys")
+                prompts = prompts if prompts is not None else batch.get("prompts")
             self._state = _StepState(int(global_step), int(batch_idx), _strings(keys, MAX_NAME_CHARS),
                                      _strings(prompts, PROMPT_CHARS))
             self._armed = True
@@ -564,8 +565,9 @@ def output_tensor(output: Any) -> torch.Tensor:
     """The tensor a module returned: itself, a ModelOutput's last_hidden_state / sample, or a tuple's first."""
     if isinstance(output, torch.Tensor):
         return output
+    mapping = _is_mapping(output)
     for key in OUTPUT_KEYS:
-        value = output.get(key) if isinstance(output, Mapping) else getattr(output, key, None)
+        value = output.get(key) if mapping else getattr(output, key, None)
         if isinstance(value, torch.Tensor):
             return value
     if isinstance(output, (tuple, list)) and output:
@@ -617,8 +619,10 @@ def _resolve(host_values: tuple[torch.Tensor, Any] | None) -> list[float] | None
     return host.numpy().reshape(-1).astype(float).tolist()
 
 
-def _batch_field(batch: Any, name: str) -> Any:
-    return batch.get(name) if isinstance(batch, Mapping) else None
+def _is_mapping(value: Any) -> bool:
+    """isinstance(value, Mapping), with the fast check first: an ABC check costs microseconds on a cold
+    path, and batches and model outputs are nearly always dicts (ModelOutput subclasses OrderedDict)."""
+    return isinstance(value, dict) or isinstance(value, Mapping)
 
 
 def _strings(values: Any, limit: int) -> list[str] | None:
