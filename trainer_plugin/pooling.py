@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer_plugin.step_record import FLOAT16_MAX
+from trainer_plugin.step_record import FLOAT16_MAX, scaled_rows
 
 
 def pool_sum(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, float | torch.Tensor]:
@@ -38,13 +38,13 @@ def pool_sum(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.T
 
 
 def pool_float32(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
-    """(rows, features) float32 pooled vectors, multiplied by ``scale``."""
+    """(rows, features) float32 pooled vectors on the host, multiplied by ``scale``: ``pool_sum`` divided
+    the way frames are built (``step_record.scaled_rows``)."""
     sums, divisor = pool_sum(x, mask)
-    pooled = sums.reshape(sums.shape[0] if sums.dim() > 1 else 1, -1)
-    if isinstance(divisor, torch.Tensor):  # mask weights: divide each row by its weights' sum (0: stays 0)
-        totals = divisor.sum(dim=1, keepdim=True)
-        return pooled * scale / totals.masked_fill_(totals == 0, 1.0)
-    return pooled * (scale / divisor) if scale != divisor else pooled
+    rows = sums.shape[0] if sums.dim() > 1 else 1
+    if isinstance(divisor, torch.Tensor):  # mask weights: each row is divided by their sum
+        return torch.from_numpy(scaled_rows(sums.cpu().numpy(), rows, scale, divisor.cpu().numpy()))
+    return torch.from_numpy(scaled_rows(sums.cpu().numpy(), rows, scale / divisor))
 
 
 def pool_any(x: torch.Tensor, mask: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:

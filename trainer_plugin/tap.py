@@ -49,7 +49,7 @@ PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)  # -1: not inside backward
-_ROWS, _KEEP = CAPTURE_FIELDS.index("rows"), CAPTURE_FIELDS.index("keep")
+_SPACE, _ROWS, _ORDER, _KEEP = (CAPTURE_FIELDS.index(name) for name in ("space", "rows", "order", "keep"))
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
@@ -135,10 +135,12 @@ class _Capture:
         """The host sums (and weights) as numpy; the step's copies must be done."""
         return [self.host.numpy()] if self.weights is None else [self.host.numpy(), self.weights.numpy()]
 
-    def rows_of(self, space: str, order: int) -> CaptureRows:
+    def capture_rows(self) -> CaptureRows:
+        """Its vectors, divided here (the in-process sender's path); the step's copies must be done."""
         sums, *weights = self.arrays()
         vectors = scaled_rows(sums, self.rows, self.multiplier, weights[0] if weights else None)
-        return CaptureRows(space, self.label, self.first_key, vectors, order, self.keep)
+        header = self.header
+        return CaptureRows(header[_SPACE], self.label, self.first_key, vectors, header[_ORDER], self.keep)
 
 
 class _HookPoint(NamedTuple):
@@ -189,7 +191,6 @@ class Tap:
         self._labels_by_space: dict[str, list[str]] = {}  # built once: flush reads it every step
         for binding in self.bindings:
             self._labels_by_space.setdefault(binding.space, []).append(binding.label)
-        self._binding_order = {b.label: i for i, b in enumerate(self.bindings)}
         self._points = [_HookPoint(b.space, b.label, order, frozen_once and b.space in FROZEN_SPACES, b.lora_layer,
                                    b.adapter) for order, b in enumerate(self.bindings)]
         self._publisher = publisher if active else None
@@ -204,7 +205,7 @@ class Tap:
         self._warned_silent: set[str] = set()
         self._captures = dict.fromkeys(self._labels_by_space, 0)  # hook firings captured, per space
         self._rows = dict.fromkeys(self._labels_by_space, 0)  # rows handed to the publisher, per space
-        self._steps_seen = self._steps_captured = self._frames_queued = self._frames_refused = 0
+        self._steps_seen = self._steps_captured = self._frames_queued = 0
         self._restores: list[Any] = []
         self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
                          for i, b in enumerate(self.bindings)] if active else []
@@ -475,7 +476,7 @@ class Tap:
                    for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
-        if len(state.rows_fired) == len(self._binding_order):  # every module fired: no space is silent
+        if len(state.rows_fired) == len(self._points):  # every module fired: no space is silent
             if self._silent_steps:
                 self._silent_steps.clear()
             return
@@ -529,9 +530,7 @@ class _PendingStep:
     def __call__(self) -> StepRecord:
         tap, state = self.tap, self.state
         _wait(state)
-        order = tap._binding_order
-        captures = [capture.rows_of(space, order.get(capture.label, 0))
-                    for space, space_captures in state.captures.items() for capture in space_captures]
+        captures = [capture.capture_rows() for space_captures in state.captures.values() for capture in space_captures]
         loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
         return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
