@@ -12,12 +12,13 @@ phases of a noisy machine (its speed drifts by tens of percent over seconds) can
 of the tap's work is done once per sender batch, every ``batch_s`` (0.25 s) of training: the
 relay sends the steps queued meanwhile in one message (the thread sender wakes and builds their
 frames). With the modes interleaved, a mode gets a fifth of the wall clock, so a wall-clock batch
-would come five times as often per step as in a real run. Instead a mode's frames are held and
-handed to its publisher, which is woken, at the start of every ``--batch-steps``-th step of that
-mode: by default as many steps as the off mode runs in ``batch_s`` (8 on this machine), measured
-in the warm-up. The overhead is the median over groups of ``--batch-steps`` rounds of (the
+would come five times as often per step as in a real run. Instead each mode has its own publisher,
+whose ``batch_s`` never comes: steps are handed to it as in a run (the relay encodes each at once),
+and its batch is sent when the harness wakes it, at the start of every ``--batch-steps``-th step of
+that mode: by default as many steps as the off mode runs in ``batch_s`` (8 on this machine),
+measured in the warm-up. The overhead is the median over groups of ``--batch-steps`` rounds of (the
 mode's total step time / the off steps' total) - 1: each group holds exactly one sender batch of
-its mode. The publisher stays connected for the whole run.
+its mode. The publishers stay connected for the whole run.
 The seed-style path is what the original tab did: in the hook, `.tolist()` the output and send
 JSON over a socket, synchronously on the training thread (pooled first, else it crashes on
 variable shapes).
@@ -40,39 +41,32 @@ from common import pause_projections, quiet_collector, record
 from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.presets import FROZEN_SPACES
-from trainer_plugin.publisher import BATCH_S, Publisher
+from trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
 from trainer_plugin.relay import RelayPublisher
 
 
 class Batched:
-    """Holds a mode's deferred frames; hands them to the publisher and wakes its sender at the start
-    of every ``every``-th step of that mode, so that each sender batch overlaps a step of its mode."""
+    """A mode's publisher, whose batches are sent at the start of every ``every``-th step of that mode
+    (``wake``) rather than every ``batch_s`` of wall-clock time, so that each sender batch overlaps a
+    step of its mode. Steps are handed over at once, as in a run: the relay encodes them then."""
 
-    def __init__(self, publisher: Publisher, every: int):
+    def __init__(self, publisher: Publisher | RelayPublisher, every: int):
         self.publisher, self.every = publisher, every
-        self.held: list = []
         self.steps = 0
 
     def publish(self, item) -> bool:
-        self.held.append(item)
-        return True
+        return self.publisher.publish(item)
 
     def step_starts(self) -> None:
         self.steps += 1
         if self.steps % self.every == 0:
-            self.release()
-
-    def release(self) -> None:
-        for item in self.held:
-            self.publisher.publish(item)
-        self.held.clear()
-        self.publisher.wake()
+            self.publisher.wake()
 
     def stats(self) -> dict:
         return self.publisher.stats()
 
     def close(self) -> None:
-        pass  # a tap closing between steps leaves the shared publisher open
+        pass  # a tap closing between steps leaves the publisher open
 
 
 class SeedStyleHooks:
@@ -151,14 +145,17 @@ def main(rounds: int = 800, batch_steps: int | None = None) -> dict:
     batches = make_batches(64)
     times = {"off": [], "ours": [], "default": [], "thread": [], "seed": []}
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round
-    with quiet_collector() as collector, RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as publisher, \
-            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES) as in_process:
+    never = 3600.0  # a batch goes when the harness wakes the publisher, not when batch_s has passed
+    with quiet_collector() as collector, \
+            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as publisher, \
+            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as default_publisher, \
+            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as in_process:
         pause_projections(collector)
-        held = {"ours": Batched(publisher, 1), "default": Batched(publisher, 1), "thread": Batched(in_process, 1)}
-        probe = attach(pipeline, run="bench-probe", publisher=held["ours"])
+        held = {"ours": Batched(publisher, 1), "default": Batched(default_publisher, 1),
+                "thread": Batched(in_process, 1)}
+        probe = attach(pipeline, run="bench-probe", publisher=MemoryPublisher())
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
         probe.close()
-        held["ours"].held.clear()
         warm_up = [train_step(pipeline, optimizer, batches[step], step) for step in range(15)]
         if batch_steps is None:  # one sender batch per batch_s of this mode's own training, as in a real run
             batch_steps = max(1, round(BATCH_S / statistics.median(warm_up[5:])))
@@ -185,9 +182,9 @@ def main(rounds: int = 800, batch_steps: int | None = None) -> dict:
                 if seed is not None:
                     seed.close()
         for holder in held.values():
-            holder.release()
+            holder.publisher.wake()
         time.sleep(1.0)
-        sent = publisher.stats()
+    sent = publisher.stats()  # its final report arrived when it closed
     med = {mode: statistics.median(v) for mode, v in times.items()}
     ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "thread", "seed")}
     low, high = bootstrap_ci(ratios["ours"])
