@@ -19,7 +19,7 @@ from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.publisher import MemoryPublisher
 from trainer_plugin.relay import RelayPublisher
-from trainer_plugin.step_record import CaptureRows, StepRecord, record_link_step
+from trainer_plugin.step_record import CaptureRows, StepRecord, encode_step, record_link_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ class InFlight:
     def link_step(self):
         self.done.wait(10)  # what waiting for a CUDA event does
         self.encoded_on = threading.current_thread().name
-        return record_link_step(self.record)
+        return encode_step(*record_link_step(self.record))
 
 
 def test_a_step_still_copying_from_the_device_is_sent_by_the_relay_thread_never_waited_for():

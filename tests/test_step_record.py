@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from trainer_plugin.publisher import ErrorLog
-from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, CaptureRows, StepRecord, build_frames,
-                                         capture_header, decode_records, encode_records, encode_step, link_message,
-                                         step_header)
+from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, STEP_FIELDS, CaptureRows, StepRecord,
+                                         build_frames, capture_header, decode_records, encode_records, encode_step,
+                                         link_message, step_header)
 
 
 def vectors(rows: int, dim: int, start: float = 0.0) -> np.ndarray:
@@ -94,8 +94,9 @@ def test_sums_on_the_link_arrive_as_vectors_scaled_flattened_and_divided_by_thei
 
 
 def header_of(rec: StepRecord) -> dict:
-    """The first step's header, as a mangle receives it."""
-    return json.loads(encode_records([rec])[0])["steps"][0]
+    """The first step's header, as a mangle receives it (an object: ``relink`` makes it a list again)."""
+    step = json.loads(encode_records([rec])[0])["steps"][0]
+    return {**dict(zip(STEP_FIELDS, step)), "captures": step[len(STEP_FIELDS):]}
 
 
 def with_capture(step: dict, **changes) -> dict:
@@ -105,13 +106,15 @@ def with_capture(step: dict, **changes) -> dict:
 
 
 def relink(step: dict) -> bytes:
-    return json.dumps({"v": LINK_VERSION, "steps": [step]}).encode()
+    return json.dumps({"v": LINK_VERSION, "steps": [[step[name] for name in STEP_FIELDS] + step["captures"]]}).encode()
 
 
 @pytest.mark.parametrize("mangle, message", [
     (lambda h, p: (b"not json", p), "unreadable"),
     (lambda h, p: (json.dumps({"v": 99, "steps": [h]}).encode(), p), "version"),
     (lambda h, p: (json.dumps({"v": LINK_VERSION, "steps": h}).encode(), p), "steps"),
+    (lambda h, p: (json.dumps({"v": LINK_VERSION, "steps": [h]}).encode(), p), "a link step"),
+    (lambda h, p: (json.dumps({"v": LINK_VERSION, "steps": [list(h.values())[:5]]}).encode(), p), "a link step"),
     (lambda h, p: (relink(h), p.tobytes()[:-4]), "payload"),
     (lambda h, p: (relink(with_capture(h, rows=50)), p), "fit"),
     (lambda h, p: (relink(with_capture(h, space="video")), p), "space"),

@@ -9,6 +9,7 @@ from tests.support import free_port
 from trainer_plugin import attach
 from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from trainer_plugin.publisher import MemoryPublisher
+from trainer_plugin.step_record import decode_records, link_message
 from trainer_plugin.tap import output_tensor
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -340,6 +341,49 @@ def test_an_output_changed_in_place_after_its_hook_is_skipped_and_reported(caplo
     np.testing.assert_allclose(publisher.frames[0].vectors, expected.numpy().astype(np.float16), rtol=1e-3)
     assert tap.stats()["errors"] == {"capture:latent": 1}
     assert any("changed in place" in r.getMessage() for r in caplog.records)
+
+
+class Strided(torch.nn.Module):
+    """Modules whose outputs are views with strides of their own (a transpose, a permutation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.sequence, self.channels = torch.nn.Identity(), torch.nn.Identity(), torch.nn.Identity()
+
+    def forward(self, x):
+        return (self.rows(x[:, :, 0].t()), self.sequence(x.permute(1, 2, 0)),
+                self.channels(x.permute(1, 0, 2).unsqueeze(1)))
+
+
+class LinkPublisher:
+    """Takes each step the way the relay does: ready for the link, then decoded as the relay process would."""
+
+    def __init__(self):
+        self.records = []
+
+    def publish(self, item) -> bool:
+        self.records += decode_records(*link_message([item.link_step()]))
+        return True
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_outputs_with_strides_of_their_own_reach_the_relay_with_the_right_values():
+    model = Strided()
+    publisher = LinkPublisher()
+    tap = attach(model, preset=None, frozen_once=False, publisher=publisher,
+                 spaces={"latent": ["rows", "channels"], "prompt": ["sequence"]})
+    x = torch.randn(5, 3, 4)  # (features, rows, time)
+    with tap, tap.step(0, 0, {"keys": ["a", "b", "c"]}):
+        model(x)
+    vectors = {c.label: c.vectors for c in publisher.records[0].captures}
+    np.testing.assert_allclose(vectors["rows"], x[:, :, 0].t().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(vectors["sequence"], x.permute(1, 2, 0).mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vectors["channels"], x.permute(1, 0, 2).mean(-1).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_delta_of_a_plain_module_is_a_clear_error(pipeline):

@@ -15,7 +15,7 @@ from trainer_plugin.step_record import FLOAT16_MAX, scaled_rows
 
 
 def pool_sum(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, float | torch.Tensor]:
-    """``(sums, divisor)``: a fresh float32 tensor, one leading entry per row, whose rows flattened and
+    """``(sums, divisor)``: a fresh C-contiguous float32 tensor, one leading entry per row, whose rows flattened and
     divided by ``divisor`` are the pooled vectors (what ``pool_float32`` returns). The divisor is a
     length, or for a masked sequence the (B, T) float32 weights, whose row sums divide.
 
@@ -29,7 +29,7 @@ def pool_sum(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.T
         x = x.detach()  # only then: every torch call costs microseconds (the mask is only compared)
     dims = x.dim()
     if dims <= 2:
-        return x.to(torch.float32, copy=True), 1.0
+        return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True), 1.0
     if dims == 3:
         if mask is None:
             return x.sum(dim=1, dtype=torch.float32), float(x.shape[1])  # accumulates without a float32 copy of x
@@ -71,7 +71,7 @@ def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     if tuple(mask.shape) != tuple(x.shape[:2]):
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match sequence shape {tuple(x.shape[:2])}")
     # a copy even when the mask is float32 already: it is read later, when the step is sent
-    weights = mask.to(device=x.device, dtype=torch.float32, copy=True)
+    weights = mask.to(device=x.device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
     if weights.requires_grad:  # a float mask that requires grad
         weights = weights.detach()
     return torch.bmm(weights.unsqueeze(1), x if x.dtype == torch.float32 else x.float()), weights

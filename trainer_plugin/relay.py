@@ -4,8 +4,8 @@ training process's GIL.
 A training loop on small tensors is mostly Python, so any Python work in the same process, even
 on another thread, delays it about one for one, and more when two threads trade the GIL. The
 trainer therefore keeps only the cheapest part, on the caller's thread: ``publish`` encodes each
-step at once (``step_record.encode_step``: a JSON header and one float32 array), and the call that
-finds the batch due (every ``batch_s``, or ``MESSAGE_STEPS`` steps) sends the queued steps as one
+step at once (``step_record.encode_step``: its header as plain values and one float32 array), and the
+call that finds the batch due (every ``batch_s``, or ``MESSAGE_STEPS`` steps) sends the queued steps as one
 message over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. The
 child runs the ordinary ``Publisher``: frame building, merging, encoding, replay and the collector
 connection. It reports its counters back every ``STATS_S``, and once more after its final drain
@@ -68,6 +68,7 @@ class RelayPublisher:
         self._late: deque = deque()  # steps the caller could not send yet (device copies in flight)
         self._batch_s, self._drain_s = batch_s, drain_s
         self._last_forward = 0.0  # monotonic time the last batch was taken
+        self._late_busy = False  # the relay thread is sending late steps: later ones must queue behind them
         self._dropped = 0  # steps lost on the link or with the child; refusals are counted by the hand-off
         self._child_stats: dict = {}
         self._linked = False
@@ -162,7 +163,7 @@ class RelayPublisher:
         (or before it) still waits for a device copy."""
         self._last_forward = time.monotonic()
         items = self._handoff.take()
-        if self._late or not all(map(_ready, items)):
+        if self._late or self._late_busy or not all(map(_ready, items)):
             self._late.extend(items)
             self._handoff.event.set()
             return
@@ -199,9 +200,13 @@ class RelayPublisher:
     def _forward_left(self, woken: bool) -> None:
         """Send the steps handed over for their device copies, and a batch the caller left waiting
         (training paused for over ``2 * batch_s``, or steps queued before the child was linked)."""
-        late = take_all(self._late)
-        if late:
-            self._forward(late, woken=True)
+        self._late_busy = True  # before taking them: a caller's batch must not overtake them
+        try:
+            late = take_all(self._late)
+            if late:
+                self._forward(late, woken=True)
+        finally:
+            self._late_busy = False
         if self._handoff.items and (woken or time.monotonic() - self._last_forward >= 2 * self._batch_s):
             self._last_forward = time.monotonic()
             self._forward(self._handoff.take(), woken)
@@ -290,8 +295,8 @@ class RelayPublisher:
 
 
 class _EncodedStep(NamedTuple):
-    header: bytes
-    payload: Any  # np.ndarray
+    header: tuple  # made JSON with the rest of its link message
+    payload: Any  # float32 values: bytes or a numpy array
     frames: int
 
 
@@ -299,15 +304,13 @@ def _encode(item: Item) -> _EncodedStep | None:
     """An item encoded for the link (waiting for its device copies); None for a deferred item that made nothing."""
     link_step = getattr(item, "link_step", None)
     if link_step is not None:
-        step = link_step()
-    else:
-        value = item() if callable(item) else item
-        if value is None:
-            return None
-        if not isinstance(value, StepRecord):
-            raise TypeError(f"the relay forwards step records, not {type(value).__name__}")
-        step = record_link_step(value)
-    return _EncodedStep(*encode_step(*step), frame_count(item))
+        return _EncodedStep(*link_step(), frame_count(item))
+    value = item() if callable(item) else item
+    if value is None:
+        return None
+    if not isinstance(value, StepRecord):
+        raise TypeError(f"the relay forwards step records, not {type(value).__name__}")
+    return _EncodedStep(*encode_step(*record_link_step(value)), frame_count(item))
 
 
 def _ready(item: Item) -> bool:

@@ -128,8 +128,7 @@ class _Capture:
         self.rows = self.header[_ROWS]
 
     def set_keep(self, keep: list[int]) -> None:
-        self.keep = tuple(keep)
-        self.header[_KEEP] = keep
+        self.keep = self.header[_KEEP] = tuple(keep)
 
     def arrays(self) -> list[np.ndarray]:
         """The host sums (and weights) as numpy; the step's copies must be done."""
@@ -536,9 +535,11 @@ class _PendingStep:
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
                           timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at)
 
-    def link_step(self) -> tuple[dict, list[np.ndarray]]:
-        """The step for the relay link (``step_record.encode_step``), built without a ``StepRecord``:
-        it runs on the training thread, where every object made costs."""
+    def link_step(self) -> tuple[tuple, bytes]:
+        """The step ready for the relay link, as ``step_record.encode_step`` makes it, built without a
+        ``StepRecord``: it runs on the training thread, where every object made costs. The payload is a
+        bytes join of the captures' arrays, ten times cheaper than numpy's concatenate: pooling makes
+        each a fresh C-contiguous float32 array."""
         state = self.state
         _wait(state)
         headers, arrays = [], []
@@ -549,7 +550,7 @@ class _PendingStep:
         tap = self.tap
         return step_header(tap.run, tap.rank, state.step, state.micro_batch, state.keys, state.prompts,
                            _resolve(state.loss), _resolve(state.timesteps), _resolve(state.sample_losses),
-                           self.sent_at, headers), arrays
+                           self.sent_at, headers), b"".join(arrays)
 
 
 def _wait(state: _StepState) -> None:
