@@ -55,6 +55,9 @@ def test_the_latest_maps_are_served_right_after_a_restart_and_refits_go_on(tmp_p
         wait_for(lambda: all_projected(first.query, "run-m"), timeout=60)
         maps = [RunStore(store).map_path("run-m", s) for s in SPACES]
         wait_for(lambda: all(m.exists() for m in maps), timeout=20)
+        # the store hands frames to the OS every 0.25 s, and a fit can take less: a kill -9 before then
+        # loses them by design (and with them the rows a refit needs after the restart)
+        wait_for(lambda: [stored_rows(store, "run-m", s) for s in SPACES] == [20, 120, 20], timeout=20)
         before = all_projected(first.query, "run-m")
         first.kill9()
     with CollectorProcess(store, extra_args=one_fit) as second:
