@@ -23,7 +23,7 @@ The seed-style path is what the original tab did: in the hook, `.tolist()` the o
 JSON over a socket, synchronously on the training thread (pooled first, else it crashes on
 variable shapes).
 
-    python tests/benchmarks/overhead.py [--rounds 800] [--batch-steps N]
+    python tests/benchmarks/overhead.py [--rounds 2400] [--batch-steps N]
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def bootstrap_ci(ratios: np.ndarray, resamples: int = 2000) -> tuple[float, floa
     return round(100 * (low - 1), 2), round(100 * (high - 1), 2)
 
 
-def main(rounds: int = 800, batch_steps: int | None = None) -> dict:
+def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # as the demo runs: OpenMP spin-waits against the collector otherwise
     pipeline = build_pipeline(every_plot_step=10**9)
@@ -210,7 +210,7 @@ def main(rounds: int = 800, batch_steps: int | None = None) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=800)
+    parser.add_argument("--rounds", type=int, default=2400, help="interleaved rounds (about 7 minutes here)")
     parser.add_argument("--batch-steps", type=int, default=None,
                         help="steps per sender batch (default: the off steps that fit in batch_s, measured)")
     args = parser.parse_args()
