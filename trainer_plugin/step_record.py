@@ -169,8 +169,8 @@ def link_message(steps: Sequence[tuple[tuple, np.ndarray]]) -> list[Any]:
 
 
 def record_link_step(record: StepRecord) -> tuple[tuple, list[np.ndarray]]:
-    captures = tuple(capture_header(c.space, c.label, c.first_key, c.vectors.shape, c.order, c.keep)
-                     for c in record.captures)
+    captures = [capture_header(c.space, c.label, c.first_key, c.vectors.shape, c.order, c.keep)
+                for c in record.captures]
     return (step_header(record.run, record.rank, record.step, record.micro_batch, record.keys, record.prompts,
                         record.loss, record.timesteps, record.sample_losses, record.sent_at, captures),
             [c.vectors for c in record.captures])
