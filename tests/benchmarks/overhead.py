@@ -151,16 +151,14 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
             RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as default_publisher, \
             Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as in_process:
         pause_projections(collector)
-        held = {"ours": Batched(publisher, 1), "default": Batched(default_publisher, 1),
-                "thread": Batched(in_process, 1)}
         probe = attach(pipeline, run="bench-probe", publisher=MemoryPublisher())
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
         probe.close()
         warm_up = [train_step(pipeline, optimizer, batches[step], step) for step in range(15)]
         if batch_steps is None:  # one sender batch per batch_s of this mode's own training, as in a real run
             batch_steps = max(1, round(BATCH_S / statistics.median(warm_up[5:])))
-        for holder in held.values():
-            holder.every = batch_steps
+        held = {"ours": Batched(publisher, batch_steps), "default": Batched(default_publisher, batch_steps),
+                "thread": Batched(in_process, batch_steps)}
         for step in range(15, 15 + rounds):
             modes = list(times)
             random.shuffle(modes)
