@@ -372,6 +372,42 @@ class LinkPublisher:
         pass
 
 
+class HeldPublisher(LinkPublisher):
+    """Holds steps until ``send``, as the relay holds them until their batch is due."""
+
+    def __init__(self):
+        super().__init__()
+        self.held = []
+
+    def publish(self, item) -> bool:
+        self.held.append(item)
+        return True
+
+    def send(self) -> None:
+        self.records += decode_records(*link_message([item.link_step() for item in self.held]))
+        self.held.clear()
+
+
+def test_metadata_tensors_reused_in_place_after_the_step_are_sent_with_the_steps_own_values(fast, songs):
+    """A step waits for its batch (up to batch_s); a loop that writes the next step's timesteps and
+    losses into the same tensors meanwhile must not change what the waiting step reports."""
+    publisher = HeldPublisher()
+    tap = attach(fast, run="reuse", frozen_once=False, publisher=publisher)
+    timesteps, sample_losses, loss = torch.tensor([100.0, 200.0]), torch.tensor([0.25, 0.5]), torch.tensor(1.5)
+    with tap:
+        for step in range(2):
+            batch = batch_of(songs, [2 * step, 2 * step + 1])
+            with tap.step(step, 0, batch):
+                fast.training_step(batch, 0)
+                tap.note(loss=loss, timesteps=timesteps, sample_losses=sample_losses)
+            for reused in (timesteps, sample_losses, loss):
+                reused.add_(1000.0)  # the loop's buffers, overwritten for the next step
+        publisher.send()
+    first, second = publisher.records
+    assert (first.timesteps, first.sample_losses, first.loss) == ([100.0, 200.0], [0.25, 0.5], [1.5])
+    assert (second.timesteps, second.sample_losses, second.loss) == ([1100.0, 1200.0], [1000.25, 1000.5], [1001.5])
+
+
 def test_outputs_with_strides_of_their_own_reach_the_relay_with_the_right_values():
     model = Strided()
     publisher = LinkPublisher()

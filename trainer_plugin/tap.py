@@ -11,9 +11,10 @@ Hook bodies only keep a reference to the output (no torch call); when the forwar
 before backward, or ``flush``) the step's outputs are pooled back to back on their device (one
 reduction each: sums, with the division left to numpy where frames are built) and a non-blocking
 copy to the host starts. ``flush`` hands the step to the publisher as a deferred record. The
-default publisher (``relay``) encodes a step whose copies are done for a child process, which
-builds the frames; a step whose copies are still in flight goes to its thread, so the training
-thread never waits for the device.
+default publisher (``relay``) queues it and, when its batch is due, encodes the batch's steps for
+a child process, which builds the frames; a batch with copies still in flight goes to its thread,
+so the training thread never waits for the device. Metadata tensors are copied at ``note``: the
+loop may reuse them before the step's batch is sent.
 With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
 is dropped before any tensor work.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
@@ -49,7 +50,7 @@ PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)  # -1: not inside backward
-_SPACE, _ROWS, _ORDER, _KEEP = (CAPTURE_FIELDS.index(name) for name in ("space", "rows", "order", "keep"))
+_ROWS, _SCALE = (CAPTURE_FIELDS.index(name) for name in ("rows", "scale"))
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
@@ -109,37 +110,24 @@ def check_run_name(run: str) -> str:
     return run
 
 
-class _Capture:
-    """One hook firing's pooled sums, in host memory (or being copied there from the GPU), with its
-    header for the relay link, made when it is pooled (the relay divides the sums)."""
+def _capture_parts(point: "_HookPoint", pooled: tuple) -> tuple[list, list[np.ndarray]]:
+    """A pooled firing's ``capture_header`` and its arrays (sums, then weights for a masked sequence), as numpy;
+    the step's device copies must be done. Made when the step is sent, not when it is pooled: the relay
+    divides the sums, by the length (times LoRA scaling) or row by row by the mask weights' sums."""
+    _, first_key, _, host, divisor, keep = pooled
+    scale = 1.0 if point.lora_layer is None else float(point.lora_layer.scaling[point.adapter])
+    if isinstance(divisor, torch.Tensor):
+        return (capture_header(point.space, point.label, first_key, host.shape, point.order, keep, scale,
+                               divisor.shape[1]), [host.numpy(), divisor.numpy()])
+    return (capture_header(point.space, point.label, first_key, host.shape, point.order, keep, scale / divisor),
+            [host.numpy()])
 
-    __slots__ = ("label", "first_key", "rows", "host", "multiplier", "weights", "keep", "header")
 
-    def __init__(self, space: str, label: str, first_key: int, order: int, host: torch.Tensor, multiplier: float,
-                 weights: torch.Tensor | None = None):
-        self.label = label
-        self.first_key = first_key  # its first row's index among the rows its module produced this step
-        self.host = host  # float32 sums on the host, rows first; valid once the step's copies are done
-        self.multiplier = multiplier  # the vectors are the rows flattened times this (1 / length, times LoRA scaling)
-        self.weights = weights  # a masked sequence's (rows, length) weights: each row is divided by their sum
-        self.keep: tuple[int, ...] | None = None  # set by ``flush`` for frozen clips not sent yet; None: all rows
-        self.header = capture_header(space, label, first_key, host.shape, order, None, multiplier,
-                                     weights.shape[1] if weights is not None else None)
-        self.rows = self.header[_ROWS]
-
-    def set_keep(self, keep: list[int]) -> None:
-        self.keep = self.header[_KEEP] = tuple(keep)
-
-    def arrays(self) -> list[np.ndarray]:
-        """The host sums (and weights) as numpy; the step's copies must be done."""
-        return [self.host.numpy()] if self.weights is None else [self.host.numpy(), self.weights.numpy()]
-
-    def capture_rows(self) -> CaptureRows:
-        """Its vectors, divided here (the in-process sender's path); the step's copies must be done."""
-        sums, *weights = self.arrays()
-        vectors = scaled_rows(sums, self.rows, self.multiplier, weights[0] if weights else None)
-        header = self.header
-        return CaptureRows(header[_SPACE], self.label, self.first_key, vectors, header[_ORDER], self.keep)
+def _capture_rows(point: "_HookPoint", pooled: tuple) -> CaptureRows:
+    """Its vectors, divided here (the in-process sender's path); the step's copies must be done."""
+    header, arrays = _capture_parts(point, pooled)
+    vectors = scaled_rows(arrays[0], header[_ROWS], header[_SCALE], arrays[1] if len(arrays) > 1 else None)
+    return CaptureRows(point.space, point.label, pooled[1], vectors, point.order, pooled[5])
 
 
 class _HookPoint(NamedTuple):
@@ -158,6 +146,10 @@ class _HookPoint(NamedTuple):
 # keeps these references; everything else waits until the forward is over (``disarm``). Torch
 # calls in a hook are costly on CPU: the first small kernel after the model's own work takes about
 # ten times as long as the next ones, and each hook would pay that.
+# ``disarm`` pools each firing to a plain tuple too, (hook point index, first key, rows, host sums,
+# divisor: a length or the mask weights on the host, keep: row offsets to send or None for all);
+# its header and numpy arrays are made when the step is sent, with the other steps of its batch:
+# Python that runs once per step right after the model's work costs several times as much.
 
 
 @dataclass
@@ -167,7 +159,7 @@ class _StepState:
     keys: list[str] | None
     prompts: list[str] | None
     firings: list[tuple] = field(default_factory=list)  # outputs to pool once the forward is over
-    captures: dict[str, list[_Capture]] = field(default_factory=dict)  # space -> its captures, firing order
+    pooled: list[tuple] = field(default_factory=list)  # the firings pooled, in firing order
     rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
     copies: list = field(default_factory=list)  # CUDA events of device-to-host copies in flight
     loss: Any = None
@@ -262,7 +254,7 @@ class Tap:
 
     def _pool_firings(self, state: _StepState) -> None:
         firings, state.firings = state.firings, []
-        points, fired, captured = self._points, state.rows_fired, self._captures
+        points, fired, captured, pooled = self._points, state.rows_fired, self._captures, state.pooled
         for index, x, kwargs, version in firings:
             point = points[index]
             space, label = point.space, point.label
@@ -277,21 +269,13 @@ class Tap:
                                        "its rows are skipped (hook a module whose output is not modified)")
                 sums, divisor = pool_sum(x, _sequence_mask(kwargs, x) if kwargs else None)
                 host, event = to_host(sums)
-                scale = 1.0 if point.lora_layer is None else float(point.lora_layer.scaling[point.adapter])
-                if isinstance(divisor, torch.Tensor):  # mask weights, divided by where frames are built
-                    weights, weights_event = to_host(divisor)
-                    capture = _Capture(space, label, first_key, point.order, host, scale, weights)
-                    if weights_event is not None:
-                        state.copies.append(weights_event)
-                else:
-                    capture = _Capture(space, label, first_key, point.order, host, scale / divisor)
                 if event is not None:
                     state.copies.append(event)
-                captures = state.captures.get(space)
-                if captures is None:
-                    state.captures[space] = [capture]
-                else:
-                    captures.append(capture)
+                if divisor.__class__ is not float:  # mask weights, divided by where frames are built
+                    divisor, event = to_host(divisor)
+                    if event is not None:
+                        state.copies.append(event)
+                pooled.append((index, first_key, fired[label] - first_key, host, divisor, None))
             except Exception as exc:
                 self._errors.record(f"capture:{space}", exc)
 
@@ -343,26 +327,24 @@ class Tap:
         """Rows to send per space, and the frozen rows marked sent. With frozen_once, a frozen space's rows
         whose clip was sent already are left out (``keep``) and the new ones marked sent, so that later
         firings for those clips return at once in the hook."""
-        rows, marked = {}, []
-        for space, captures in state.captures.items():
-            if not (self.frozen_once and space in FROZEN_SPACES):
-                rows[space] = sum(c.rows for c in captures)
+        rows, marked, kept, points = dict.fromkeys(self._labels_by_space, 0), [], [], self._points
+        for pooled in state.pooled:
+            point = points[pooled[0]]
+            if not point.once:
+                rows[point.space] += pooled[2]
+                kept.append(pooled)
                 continue
-            kept = []
-            for capture in captures:
-                keep = []
-                for offset in range(capture.rows):
-                    seen = (space, capture.label, row_id(state.keys, state.step, state.micro_batch,
-                                                         capture.first_key + offset))
-                    if seen not in self._seen_frozen:
-                        self._seen_frozen.add(seen)
-                        marked.append(seen)
-                        keep.append(offset)
-                if keep:
-                    capture.set_keep(keep)
-                    kept.append(capture)
-            state.captures[space] = kept
-            rows[space] = sum(len(c.keep) for c in kept)
+            keep = []
+            for offset in range(pooled[2]):
+                seen = (point.space, point.label, row_id(state.keys, state.step, state.micro_batch, pooled[1] + offset))
+                if seen not in self._seen_frozen:
+                    self._seen_frozen.add(seen)
+                    marked.append(seen)
+                    keep.append(offset)
+            if keep:
+                kept.append((*pooled[:5], tuple(keep)))
+                rows[point.space] += len(keep)
+        state.pooled = kept
         return rows, marked
 
     def discard(self) -> None:
@@ -529,7 +511,8 @@ class _PendingStep:
     def __call__(self) -> StepRecord:
         tap, state = self.tap, self.state
         _wait(state)
-        captures = [capture.capture_rows() for space_captures in state.captures.values() for capture in space_captures]
+        points = tap._points
+        captures = [_capture_rows(points[pooled[0]], pooled) for pooled in state.pooled]
         loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
         return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
@@ -540,14 +523,13 @@ class _PendingStep:
         ``StepRecord``: it runs on the training thread, where every object made costs. The payload is a
         bytes join of the captures' arrays, ten times cheaper than numpy's concatenate: pooling makes
         each a fresh C-contiguous float32 array."""
-        state = self.state
+        tap, state = self.tap, self.state
         _wait(state)
-        headers, arrays = [], []
-        for space_captures in state.captures.values():
-            for capture in space_captures:
-                headers.append(capture.header)
-                arrays += capture.arrays()
-        tap = self.tap
+        headers, arrays, points = [], [], tap._points
+        for pooled in state.pooled:
+            header, capture_arrays = _capture_parts(points[pooled[0]], pooled)
+            headers.append(header)
+            arrays += capture_arrays
         return step_header(tap.run, tap.rank, state.step, state.micro_batch, state.keys, state.prompts,
                            _resolve(state.loss), _resolve(state.timesteps), _resolve(state.sample_losses),
                            self.sent_at, headers), b"".join(arrays)
@@ -596,27 +578,30 @@ def _sequence_mask(kwargs: Mapping[str, Any] | None, x: torch.Tensor) -> torch.T
     return None
 
 
-def _host_values(value: Any) -> tuple[torch.Tensor, Any]:
-    """Values for the step's metadata; a CPU tensor is kept as it is and converted with numpy later."""
+def _host_values(value: Any) -> tuple[torch.Tensor | np.ndarray, Any]:
+    """Values for the step's metadata: a numpy copy of a CPU tensor (its owner may reuse it before the
+    step is sent, with its batch), or a pinned host copy of a device tensor being made."""
     if isinstance(value, torch.Tensor):
         if not value.is_cpu:
             return to_host(value.detach().float().reshape(-1))
         value = value.detach() if value.requires_grad else value
-        return (value.float() if value.dtype in _NO_NUMPY else value), None
-    return torch.as_tensor(value, dtype=torch.float32), None
+        return (value.float().numpy() if value.dtype in _NO_NUMPY else value.numpy().copy()), None
+    return np.array(value, dtype=np.float32), None
 
 
 _NO_NUMPY = (torch.bfloat16,)  # dtypes numpy cannot view
 
 
-def _resolve(host_values: tuple[torch.Tensor, Any] | None) -> list[float] | None:
+def _resolve(host_values: tuple[torch.Tensor | np.ndarray, Any] | None) -> list[float] | None:
     """Host values as floats, with numpy (no torch kernel)."""
     if host_values is None:
         return None
     host, event = host_values
     if event is not None:
         event.synchronize()
-    return host.numpy().reshape(-1).astype(float).tolist()
+    if isinstance(host, torch.Tensor):
+        host = host.numpy()
+    return host.reshape(-1).astype(float).tolist()
 
 
 def _is_mapping(value: Any) -> bool:
