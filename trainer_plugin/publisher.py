@@ -44,7 +44,7 @@ Item = Union[Frame, StepRecord, Callable[[], "Frame | StepRecord | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
-BATCH_S = 0.5  # how often queued work is sent in one go: per batch, not per step (adds at most 2 x this to freshness)
+BATCH_S = 0.5  # how often queued work is sent in one go: per batch, not per step (a step waits about this long at most)
 WAKE_ITEMS = 64  # a backlog this long (a burst, or a fast loop) wakes the sender before batch_s is up
 
 

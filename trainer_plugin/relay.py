@@ -9,7 +9,7 @@ the call that finds the batch due (every ``batch_s``, or ``MESSAGE_STEPS`` steps
 message over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. Encoding
 them together costs less than half of encoding each right after its step, when its code is cold. The
 child runs the ordinary ``Publisher``: frame building, merging, encoding, replay and the collector
-connection. It reports its counters back every ``STATS_S``, and once more after its final drain
+connection; it sends each batch on as soon as it arrives, so a step waits for one ``batch_s``, not two. It reports its counters back every ``STATS_S``, and once more after its final drain
 on ``close``.
 
 A step whose device-to-host copies are still in flight is never waited for by the caller: it goes
@@ -99,7 +99,7 @@ class RelayPublisher:
             return False
         if self._linked and (len(self._handoff) >= MESSAGE_STEPS
                              or time.monotonic() - self._last_forward >= self._batch_s):
-            self._forward_batch(woken=False)
+            self._forward_batch(woken=True)  # the child sends it on at once: freshness waits for one batch_s, not two
         return True
 
     def wake(self) -> None:
