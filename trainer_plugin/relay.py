@@ -9,8 +9,9 @@ the call that finds the batch due (every ``batch_s``, or ``MESSAGE_STEPS`` steps
 message over a loopback ZeroMQ PAIR socket to a child Python process running ``main`` below. Encoding
 them together costs less than half of encoding each right after its step, when its code is cold. The
 child runs the ordinary ``Publisher``: frame building, merging, encoding, replay and the collector
-connection; it sends each batch on as soon as it arrives, so a step waits for one ``batch_s``, not two. It reports its counters back every ``STATS_S``, and once more after its final drain
-on ``close``.
+connection; it sends each timed batch on as soon as it arrives, so a step waits for one ``batch_s``, not
+two (the pieces of a burst wait for the child's own batch, which merges them). It reports its
+counters back every ``STATS_S``, and once more after its final drain on ``close``.
 
 A step whose device-to-host copies are still in flight is never waited for by the caller: it goes
 to the relay thread, which waits for the copies and sends it. That thread also reads the child's
@@ -97,9 +98,12 @@ class RelayPublisher:
         """Queue a step for the child; send the batch if it is due. Never blocks; returns False if it was dropped."""
         if not self._handoff.put(item, not (self._closed or self._dead)):
             return False
-        if self._linked and (len(self._handoff) >= MESSAGE_STEPS
-                             or time.monotonic() - self._last_forward >= self._batch_s):
-            self._forward_batch(woken=True)  # the child sends it on at once: freshness waits for one batch_s, not two
+        if not self._linked:
+            return True
+        if time.monotonic() - self._last_forward >= self._batch_s:
+            self._forward_batch(woken=True)  # the child sends it on at once: a step waits one batch_s, not two
+        elif len(self._handoff) >= MESSAGE_STEPS:
+            self._forward_batch(woken=False)  # a burst: the child merges its pieces in its own batch
         return True
 
     def wake(self) -> None:

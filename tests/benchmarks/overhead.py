@@ -9,13 +9,13 @@ first epoch only the LoRA layers cost anything.
 
 Each round runs one step of each mode, in random order, all on the same batch, so the slow
 phases of a noisy machine (its speed drifts by tens of percent over seconds) cancel out. Part
-of the tap's work is done once per sender batch, every ``batch_s`` (0.25 s) of training: the
+of the tap's work is done once per sender batch, every ``batch_s`` (0.5 s) of training: the
 relay sends the steps queued meanwhile in one message (the thread sender wakes and builds their
 frames). With the modes interleaved, a mode gets a fifth of the wall clock, so a wall-clock batch
 would come five times as often per step as in a real run. Instead each mode has its own publisher,
-whose ``batch_s`` never comes: steps are handed to it as in a run (the relay encodes each at once),
+whose ``batch_s`` never comes: steps are handed to it as in a run (the relay queues each),
 and its batch is sent when the harness wakes it, at the start of every ``--batch-steps``-th step of
-that mode: by default as many steps as the off mode runs in ``batch_s`` (8 on this machine),
+that mode: by default as many steps as the off mode runs in ``batch_s`` (13 to 15 on this machine),
 measured in the warm-up. The overhead is the median over groups of ``--batch-steps`` rounds of (the
 mode's total step time / the off steps' total) - 1: each group holds exactly one sender batch of
 its mode. The publishers stay connected for the whole run.
