@@ -220,13 +220,13 @@ class RelayPublisher:
         return final
 
     def _forward(self, items: list, woken: bool = False) -> None:
-        """Send ``items`` (encoded steps, step records, deferred steps with ``link_step``, or callables
+        """Encode and send ``items`` (step records, deferred steps with ``link_step``, or callables
         making a record), up to ``MESSAGE_STEPS`` steps per link message; ``woken``: the child sends them
         on at once too."""
         steps, frames = [], 0
         for item in items:
             try:
-                step = item if isinstance(item, _EncodedStep) else _encode(item)
+                step = _encode(item)
                 if step is None:
                     continue
             except Exception as exc:
@@ -310,7 +310,7 @@ def _encode(item: Item) -> _EncodedStep | None:
 def _ready(item: Item) -> bool:
     """True when ``item`` can be resolved without waiting for a device (a step record, or a deferred
     step whose copies are done); anything else is resolved by the relay thread."""
-    if isinstance(item, (StepRecord, _EncodedStep)):
+    if isinstance(item, StepRecord):
         return True
     ready = getattr(item, "ready", None)
     return bool(ready()) if ready is not None else False
