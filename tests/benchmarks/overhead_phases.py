@@ -1,0 +1,104 @@
+"""Where the trainer overhead lands: each phase of a twin step, tap off vs on, and vs hooks that do nothing.
+
+Modes, interleaved round by round on the same batch as in ``overhead.py``: "off" (no hooks),
+"ours" (the tap, all three spaces every step, its own relay publisher sent every ``--batch-steps``
+steps of the mode) and "noop" (forward hooks that return at once, on the modules the tap hooks:
+what torch's hook mechanism costs by itself). Phases: the sender batch at the step's start, the
+forward (hooks included), ``flush``, the backward (gradient-checkpoint recompute included) and the
+optimizer step. Figures: per phase, the median over groups of ``--batch-steps`` rounds of the mean
+difference from the off steps, in microseconds. Not part of ``make bench``: it explains the overhead
+figure rather than adding one.
+
+    python tests/benchmarks/overhead_phases.py [--rounds 1200]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import torch
+
+from common import pause_projections, quiet_collector
+from overhead import Batched, make_batches
+from trainer_plugin import attach
+from trainer_plugin.demo import build_pipeline
+from trainer_plugin.presets import FROZEN_SPACES
+from trainer_plugin.publisher import MemoryPublisher
+from trainer_plugin.relay import RelayPublisher
+
+PHASES = ("batch", "forward", "flush", "backward", "optimizer", "step")
+
+
+def timed_step(pipeline, optimizer, batch, step, tap=None, held: Batched | None = None) -> tuple[float, ...]:
+    clock = time.perf_counter
+    started = clock()
+    if held is not None:
+        held.step_starts()
+    batch_done = clock()
+    if tap is not None:
+        tap.arm(step, 0, batch)
+    loss = pipeline.training_step(batch, step)
+    forward_done = clock()
+    if tap is not None:
+        tap.flush()
+    flush_done = clock()
+    loss.backward()
+    backward_done = clock()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    done = clock()
+    return (batch_done - started, forward_done - batch_done, flush_done - forward_done,
+            backward_done - flush_done, done - backward_done, done - started)
+
+
+def main(rounds: int, batch_steps: int) -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    pipeline = build_pipeline(every_plot_step=10**9)
+    pipeline.plot_step = lambda *a, **k: None
+    pipeline.log = lambda *a, **k: None
+    optimizer = torch.optim.AdamW([p for p in pipeline.parameters() if p.requires_grad], lr=1e-4)
+    batches = make_batches(64)
+    times = {"off": [], "ours": [], "noop": []}
+    with quiet_collector() as collector, \
+            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=3600.0) as publisher:
+        pause_projections(collector)
+        probe = attach(pipeline, run="phases-probe", publisher=MemoryPublisher())
+        hooked = [binding.module for binding in probe.bindings]
+        probe.close()
+        held = Batched(publisher, batch_steps)
+        for step in range(15):
+            timed_step(pipeline, optimizer, batches[step], step)
+        for step in range(15, 15 + rounds):
+            modes = list(times)
+            random.shuffle(modes)
+            for mode in modes:
+                batch = batches[step % len(batches)]
+                if mode == "ours":
+                    with attach(pipeline, run="phases", frozen_once=False, publisher=held) as tap:
+                        times[mode].append(timed_step(pipeline, optimizer, batch, step, tap, held))
+                elif mode == "noop":
+                    handles = [m.register_forward_hook(lambda *args: None, with_kwargs=True) for m in hooked]
+                    times[mode].append(timed_step(pipeline, optimizer, batch, step))
+                    for handle in handles:
+                        handle.remove()
+                else:
+                    times[mode].append(timed_step(pipeline, optimizer, batch, step))
+    off = np.array(times["off"])
+    n = len(off) // batch_steps * batch_steps
+    print(f"off step: {1000 * np.median(off[:, -1]):.2f} ms; {n} rounds in groups of {batch_steps}")
+    for mode in ("ours", "noop"):
+        extra = (np.array(times[mode])[:n] - off[:n]) * 1e6
+        groups = extra.reshape(-1, batch_steps, len(PHASES)).mean(axis=1)
+        print(mode + ": " + ", ".join(f"{phase} {np.median(groups[:, i]):+.0f} us"
+                                      for i, phase in enumerate(PHASES)))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1200, help="interleaved rounds (about 3 minutes here)")
+    parser.add_argument("--batch-steps", type=int, default=15, help="steps per sender batch (15: 0.5 s of steps here)")
+    args = parser.parse_args()
+    main(args.rounds, args.batch_steps)
