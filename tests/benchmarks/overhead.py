@@ -48,7 +48,7 @@ from trainer_plugin.relay import RelayPublisher
 class Batched:
     """A mode's publisher, whose batches are sent at the start of every ``every``-th step of that mode
     (``wake``) rather than every ``batch_s`` of wall-clock time, so that each sender batch overlaps a
-    step of its mode. Steps are handed over at once, as in a run: the relay encodes them then."""
+    step of its mode. Steps are handed over at once, as in a run, and encoded when the batch is sent."""
 
     def __init__(self, publisher: Publisher | RelayPublisher, every: int):
         self.publisher, self.every = publisher, every
@@ -135,13 +135,19 @@ def bootstrap_ci(ratios: np.ndarray, resamples: int = 2000) -> tuple[float, floa
     return round(100 * (low - 1), 2), round(100 * (high - 1), 2)
 
 
-def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
+def timed_twin() -> tuple:
+    """The twin pipeline and its optimizer, set up for timing steps by hand."""
     torch.manual_seed(0)
     torch.set_num_threads(1)  # as the demo runs: OpenMP spin-waits against the collector otherwise
     pipeline = build_pipeline(every_plot_step=10**9)
     pipeline.plot_step = lambda *a, **k: None  # evaluation is not what we time
     pipeline.log = lambda *a, **k: None  # no Trainer attached in this hand-written loop
     optimizer = torch.optim.AdamW([p for p in pipeline.parameters() if p.requires_grad], lr=1e-4)
+    return pipeline, optimizer
+
+
+def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
+    pipeline, optimizer = timed_twin()
     batches = make_batches(64)
     times = {"off": [], "ours": [], "default": [], "thread": [], "seed": []}
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round

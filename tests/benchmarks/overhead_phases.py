@@ -18,12 +18,10 @@ import random
 import time
 
 import numpy as np
-import torch
 
 from common import pause_projections, quiet_collector
-from overhead import Batched, make_batches
+from overhead import Batched, make_batches, timed_twin
 from trainer_plugin import attach
-from trainer_plugin.demo import build_pipeline
 from trainer_plugin.presets import FROZEN_SPACES
 from trainer_plugin.publisher import MemoryPublisher
 from trainer_plugin.relay import RelayPublisher
@@ -54,12 +52,7 @@ def timed_step(pipeline, optimizer, batch, step, tap=None, held: Batched | None 
 
 
 def main(rounds: int, batch_steps: int) -> None:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    pipeline = build_pipeline(every_plot_step=10**9)
-    pipeline.plot_step = lambda *a, **k: None
-    pipeline.log = lambda *a, **k: None
-    optimizer = torch.optim.AdamW([p for p in pipeline.parameters() if p.requires_grad], lr=1e-4)
+    pipeline, optimizer = timed_twin()
     batches = make_batches(64)
     times = {"off": [], "ours": [], "noop": []}
     with quiet_collector() as collector, \
