@@ -431,8 +431,9 @@ def test_delta_of_a_plain_module_is_a_clear_error(pipeline):
 
 def test_close_twice_is_safe_and_removes_every_hook(pipeline):
     tap, _ = monitor(pipeline, lora_output="both")
+    tap.arm(0, 0)
     assert hook_count(pipeline) == 8  # latent, prompt, 3 layers x (output, delta)
-    tap.close()
+    tap.close()  # inside an armed step
     tap.close()
     assert all(not m._forward_hooks for m in pipeline.modules())
     assert "plot_step" not in vars(pipeline)
@@ -448,6 +449,43 @@ def test_every_n_steps_skips_steps(fast, songs):
         stats = tap.stats()
     assert sorted({f.step for f in publisher.frames}) == [0, 2]
     assert (stats["steps_seen"], stats["steps_captured"]) == (4, 2)
+
+
+def test_hooked_modules_run_hook_free_outside_armed_steps_and_in_backward(fast, songs):
+    # torch calls a module that has a forward hook on a slower path, so the hooks are in place only
+    # while a training step is armed: not between steps, in skipped steps, or in backward's recompute
+    batch = batch_of(songs, [0, 1, 2])
+    layer = fast.transformers.get_submodule("transformer_blocks.0.attn.to_out.0")
+    tap, publisher = monitor(fast, every_n_steps=2, eval_methods=())
+    with tap:
+        assert hook_count(fast) == 0
+        assert tap.arm(0, 0, batch) and hook_count(fast) == 5  # latent, prompt, three LoRA layers
+        loss = fast.training_step(batch, 0)
+        tap.disarm()
+        hooks_in_recompute = []
+        spy = layer.register_forward_hook(lambda module, *a: hooks_in_recompute.append(len(module._forward_hooks)))
+        loss.backward()
+        spy.remove()
+        fast.zero_grad(set_to_none=True)
+        tap.flush(loss=loss)
+        assert hooks_in_recompute == [1]  # recomputed once, with the spy as its only hook
+        assert hook_count(fast) == 0
+        assert not tap.arm(1, 0, batch) and hook_count(fast) == 0  # a skipped step
+        tap.flush()
+    assert len(frames_of(publisher, "lora")) == 1 and frames_of(publisher, "lora")[0].vectors.shape[0] == 9
+
+
+def test_a_hook_that_replaces_the_output_does_not_change_what_is_captured(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    layer = fast.get_submodule(LORA_LAYER)
+    tap, publisher = monitor(fast, spaces={"lora": [LORA_LAYER]}, frozen_once=False)
+    zeroing = layer.register_forward_hook(lambda module, args, output: output * 0)  # registered after the tap
+    with tap:
+        for step in range(2):
+            train_step(fast, tap, batch, step=step)
+    zeroing.remove()
+    frames = frames_of(publisher, "lora")
+    assert len(frames) == 2 and all(np.abs(f.vectors.astype(np.float32)).max() > 0.01 for f in frames)
 
 
 def test_nothing_is_captured_outside_an_armed_step(fast, songs):

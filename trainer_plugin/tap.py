@@ -1,6 +1,9 @@
 """Forward hooks that capture pooled activations of exactly one training forward per step.
 
-Capture is armed for one training step (``arm`` / ``step``) and gated in every hook body:
+Capture is armed for one training step (``arm`` / ``step``). The hooks are in their modules only
+while a step is armed: torch calls a module that has a forward hook on a slower path, and between
+steps (evaluation, skipped steps) and during backward's checkpoint recompute they would only cost.
+Every hook body is gated as well:
 - nothing outside an armed step, nothing while an evaluation method (``plot_step``) runs;
 - nothing inside the autograd engine: with non-reentrant gradient checkpointing, hooks inside
   a checkpointed block fire a second time during backward (recompute);
@@ -25,7 +28,7 @@ import functools
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -200,6 +203,9 @@ class Tap:
         self._restores: list[Any] = []
         self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
                          for i, b in enumerate(self.bindings)] if active else []
+        self._switches = _hook_switches(self._handles)
+        self._hooks_placed = True
+        self._place_hooks(False)  # in place only while a step is armed
         if publisher is not None and not active:
             publisher.close()  # this rank does not publish
 
@@ -240,6 +246,7 @@ class Tap:
                                      _strings(prompts, PROMPT_CHARS))
             self._armed = True
             self._capturing = not self._suspend_depth
+            self._place_hooks(True)
             return True
         except Exception as exc:
             self._errors.record("arm", exc)
@@ -249,8 +256,25 @@ class Tap:
     def disarm(self) -> None:
         """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
         self._armed = self._capturing = False
+        self._place_hooks(False)
         if self._state is not None and self._state.firings:
             self._pool_firings(self._state)
+
+    def _place_hooks(self, placed: bool) -> None:
+        """Put the hooks in their modules' hook dicts, or take them out. Torch leaves its fast call path
+        for any module with a forward hook, at a cost of microseconds per call, each gradient-checkpoint
+        recompute during backward included; so hooks are in place only while a training step is armed."""
+        if placed is self._hooks_placed:
+            return
+        self._hooks_placed = placed
+        if placed:
+            for hooks, key, hook in self._switches:
+                hooks[key] = hook
+                if len(hooks) > 1:  # first: it reads what the module returned, before a hook replaces it
+                    hooks.move_to_end(key, last=False)
+        else:
+            for hooks, key, _ in self._switches:
+                hooks.pop(key, None)
 
     def _pool_firings(self, state: _StepState) -> None:
         firings, state.firings = state.firings, []
@@ -350,6 +374,7 @@ class Tap:
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
         self._state, self._armed, self._capturing = None, False, False
+        self._place_hooks(False)
 
     # ------------------------------------------------------------------ evaluation forwards
 
@@ -533,6 +558,19 @@ class _PendingStep:
         return step_header(tap.run, tap.rank, state.step, state.micro_batch, state.keys, state.prompts,
                            _resolve(state.loss), _resolve(state.timesteps), _resolve(state.sample_losses),
                            self.sent_at, headers), b"".join(arrays)
+
+
+def _hook_switches(handles: Sequence[Any]) -> list[tuple[dict, int, Any]]:
+    """(hook dict, hook id, hook) per registered hook, to take hooks out between armed steps and put them
+    back (``Tap._place_hooks``). Empty if this torch's handles do not expose their dict: hooks then stay."""
+    switches = []
+    for handle in handles:
+        hooks = getattr(handle, "hooks_dict_ref", lambda: None)()
+        key = getattr(handle, "id", None)
+        if not isinstance(hooks, OrderedDict) or key not in hooks:
+            return []
+        switches.append((hooks, key, hooks[key]))
+    return switches
 
 
 def _wait(state: _StepState) -> None:
