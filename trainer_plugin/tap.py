@@ -204,8 +204,8 @@ class Tap:
         self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
                          for i, b in enumerate(self.bindings)] if active else []
         self._switches = _hook_switches(self._handles)
-        self._hooks_placed = True
-        self._place_hooks(False)  # in place only while a step is armed
+        self._hooks_placed = True  # as registered; taken out until a step is armed
+        self._place_hooks(False)
         if publisher is not None and not active:
             publisher.close()  # this rank does not publish
 
@@ -261,9 +261,8 @@ class Tap:
             self._pool_firings(self._state)
 
     def _place_hooks(self, placed: bool) -> None:
-        """Put the hooks in their modules' hook dicts, or take them out. Torch leaves its fast call path
-        for any module with a forward hook, at a cost of microseconds per call, each gradient-checkpoint
-        recompute during backward included; so hooks are in place only while a training step is armed."""
+        """Put the hooks into their modules' forward-hook dicts, or take them out: they are in place only
+        while a step is armed (see the module docstring)."""
         if placed is self._hooks_placed:
             return
         self._hooks_placed = placed

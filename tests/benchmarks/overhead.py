@@ -244,7 +244,7 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2400, help="interleaved rounds (about 7 minutes here)")
+    parser.add_argument("--rounds", type=int, default=2400, help="interleaved rounds (about 10 minutes here)")
     parser.add_argument("--batch-steps", type=int, default=None,
                         help="steps per sender batch (default: the off steps that fit in batch_s, measured)")
     args = parser.parse_args()
