@@ -204,8 +204,7 @@ class Tap:
         self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
                          for i, b in enumerate(self.bindings)] if active else []
         self._switches = _hook_switches(self._handles)
-        self._hooks_placed = True  # as registered; taken out until a step is armed
-        self._place_hooks(False)
+        self._place_hooks(False)  # in place while a step is armed (``_armed``) only
         if publisher is not None and not active:
             publisher.close()  # this rank does not publish
 
@@ -255,17 +254,15 @@ class Tap:
 
     def disarm(self) -> None:
         """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
+        if self._armed:
+            self._place_hooks(False)
         self._armed = self._capturing = False
-        self._place_hooks(False)
         if self._state is not None and self._state.firings:
             self._pool_firings(self._state)
 
     def _place_hooks(self, placed: bool) -> None:
         """Put the hooks into their modules' forward-hook dicts, or take them out: they are in place only
         while a step is armed (see the module docstring)."""
-        if placed is self._hooks_placed:
-            return
-        self._hooks_placed = placed
         if placed:
             for hooks, key, hook in self._switches:
                 hooks[key] = hook
@@ -372,8 +369,9 @@ class Tap:
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
+        if self._armed:
+            self._place_hooks(False)
         self._state, self._armed, self._capturing = None, False, False
-        self._place_hooks(False)
 
     # ------------------------------------------------------------------ evaluation forwards
 
