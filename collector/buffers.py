@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from collector.protocol import Frame
-
-FROZEN_SPACES = frozenset({"latent", "prompt"})
+from acestep_viz.wire import FROZEN_SPACES, Frame
 
 
 class BufferReject(ValueError):

@@ -65,7 +65,7 @@ def write_tensorboard(directory: Path, spaces: list[SpaceExport]) -> list[Path]:
 def write_gif(path: Path, history: dict[str, list]) -> tuple[Path, int]:
     """The frame history ({space: frames, oldest first}) as an animated GIF; returns the path and
     the number of pictures (one per training step). ValueError when nothing was projected."""
-    from collector.animation import render_gif
+    from acestep_viz.collector.animation import render_gif
 
     data, steps = render_gif(history), len({f.step for frames in history.values() for f in frames})
     path.parent.mkdir(parents=True, exist_ok=True)

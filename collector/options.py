@@ -1,15 +1,13 @@
-"""The sidecar's settings (collector, dashboard, demo), each declared once.
-
-The trainer side declares its own in ``trainer_plugin/settings.py``; the README lists both.
-"""
+"""The collector's settings, each declared once; ``acestep-viz collector`` and ``up`` read them."""
 from __future__ import annotations
 
-import ipaddress
 import os
-from urllib.parse import urlparse
 
-from collector.settings import Setting, at_least, parse_bool, positive, url_path, zmq_endpoint
-from collector.store import default_store_dir
+from acestep_viz.collector.store import default_store_dir
+
+from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
+from acestep_viz.settings import Setting, at_least, zmq_endpoint
+from acestep_viz.wire import DEFAULT_INGEST, DEFAULT_QUERY
 
 
 def default_numba_cache() -> str:
@@ -19,13 +17,9 @@ def default_numba_cache() -> str:
     return os.path.join(base, "acestep-viz", "numba")
 
 
-def port_number(value: int) -> str | None:
-    return None if 0 < value < 65536 else "must be a port between 1 and 65535"
-
-
-INGEST = Setting("ingest", "tcp://127.0.0.1:5557", "ZeroMQ endpoint the collector binds to receive frames",
+INGEST = Setting("ingest", DEFAULT_INGEST, "ZeroMQ endpoint the collector binds to receive frames",
                  check=zmq_endpoint)
-QUERY = Setting("query", "tcp://127.0.0.1:5558", "ZeroMQ endpoint the collector binds to answer queries",
+QUERY = Setting("query", DEFAULT_QUERY, "ZeroMQ endpoint the collector binds to answer queries",
                 check=zmq_endpoint)
 STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)")
 BUFFER_SIZE = Setting("buffer_size", 2000, "rows kept per run and space; the oldest go first",
@@ -55,53 +49,7 @@ REFIT_INTERVAL_S = Setting("refit_interval_s", 60.0,
                            "(0: only by --refit-new-share)", parse=float, check=at_least(0.0))
 NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
                       "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)")
-ALLOW_REMOTE = Setting("allow_remote", False,
-                       "allow binding to addresses other than loopback (exposes the ports; off by default)",
-                       parse=parse_bool)
-COLLECTOR_ENDPOINT = Setting("collector", "tcp://127.0.0.1:5558", "the collector's query endpoint",
-                             check=zmq_endpoint)
-HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
-PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
-INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,
-                   check=positive)
-URL_PREFIX = Setting("url_prefix", "/", "serve the dashboard under this path, e.g. /viz/ behind a reverse proxy",
-                     parse=url_path)
-STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 
 COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, MAX_FIT_POINTS,
                       HISTORY_SIZE, REFIT_NEW_SHARE, REFIT_INTERVAL_S, RETENTION_DAYS, RETENTION_MAX_MB,
-                      NUMBA_CACHE, ALLOW_REMOTE)
-DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE)
-DEMO_SETTINGS = (STEPS,)  # plus the trainer's endpoint and run, see trainer_plugin/settings.py
-
-# Exposure (collector/security.py, dashboard/auth.py): optional CurveZMQ keys and dashboard token.
-CURVE_DIR = Setting("curve_dir", None,
-                    "folder of CurveZMQ keys from `acestep-viz keys DIR`: the collector encrypts ingest and query "
-                    "and admits only keys in DIR/authorized_clients; clients (dashboard, stats) use its client keys")
-TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
-                "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
-COLLECTOR_SETTINGS += (CURVE_DIR,)
-DASHBOARD_SETTINGS += (CURVE_DIR, TOKEN, URL_PREFIX)
-
-
-def is_loopback_host(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_problem(endpoint_or_host: str, allow_remote: bool) -> str | None:
-    """A message when a bind address is not loopback and --allow-remote was not given."""
-    if allow_remote:
-        return None
-    if endpoint_or_host.startswith(("ipc://", "inproc://")):
-        return None
-    host = urlparse(endpoint_or_host).hostname if "://" in endpoint_or_host else endpoint_or_host
-    if host and is_loopback_host(host):
-        return None
-    return (f"{endpoint_or_host} is not a loopback address; binding it exposes the port to the network. "
-            f"Pass --allow-remote (or set ACESTEP_VIZ_ALLOW_REMOTE=1) if that is what you want")
+                      NUMBA_CACHE, ALLOW_REMOTE, CURVE_DIR)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
-from collector.placement import extend_layout
+from acestep_viz.collector.placement import extend_layout
 
 MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
 WARM_START_MIN_SHARED = 0.5  # reuse the previous arrangement when at least half the rows are old

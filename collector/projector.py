@@ -71,7 +71,7 @@ class Projector:
         if self.numba_cache_dir:
             os.makedirs(self.numba_cache_dir, exist_ok=True)
             env["NUMBA_CACHE_DIR"] = self.numba_cache_dir
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector.projector"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "acestep_viz.collector.projector"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         threading.Thread(target=self._await_ready, name="projector-warmup", daemon=True).start()
         return self
@@ -127,7 +127,7 @@ class Projector:
 
 
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
-    from collector.projection import fit_layout
+    from acestep_viz.collector.projection import fit_layout
 
     started = time.perf_counter()
     fit_layout(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32), 10)  # compile kernels

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from collector.protocol import ROW_META_KEYS, Frame
+from acestep_viz.wire import ROW_META_KEYS, Frame
 
 DAY_S = 86400.0
 MB = 1 << 20

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-
-from collector.errors import CountedErrors
+from acestep_viz.collector.errors import CountedErrors
 
 log = logging.getLogger("acestep_viz.collector")
 SAVE_EVERY_S = 5.0

@@ -12,20 +12,20 @@ import threading
 import time
 
 import zmq
+from acestep_viz.collector.buffers import BufferReject
+from acestep_viz.collector.exports import write_gif, write_npz, write_tensorboard
+from acestep_viz.collector.options import RETENTION_DAYS, RETENTION_MAX_MB
+from acestep_viz.collector.placement import RefitPolicy, extend_layout
+from acestep_viz.collector.projection import align_to_previous, warm_start
+from acestep_viz.collector.projector import Projector, ProjectorError
+from acestep_viz.collector.quality import latest_by_key, neighbour_overlap, relative_drift
+from acestep_viz.collector.saved_maps import MapSaver, load_map
+from acestep_viz.collector.state import CollectorState, FitJob
+from acestep_viz.collector.store import RunStore, run_dir_name
+from acestep_viz.collector.upkeep import StoreUpkeep
 
-from collector import security
-from collector.buffers import BufferReject, FROZEN_SPACES
-from collector.placement import RefitPolicy, extend_layout
-from collector.projection import align_to_previous, warm_start
-from collector.quality import latest_by_key, neighbour_overlap, relative_drift
-from collector.options import RETENTION_DAYS, RETENTION_MAX_MB
-from collector.projector import Projector, ProjectorError
-from collector.protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
-from collector.state import CollectorState, FitJob
-from collector.exports import write_gif, write_npz, write_tensorboard
-from collector.saved_maps import MapSaver, load_map
-from collector.store import RunStore, run_dir_name
-from collector.upkeep import StoreUpkeep
+from acestep_viz import security
+from acestep_viz.wire import FROZEN_SPACES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
 
 log = logging.getLogger("acestep_viz.collector")
 POLL_MS = 100
@@ -41,7 +41,7 @@ class Collector:
                  retention_days: float = RETENTION_DAYS.default, retention_max_mb: float = RETENTION_MAX_MB.default,
                  refit_policy: RefitPolicy | None = None):
         self.ingest_endpoint, self.query_endpoint = ingest, query
-        self.curve_dir = curve_dir  # CurveZMQ keys (collector/security.py); None: plain sockets
+        self.curve_dir = curve_dir  # CurveZMQ keys (acestep_viz/security.py); None: plain sockets
         self._auth = None
         self.n_neighbors = n_neighbors
         self.projection_interval_s = projection_interval_s
@@ -333,7 +333,7 @@ class Collector:
 
     def _set(self, request: dict) -> dict:
         """Change projection settings while running; each is validated like its start-up flag."""
-        from collector.options import BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL
+        from acestep_viz.collector.options import BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL
 
         changed = {}
         for setting in (N_NEIGHBORS, PROJECTION_INTERVAL, BUFFER_SIZE):

@@ -11,12 +11,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from acestep_viz.collector.buffers import SpaceBuffer
+from acestep_viz.collector.placement import RefitPolicy, full_fit_reason, map_change
+from acestep_viz.collector.projection import MIN_POINTS
+from acestep_viz.collector.quality import cap_rows
 
-from collector.buffers import SpaceBuffer
-from collector.placement import RefitPolicy, full_fit_reason, map_change
-from collector.projection import MIN_POINTS
-from collector.protocol import SPACES, Frame
-from collector.quality import cap_rows
+from acestep_viz.wire import SPACES, Frame
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
 RESTORED = -1  # generation of a map saved by an earlier collector: matches no buffer, so it gets refitted
@@ -367,7 +367,7 @@ class CollectorState:
 
     def export_rows(self, run: str | None) -> tuple[str, list]:
         """Every buffered row of each space with its coordinates in the current map (NaN if none)."""
-        from collector.exports import SpaceExport
+        from acestep_viz.collector.exports import SpaceExport
 
         with self.lock:
             run = run if run in self.runs else self.latest_run()

@@ -5,7 +5,7 @@ Layout: ``<store>/<run-dir>/frames.avz``, a sequence of records::
     b"AVZ1" | u32 topic_len | u32 header_len | u32 payload_len | u32 crc32 | topic | header | payload
 
 (little-endian; the CRC covers topic, header and payload). The three parts are exactly the
-wire frame, so a record is decoded by ``collector.protocol.decode`` like a live frame. A
+wire frame, so a record is decoded by ``acestep_viz.wire.decode`` like a live frame. A
 record cut short by a crash or with a bad CRC ends the readable log: reading stops there and
 appending first truncates the torn tail. No pickle.
 
@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from collector.errors import CountedErrors
+from acestep_viz.collector.errors import CountedErrors
 
 log = logging.getLogger("acestep_viz.collector")
 

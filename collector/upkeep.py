@@ -11,10 +11,11 @@ import logging
 import threading
 import time
 
-from collector.errors import CountedErrors
-from collector.protocol import SPACES, encode
-from collector.retention import DAY_S, MB, compacted_frames, compaction_due, expired_runs
-from collector.store import run_dir_name
+from acestep_viz.collector.errors import CountedErrors
+from acestep_viz.collector.retention import DAY_S, MB, compacted_frames, compaction_due, expired_runs
+from acestep_viz.collector.store import run_dir_name
+
+from acestep_viz.wire import SPACES, encode
 
 log = logging.getLogger("acestep_viz.collector")
 CHECK_EVERY_S = 5.0  # log sizes

@@ -6,24 +6,34 @@ repository's ``assets/`` folder. No CDN, no external stylesheet.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
 import dash
+from acestep_viz.dashboard import callbacks, export_callbacks, view_callbacks
+from acestep_viz.dashboard.auth import require_token
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.client import CollectorClient
+from acestep_viz.dashboard.embed import register_embed
+from acestep_viz.dashboard.layout import page
 
-from collector.settings import url_path as normalise_prefix  # Dash needs "/viz/", users type "viz"
-from dashboard import callbacks, export_callbacks, view_callbacks
-from dashboard.auth import require_token
-from dashboard.cache import ReplyCache
-from dashboard.client import DEFAULT_ENDPOINT, CollectorClient
-from dashboard.embed import register_embed
-from dashboard.layout import page
+from acestep_viz.settings import url_path as normalise_prefix  # Dash needs "/viz/", users type "viz"
+from acestep_viz.wire import DEFAULT_QUERY
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+def assets_folder() -> Path:
+    """The stylesheets and scripts the page loads: ``acestep_viz/assets`` installed, ``assets/`` in a checkout."""
+    spec = importlib.util.find_spec("acestep_viz.assets")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("acestep_viz.assets is missing: reinstall acestep-viz (pip install acestep-viz[dashboard])")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 DEFAULT_TITLE = "ACE-Step LoRA embeddings"
 
 
-def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_prefix: str = "/",
+def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefix: str = "/",
                title: str = DEFAULT_TITLE, timeout_ms: int = 1500, curve_dir: str | None = None,
                token: str | None = None) -> dash.Dash:
     """A Dash app polling the collector's query endpoint every ``interval_s`` seconds."""
@@ -31,7 +41,7 @@ def create_app(collector: str = DEFAULT_ENDPOINT, interval_s: float = 15, url_pr
         raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
     app = dash.Dash(
         __name__,
-        assets_folder=str(ASSETS),
+        assets_folder=str(assets_folder()),
         url_base_pathname=normalise_prefix(url_prefix),
         serve_locally=True,
         title=title,
@@ -54,7 +64,7 @@ def request_timeout_ms(interval_s: float, timeout_ms: int = 1500) -> int:
     return max(250, min(int(timeout_ms), int(interval_s * 600)))
 
 
-def serve(collector: str = DEFAULT_ENDPOINT, host: str = "127.0.0.1", port: int = 8050,
+def serve(collector: str = DEFAULT_QUERY, host: str = "127.0.0.1", port: int = 8050,
           quiet: bool = True, **kw) -> None:
     """Run the app on Flask's threaded server until interrupted. ``kw`` goes to ``create_app``."""
     app = create_app(collector, **kw)

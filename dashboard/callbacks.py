@@ -11,16 +11,15 @@ import logging
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import dash
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
+from acestep_viz.dashboard.figures import SPACES
+from acestep_viz.dashboard.layout import LATEST_RUN_OPTION, NO_STALENESS, NO_VERSION, PAUSE_LABEL, RESUME_LABEL
+from acestep_viz.dashboard.scrubber import history_store
+from acestep_viz.dashboard.status import CLEARED, ERROR, OFFLINE, badge_for, stat_texts, status, status_from_snapshot
 from dash import Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
-
-from dashboard import ids
-from dashboard.cache import ReplyCache
-from dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
-from dashboard.figures import SPACES
-from dashboard.layout import LATEST_RUN_OPTION, NO_STALENESS, NO_VERSION, PAUSE_LABEL, RESUME_LABEL
-from dashboard.scrubber import history_store
-from dashboard.status import CLEARED, ERROR, OFFLINE, badge_for, stat_texts, status, status_from_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import zmq
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5558"
+from acestep_viz.wire import DEFAULT_QUERY
 
 
 class CollectorError(Exception):
@@ -29,7 +29,7 @@ class CollectorRequestError(CollectorError):
 class CollectorClient:
     """Request/reply client for one collector. Holds configuration only, no connection."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout_ms: int = 1500, curve_dir: str | None = None):
+    def __init__(self, endpoint: str = DEFAULT_QUERY, timeout_ms: int = 1500, curve_dir: str | None = None):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_ms)
         self.curve_dir = curve_dir  # CurveZMQ client keys for a collector started with --curve-dir
@@ -54,7 +54,7 @@ class CollectorClient:
         sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         try:
             if self.curve_dir:
-                from collector.security import make_client
+                from acestep_viz.security import make_client
 
                 make_client(sock, self.curve_dir)
             sock.connect(self.endpoint)

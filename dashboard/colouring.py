@@ -10,9 +10,8 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+from acestep_viz.dashboard.view import COLOUR_CHOICES, CONTINUOUS, prompt_tag
 from plotly.colors import get_colorscale
-
-from dashboard.view import COLOUR_CHOICES, CONTINUOUS, prompt_tag
 
 MAX_TICK_LABELS = 12
 TICK_CHARS = 24

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.status import BADGES, WAITING
 from dash import Input, Output, dcc, html
-
-from dashboard import ids
-from dashboard.status import BADGES, WAITING
 
 EMBED_PARAM = "embed"
 

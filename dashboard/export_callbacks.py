@@ -15,12 +15,11 @@ from typing import Any, Mapping
 
 import dash
 import plotly.io
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.dashboard.figures import EMPTY_TITLE
 from dash import Input, Output, State, ctx, dcc, no_update
 from dash.exceptions import PreventUpdate
-
-from dashboard import ids
-from dashboard.client import CollectorClient, CollectorError
-from dashboard.figures import EMPTY_TITLE
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
+from acestep_viz.dashboard.colouring import category_codes, marker
+from acestep_viz.dashboard.selection import highlight, trajectories
+from acestep_viz.dashboard.view import View
 from plotly.subplots import make_subplots
 
-from dashboard.colouring import category_codes, marker
-from dashboard.selection import highlight, trajectories
-from dashboard.view import View
+from acestep_viz.wire import SPACES
 
-SPACES = ("latent", "lora", "prompt")
 MIN_POINTS = 10
 PROMPT_CHARS = 60
 

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import dash_bootstrap_components as dbc
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.embed import embed_status, location
+from acestep_viz.dashboard.export_callbacks import EXPORT_LABELS
+from acestep_viz.dashboard.figures import empty_figure
+from acestep_viz.dashboard.quality_chart import quality_figure
+from acestep_viz.dashboard.status import BADGES, WAITING, status
+from acestep_viz.dashboard.view import COLOUR_CHOICES, DEFAULT_COLOUR_BY
 from dash import dcc, html
-
-from dashboard import ids
-from dashboard.embed import embed_status, location
-from dashboard.export_callbacks import EXPORT_LABELS
-from dashboard.figures import empty_figure
-from dashboard.quality_chart import quality_figure
-from dashboard.status import BADGES, WAITING, status
-from dashboard.view import COLOUR_CHOICES, DEFAULT_COLOUR_BY
 
 INTERVAL_CHOICES_S = (5, 10, 15, 30, 60)
 STAT_LABELS = {"latent": "Latent Space", "lora": "LoRA Outputs", "prompt": "Prompt Space"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dashboard.figures import PALETTE, TEMPLATE
+from acestep_viz.dashboard.figures import PALETTE, TEMPLATE
 
 SERIES_COLOURS = {"latent": "#22d3ee", "lora": "#a78bfa", "prompt": "#fbbf24"}
 SPACE_LABELS = {"latent": "latent", "lora": "LoRA", "prompt": "prompt"}

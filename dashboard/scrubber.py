@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from dashboard.figures import SPACES
+from acestep_viz.dashboard.figures import SPACES
 
 MAX_MARKS = 8
 QUALITY_FIELDS = ("neighbour_overlap", "lora_drift")

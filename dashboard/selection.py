@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-from dashboard.view import MAX_SELECTED
+from acestep_viz.dashboard.view import MAX_SELECTED
 
 MAX_TRAJECTORIES = 40  # lines drawn at most: (clip, layer) pairs
 MAX_DETAIL_ROWS = 20

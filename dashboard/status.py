@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from dashboard.figures import SPACES, has_any_data, space_counts
+from acestep_viz.dashboard.figures import SPACES, has_any_data, space_counts
 
 WARMING, WAITING, LIVE, PAUSED, CLEARED, OFFLINE, ERROR = (
     "warming", "waiting", "live", "paused", "cleared", "offline", "error")

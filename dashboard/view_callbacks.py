@@ -10,19 +10,26 @@ from typing import Any, Mapping
 
 import dash
 import dash_bootstrap_components as dbc
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.callbacks import snapshot_key
+from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.dashboard.figures import SPACES, build_figure, layer_names, space_points
+from acestep_viz.dashboard.quality_chart import quality_figure
+from acestep_viz.dashboard.scrubber import (
+    is_live,
+    live_position,
+    marks,
+    next_position,
+    position_label,
+    position_of_step,
+    step_at,
+    versions_at,
+)
+from acestep_viz.dashboard.selection import details, selected_ids
+from acestep_viz.dashboard.view import View, view_from_controls
 from dash import Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
-
-from dashboard import ids
-from dashboard.cache import ReplyCache
-from dashboard.callbacks import snapshot_key
-from dashboard.client import CollectorClient, CollectorError
-from dashboard.figures import SPACES, build_figure, layer_names, space_points
-from dashboard.quality_chart import quality_figure
-from dashboard.scrubber import (is_live, live_position, marks, next_position, position_label, position_of_step,
-                                step_at, versions_at)
-from dashboard.selection import details, selected_ids
-from dashboard.view import View, view_from_controls
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+from acestep_viz.dashboard import ids
 
-from collector.protocol import Frame
-from dashboard import ids
+from acestep_viz.wire import Frame
 from tests.support import CollectorProcess, DashboardProcess, send_frames, try_query, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

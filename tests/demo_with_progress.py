@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pytorch_lightning as pl  # noqa: E402
-
-from trainer_plugin.demo import run_demo  # noqa: E402
+from acestep_viz.trainer_plugin.demo import run_demo  # noqa: E402
 
 
 class Progress(pl.Callback):

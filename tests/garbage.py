@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from collector.protocol import MAX_HEADER_BYTES, Frame, ProtocolError, decode, encode
+from acestep_viz.wire import MAX_HEADER_BYTES, Frame, ProtocolError, decode, encode
 
 PICKLE_SENTINEL = "acestep-viz-fuzz-pickle-ran"
 

@@ -26,11 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import psutil  # noqa: E402
-
 import test_durability  # noqa: E402
 import test_faults  # noqa: E402
 import test_fuzz  # noqa: E402
-from support import CollectorProcess, DashboardProcess, REPO, query, try_query, wait_for  # noqa: E402
+from support import REPO, CollectorProcess, DashboardProcess, query, try_query, wait_for  # noqa: E402
 
 FUZZ_FRAMES = int(os.environ.get("SOAK_FUZZ_FRAMES", "100000"))
 STOP_S = float(os.environ.get("SOAK_STOP_S", "30"))

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from collector.protocol import Frame, encode  # noqa: E402
+from acestep_viz.wire import Frame, encode  # noqa: E402
 
 
 def run_name(index: int) -> str:

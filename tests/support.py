@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from collector.protocol import Frame, encode
+from acestep_viz.wire import Frame, encode
 
 REPO = Path(__file__).resolve().parent.parent
 NUMBA_CACHE = REPO / ".cache" / "numba"
@@ -132,7 +132,7 @@ class CollectorProcess(ManagedProcess):
         self.query = query_endpoint or f"tcp://127.0.0.1:{free_port()}"
         self.store_dir = Path(store_dir)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "collector.cli", "collector", "--ingest", self.ingest,
+        args = [sys.executable, "-m", "acestep_viz", "collector", "--ingest", self.ingest,
                 "--query", self.query, "--store", str(self.store_dir), *extra_args]
         super().__init__(args, env, self.store_dir.parent / f"collector-{self.query.rsplit(':', 1)[1]}.log")
 
@@ -160,7 +160,7 @@ class DashboardProcess(ManagedProcess):
                  log_dir: Path | None = None, extra_args: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        args = [sys.executable, "-m", "dashboard", "--collector", collector_query, "--host", "127.0.0.1",
+        args = [sys.executable, "-m", "acestep_viz", "dashboard", "--collector", collector_query, "--host", "127.0.0.1",
                 "--port", str(self.port), "--interval", str(interval_s), *extra_args]
         log = (log_dir / f"dashboard-{self.port}.log") if log_dir else None
         super().__init__(args, env, log)

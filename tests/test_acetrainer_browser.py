@@ -9,11 +9,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from acestep_viz.dashboard import ids
 
-from dashboard import ids
-from tests.support import (REPO, CollectorProcess, DashboardProcess, ManagedProcess, child_env, free_port,
-                           send_frames, synthetic_frames, wait_for)
 from tests.browser_support import POINTS_JS
+from tests.support import (
+    REPO,
+    CollectorProcess,
+    DashboardProcess,
+    ManagedProcess,
+    child_env,
+    free_port,
+    send_frames,
+    synthetic_frames,
+    wait_for,
+)
 from tests.test_dashboard_browser import playwright_browser  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -50,7 +59,7 @@ class AceTrainerApp(ManagedProcess):
 
 
 def install(root: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "collector.cli", "acetrainer", "install", str(root), *args],
+    result = subprocess.run([sys.executable, "-m", "acestep_viz", "acetrainer", "install", str(root), *args],
                             cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

@@ -10,17 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from collector import acetrainer
-from collector.acetrainer import InstallError
 from support import REPO, child_env
+
+from acestep_viz.acetrainer import installer as acetrainer
+from acestep_viz.acetrainer.installer import InstallError
 
 FIXTURES = REPO / "tests" / "fixtures" / "acetrainer"
 VARIANTS = {"two-tabs": "templates/index.html", "three-tabs": "static/index.html"}
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "collector.cli", "acetrainer", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "acestep_viz", "acetrainer", *map(str, args)], cwd=REPO,
                           env=child_env(), capture_output=True, text=True, timeout=60)
 
 
@@ -249,7 +249,7 @@ def test_markers_without_a_backup_are_refused(tmp_path):
 def test_install_without_acestep_prints_the_lines_to_add(tmp_path):
     result = cli("install", checkout(tmp_path, "two-tabs"))
     assert result.returncode == 0, result.stderr
-    assert "from trainer_plugin import EmbeddingMonitor" in result.stdout
+    assert "from acestep_viz import EmbeddingMonitor" in result.stdout
     assert "callbacks=[checkpoint_callback, EmbeddingMonitor()]" in result.stdout
 
 
@@ -260,7 +260,7 @@ def test_trainer_hookup_round_trip(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "added the EmbeddingMonitor hookup" in result.stdout
     text = (acestep / "trainer.py").read_text()
-    assert "from trainer_plugin import EmbeddingMonitor  # acestep-viz\n" in text
+    assert "from acestep_viz import EmbeddingMonitor  # acestep-viz\n" in text
     assert "callbacks=[checkpoint_callback, lr_monitor_callback, EmbeddingMonitor()],  # acestep-viz\n" in text
     ours = [line for line in text.splitlines() if "EmbeddingMonitor" in line]
     assert len(ours) == 2 and all(line.endswith("  # acestep-viz") for line in ours)
@@ -277,7 +277,7 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
     import argparse
     import runpy
 
-    from trainer_plugin.lightning import EmbeddingMonitor
+    from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
 
     acestep = checkout(tmp_path, "ace-step")
     acetrainer.apply(acetrainer.plan_hookup(acestep))
@@ -329,7 +329,7 @@ def monitor_is_last_callback(source: str) -> bool:
     call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
                 and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Trainer")
     last = next(k for k in call.keywords if k.arg == "callbacks").value.elts[-1]
-    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "trainer_plugin"]
+    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "acestep_viz"]
     return isinstance(last, ast.Call) and last.func.id == "EmbeddingMonitor" and len(imports) == 1
 
 

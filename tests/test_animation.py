@@ -3,10 +3,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from acestep_viz.collector.animation import GAP, PLOT, SIDE, TOP, render_gif
+from acestep_viz.collector.exports import write_gif
 from PIL import Image
-
-from collector.animation import GAP, PLOT, SIDE, TOP, render_gif
-from collector.exports import write_gif
 
 
 def frame(step, coords, row_steps=None):

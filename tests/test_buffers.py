@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from acestep_viz.collector.buffers import BufferReject, SpaceBuffer
 
-from collector.buffers import BufferReject, SpaceBuffer
-from collector.protocol import Frame
+from acestep_viz.wire import Frame
 
 
 def frame(space, ids, step=0, dim=4, layer=None, value=1.0):

@@ -3,13 +3,13 @@ import subprocess
 import sys
 
 import pytest
-
-from collector.options import bind_problem
 from support import REPO, child_env, free_port
+
+from acestep_viz.security import bind_problem
 
 
 def cli(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "collector.cli", *args], cwd=REPO, env=child_env(env),
+    return subprocess.run([sys.executable, "-m", "acestep_viz", *args], cwd=REPO, env=child_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 

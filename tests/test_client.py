@@ -1,4 +1,4 @@
-"""dashboard.client and the poll glue against a tiny in-test REP server on a loopback port."""
+"""acestep_viz.dashboard.client and the poll glue against a tiny in-test REP server on a loopback port."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ from contextlib import contextmanager
 
 import pytest
 import zmq
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.callbacks import clear_outputs, poll_outputs
+from acestep_viz.dashboard.client import CollectorClient, CollectorRequestError, CollectorUnavailable
+from acestep_viz.dashboard.figures import SPACES
+from acestep_viz.dashboard.status import CLEARED, ERROR, LIVE, OFFLINE
 from dash import no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard.cache import ReplyCache
-from dashboard.callbacks import clear_outputs, poll_outputs
-from dashboard.figures import SPACES
-from dashboard.client import CollectorClient, CollectorRequestError, CollectorUnavailable
-from dashboard.status import CLEARED, ERROR, LIVE, OFFLINE
 from tests.support import free_port
 
 

@@ -1,8 +1,9 @@
 import numpy as np
+from acestep_viz.collector.buffers import SpaceBuffer
+from acestep_viz.trainer_plugin.coalesce import coalesce
 
-from collector.buffers import SpaceBuffer
-from collector.protocol import Frame, decode, encode
-from trainer_plugin.coalesce import coalesce
+from acestep_viz.wire import Frame, decode, encode
+
 
 def lora(step, micro=0, rows=2, run="r", dim=4):
     return Frame(run=run, space="lora", step=step, micro_batch=micro, ids=[f"c{i}" for i in range(rows)],

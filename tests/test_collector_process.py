@@ -2,7 +2,6 @@
 import time
 
 import pytest
-
 from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
 
 pytestmark = pytest.mark.slow
@@ -124,7 +123,7 @@ def test_exports_and_run_listing(collector, tmp_path):
     wait_for(lambda: all_projected(collector.query), timeout=60)
 
     def cli(*args):
-        done = subprocess.run([sys.executable, "-m", "collector.cli", *args], cwd=REPO, env=child_env(),
+        done = subprocess.run([sys.executable, "-m", "acestep_viz", *args], cwd=REPO, env=child_env(),
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from acestep_viz.dashboard import ids, options
+from acestep_viz.dashboard.app import create_app
 
-from collector.cli import build_parser
-from collector.settings import resolve
-from collector import options
-from dashboard import ids
-from dashboard.app import create_app
+from acestep_viz.cli import build_parser
+from acestep_viz.settings import resolve
 
 
 def page_and_layout(http, prefix: str) -> tuple[str, str]:

@@ -12,21 +12,40 @@ import shutil
 from urllib.parse import urlsplit
 
 import pytest
+from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.figures import EMPTY_TITLE, TITLES
+from acestep_viz.dashboard.layout import CLEAR_MESSAGE, PAUSE_LABEL, RESUME_LABEL
+from acestep_viz.dashboard.view_callbacks import NO_SELECTION, PLAY_LABEL
 
-from dashboard import ids
-from dashboard.figures import EMPTY_TITLE, TITLES
-from dashboard.layout import CLEAR_MESSAGE, PAUSE_LABEL, RESUME_LABEL
-from dashboard.view_callbacks import NO_SELECTION, PLAY_LABEL
 from tests.browser_support import (
-    EVIL, GRAPH_JS, POINTS_JS, SHORT_MS, WAIT_MS, PollCounter, RunFeeder, chromium, dashboard_page, emit_selection,
-    figure_meta, hover_labels, hover_point, running_stack, shown, stat_texts, traces, wait_badge, wait_counts,
-    wait_text, watched_page)
+    EVIL,
+    GRAPH_JS,
+    POINTS_JS,
+    SHORT_MS,
+    WAIT_MS,
+    PollCounter,
+    RunFeeder,
+    chromium,
+    dashboard_page,
+    emit_selection,
+    figure_meta,
+    hover_labels,
+    hover_point,
+    running_stack,
+    shown,
+    stat_texts,
+    traces,
+    wait_badge,
+    wait_counts,
+    wait_text,
+    watched_page,
+)
 from tests.support import REPO, query, send_frames, synthetic_frames
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOT = REPO / "test-artifacts" / "dashboard.png"
-DOCS_SCREENSHOT = REPO / "docs" / "dashboard.png"
+SCREENSHOT = REPO / "test-artifacts" / "acestep_viz.dashboard.png"
+DOCS_SCREENSHOT = REPO / "docs" / "acestep_viz.dashboard.png"
 UPDATE_DOCS = "ACESTEP_VIZ_UPDATE_DOCS_SCREENSHOT"  # =1: the screenshot test also refreshes docs/dashboard.png
 
 

@@ -3,24 +3,24 @@ the step scrubber, the quality charts and the exports. Snapshot dicts in, figure
 from __future__ import annotations
 
 import base64
-import zipfile
 import io
+import zipfile
 
 import plotly.graph_objects as go
 import pytest
+from acestep_viz.dashboard import figures
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.client import CollectorUnavailable
+from acestep_viz.dashboard.colouring import tick_names
+from acestep_viz.dashboard.export_callbacks import export_outputs
+from acestep_viz.dashboard.quality_chart import quality_figure
+from acestep_viz.dashboard.scrubber import history_store, is_live, marks, next_position, position_label, versions_at
+from acestep_viz.dashboard.selection import details, selected_ids, trajectories
+from acestep_viz.dashboard.view import View, prompt_tag, view_from_controls
+from acestep_viz.dashboard.view_callbacks import render_outputs, scrubber_outputs
 from dash import no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.cache import ReplyCache
-from dashboard.client import CollectorUnavailable
-from dashboard.colouring import tick_names
-from dashboard.export_callbacks import export_outputs
-from dashboard.quality_chart import quality_figure
-from dashboard.scrubber import history_store, is_live, marks, next_position, position_label, versions_at
-from dashboard.selection import details, selected_ids, trajectories
-from dashboard.view import View, prompt_tag, view_from_controls
-from dashboard.view_callbacks import render_outputs, scrubber_outputs
 from tests.test_figures import snapshot
 
 LORA = 1

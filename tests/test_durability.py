@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from collector.protocol import decode
-from collector.store import RunStore, read_records
+from acestep_viz.collector.store import RunStore, read_records
 from stream_publisher import frame_vectors, run_name
 from support import REPO, CollectorProcess, ManagedProcess, query, wait_for
+
+from acestep_viz.wire import decode
 
 pytestmark = pytest.mark.slow
 PUBLISHERS, RATE, ROWS, DIM = 4, 100, 2, 64

@@ -2,7 +2,6 @@
 import sys
 
 import pytest
-
 from support import CollectorProcess, ManagedProcess, query, wait_for
 
 pytestmark = pytest.mark.slow
@@ -11,7 +10,7 @@ SPACES = ("latent", "lora", "prompt")
 
 def test_demo_training_fills_all_three_spaces(tmp_path):
     with CollectorProcess(tmp_path / "store") as collector:
-        demo = ManagedProcess([sys.executable, "-m", "collector.cli", "demo", "--endpoint", collector.ingest,
+        demo = ManagedProcess([sys.executable, "-m", "acestep_viz", "demo", "--endpoint", collector.ingest,
                                "--steps", "60", "--run", "e2e-run"], log_path=tmp_path / "demo.log")
         with demo:
             def projected():

@@ -1,6 +1,5 @@
 import numpy as np
-
-from collector.exports import SpaceExport, write_npz, write_tensorboard
+from acestep_viz.collector.exports import SpaceExport, write_npz, write_tensorboard
 
 
 def spaces():

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import REPO, CollectorProcess, ManagedProcess, free_port, try_query, wait_for
 
 pytestmark = pytest.mark.slow

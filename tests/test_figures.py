@@ -6,13 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from dashboard import figures, status
-from dashboard.colouring import category_codes
 import plotly.graph_objects as go
-
-from dashboard.figures import EMPTY_DETAIL, EMPTY_TITLE, INSUFFICIENT, TITLES
+import pytest
+from acestep_viz.dashboard import figures, status
+from acestep_viz.dashboard.colouring import category_codes
+from acestep_viz.dashboard.figures import EMPTY_DETAIL, EMPTY_TITLE, INSUFFICIENT, TITLES
 
 SPACES = ("latent", "lora", "prompt")
 
@@ -192,8 +190,9 @@ def test_status_transitions():
 
 
 def test_dashboard_never_imports_heavy_or_trainer_modules():
-    code = ("import sys, dashboard.app, dashboard.__main__; "
-            "print(sorted(m for m in ('torch', 'pacmap', 'numba', 'trainer_plugin') if m in sys.modules))")
+    code = ("import sys, acestep_viz.dashboard.app; "
+            "print(sorted(m for m in ('torch', 'pacmap', 'numba', 'acestep_viz.trainer_plugin', "
+            "'acestep_viz.collector') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr

@@ -12,12 +12,21 @@ import random
 import numpy as np
 import pytest
 import zmq
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from collector.protocol import (FORMAT_VERSION, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, READABLE_VERSIONS, Frame,
-                                ProtocolError, decode, encode)
 from garbage import PICKLE_SENTINEL, Boom, garbage_frames, send_all, valid_parts
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import CollectorProcess, query, synthetic_frames, wait_for
+
+from acestep_viz.wire import (
+    FORMAT_VERSION,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    READABLE_VERSIONS,
+    Frame,
+    ProtocolError,
+    decode,
+    encode,
+)
 
 STORM_FRAMES = int(os.environ.get("ACESTEP_VIZ_FUZZ_FRAMES", "100000"))
 FUZZ = settings(max_examples=int(os.environ.get("ACESTEP_VIZ_FUZZ_EXAMPLES", "300")), deadline=None,

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from support import REPO, CollectorProcess, child_env, query, send_frames, synthetic_frames, wait_for
 
 pytestmark = pytest.mark.slow
@@ -41,7 +40,7 @@ def test_the_export_op_writes_an_animated_gif_of_the_map_history(tmp_path):
         assert gif.parent.parent == collector.store_dir / "run-g" / "exports" and gif.name == "run-g.gif"
         assert Image.open(gif).n_frames == len(steps)
 
-        done = subprocess.run([sys.executable, "-m", "collector.cli", "export", "--collector", collector.query,
+        done = subprocess.run([sys.executable, "-m", "acestep_viz", "export", "--collector", collector.query,
                                "--format", "gif", "--out", str(tmp_path / "gif")], cwd=REPO, env=child_env(),
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

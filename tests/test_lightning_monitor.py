@@ -1,18 +1,18 @@
 """EmbeddingMonitor under a real pytorch_lightning.Trainer on the ACE-Step twin."""
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
+from acestep_viz.trainer_plugin import EmbeddingMonitor
+from acestep_viz.trainer_plugin.demo import build_pipeline, run_demo
+from acestep_viz.trainer_plugin.publisher import MemoryPublisher
 
-from collector.settings import SettingError
+from acestep_viz.settings import SettingError
 from tests.support import free_port, wait_for
 from tests.test_publisher import SubCollector
-from trainer_plugin import EmbeddingMonitor
-from trainer_plugin.demo import build_pipeline, run_demo
-from trainer_plugin.publisher import MemoryPublisher
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*module\\(s\\) in eval mode",
                                           "ignore:.*LeafSpec")
@@ -141,8 +141,8 @@ def test_bad_settings_fail_setup_saying_what_to_fix(monkeypatch):
 
 
 def test_importing_the_package_pulls_in_neither_torch_nor_lightning():
-    code = ("import sys, trainer_plugin, trainer_plugin.settings; "
+    code = ("import sys, acestep_viz, acestep_viz.trainer_plugin.settings; "
             "assert 'pytorch_lightning' not in sys.modules and 'torch' not in sys.modules, 'eager import'; "
-            "trainer_plugin.attach; assert 'pytorch_lightning' not in sys.modules, 'attach pulled lightning'")
+            "acestep_viz.attach; assert 'pytorch_lightning' not in sys.modules, 'attach pulled lightning'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

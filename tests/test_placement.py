@@ -2,11 +2,19 @@
 ``CollectorState.due_fits``, without processes or PaCMAP."""
 import numpy as np
 import pytest
+from acestep_viz.collector.placement import (
+    MapChange,
+    RefitPolicy,
+    extend_layout,
+    full_fit_reason,
+    map_change,
+    nearest_rows,
+    neighbour_weights,
+    place_rows,
+)
+from acestep_viz.collector.state import CollectorState
 
-from collector.placement import (MapChange, RefitPolicy, extend_layout, full_fit_reason, map_change,
-                                 nearest_rows, neighbour_weights, place_rows)
-from collector.protocol import Frame
-from collector.state import CollectorState
+from acestep_viz.wire import Frame
 
 
 def clusters(rng, per_cluster=30, dim=64, k=3):
@@ -160,7 +168,7 @@ def test_placements_take_every_new_row_even_above_the_fit_cap():
 
 
 def test_the_fit_sample_above_the_cap_stays_the_same_as_clips_arrive():
-    from collector.quality import cap_rows
+    from acestep_viz.collector.quality import cap_rows
     meta = [{"id": f"clip{i}"} for i in range(300)]
     before = {meta[i]["id"] for i in cap_rows(meta, cap=100)}
     meta += [{"id": f"late{i}"} for i in range(10)]

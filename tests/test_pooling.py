@@ -1,8 +1,7 @@
 """Pooling turns activations of any length into one fixed-size float16 vector per row."""
 import pytest
 import torch
-
-from trainer_plugin.pooling import FLOAT16_MAX, pool_any, pool_float32, pool_latent, pool_sequence
+from acestep_viz.trainer_plugin.pooling import FLOAT16_MAX, pool_any, pool_float32, pool_latent, pool_sequence
 
 
 def test_sequence_mean_ignores_masked_positions():

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from collector.projection import align_to_previous, fit_layout, layout_diameter, procrustes, warm_start
+from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter, procrustes, warm_start
 
 
 def rotation(theta):

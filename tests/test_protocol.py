@@ -4,8 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from collector.protocol import (FORMAT_VERSION, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Frame, ProtocolError, decode,
-                                encode)
+from acestep_viz.wire import FORMAT_VERSION, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, Frame, ProtocolError, decode, encode
 
 
 def make_frame(rows=3, dim=8, **kw):
@@ -158,7 +157,7 @@ def test_unknown_columns_are_ignored():
 
 
 def test_dropped_rows_show_in_the_collector_stats_and_the_others_are_buffered():
-    from collector.state import CollectorState
+    from acestep_viz.collector.state import CollectorState
 
     state = CollectorState()
     frame = make_frame(rows=3)

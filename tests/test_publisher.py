@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 import zmq
+from acestep_viz.trainer_plugin.publisher import Publisher
 
-from collector.protocol import Frame, decode
+from acestep_viz.wire import Frame, decode
 from tests.support import free_port, wait_for
-from trainer_plugin.publisher import Publisher
 
 
 class SubCollector:

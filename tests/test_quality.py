@@ -1,6 +1,5 @@
 import numpy as np
-
-from collector.quality import cap_rows, latest_by_key, neighbour_overlap, relative_drift
+from acestep_viz.collector.quality import cap_rows, latest_by_key, neighbour_overlap, relative_drift
 
 
 def test_neighbour_overlap_is_high_for_a_faithful_map_and_low_for_noise():

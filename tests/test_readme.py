@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from collector import options
-from trainer_plugin.settings import TRAINER_SETTINGS
+from acestep_viz.collector.options import COLLECTOR_SETTINGS
+from acestep_viz.dashboard.options import DASHBOARD_SETTINGS
+from acestep_viz.trainer_plugin.settings import DEMO_SETTINGS, TRAINER_SETTINGS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -12,14 +13,14 @@ def test_readme_opens_with_the_two_commands():
 
 
 def test_readme_documents_every_setting():
-    for setting in (*options.COLLECTOR_SETTINGS, *options.DASHBOARD_SETTINGS, *options.DEMO_SETTINGS):
+    for setting in (*COLLECTOR_SETTINGS, *DASHBOARD_SETTINGS, *DEMO_SETTINGS):
         assert f"`{setting.flag}`" in README and f"`{setting.env}`" in README, setting.name
     for setting in TRAINER_SETTINGS:
         assert f"`{setting.name}=`" in README and f"`{setting.env}`" in README, setting.name
 
 
 def test_readme_documents_every_query_op():
-    from collector.service import Collector
+    from acestep_viz.collector.service import Collector
     ops = Collector.__new__(Collector)._handlers()
     for op in ops:
         assert f'"op": "{op}"' in README, op

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from acestep_viz.trainer_plugin import attach
+from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from acestep_viz.trainer_plugin.publisher import MemoryPublisher
+from acestep_viz.trainer_plugin.relay import RelayPublisher
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, encode_step, record_link_step
 
 from tests.support import free_port, wait_for
 from tests.test_publisher import SubCollector, loopback
-from trainer_plugin import attach
-from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
-from trainer_plugin.publisher import MemoryPublisher
-from trainer_plugin.relay import RelayPublisher
-from trainer_plugin.step_record import CaptureRows, StepRecord, encode_step, record_link_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +177,7 @@ def test_the_relay_exits_when_its_training_process_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from trainer_plugin.relay import RelayPublisher
+        from acestep_viz.trainer_plugin.relay import RelayPublisher
         relay = RelayPublisher("tcp://127.0.0.1:{free_port()}")
         print(relay.stats()["relay_pid"], flush=True)
         time.sleep(120)

@@ -3,10 +3,10 @@ spaces the user cleared, and the latest maps before any new fit."""
 from __future__ import annotations
 
 import pytest
-
-from collector.protocol import decode
-from collector.store import RunStore, live_frames
+from acestep_viz.collector.store import RunStore, live_frames
 from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
+
+from acestep_viz.wire import decode
 
 pytestmark = pytest.mark.slow
 SPACES = ("latent", "lora", "prompt")

@@ -6,14 +6,14 @@ import threading
 
 import numpy as np
 import pytest
-
-from collector.protocol import Frame, decode, encode
-from collector.retention import DAY_S, compacted_frames, compaction_due, expired_runs
-from collector.saved_maps import MapSaver
-from collector.state import CollectorState
-from collector.store import RunStore
-from collector.upkeep import StoreUpkeep
+from acestep_viz.collector.retention import DAY_S, compacted_frames, compaction_due, expired_runs
+from acestep_viz.collector.saved_maps import MapSaver
+from acestep_viz.collector.state import CollectorState
+from acestep_viz.collector.store import RunStore
+from acestep_viz.collector.upkeep import StoreUpkeep
 from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
+
+from acestep_viz.wire import Frame, decode, encode
 
 NOW = 1_800_000_000.0  # explicit clock: no test here waits for time to pass
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from collector.saved_maps import MapSaver, SavedMap, load_map, save_due, save_map
+from acestep_viz.collector.saved_maps import MapSaver, SavedMap, load_map, save_due, save_map
 
 
 def a_map(n=3):

@@ -6,12 +6,12 @@ import time
 
 import pytest
 import zmq
-
-from collector import cli
-from collector.protocol import encode
-from dashboard.client import CollectorClient, CollectorUnavailable
+from acestep_viz.dashboard.client import CollectorClient, CollectorUnavailable
+from acestep_viz.trainer_plugin.publisher import Publisher
 from support import CollectorProcess, synthetic_frames, wait_for
-from trainer_plugin.publisher import Publisher
+
+from acestep_viz import cli
+from acestep_viz.wire import encode
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,10 @@ def test_everything_binds_to_loopback_unless_allowed(tmp_path, capsys):
 
 
 def test_dashboard_on_a_public_host_without_token_warns(monkeypatch, caplog):
-    import dashboard.app
+    import acestep_viz.dashboard.app as dashboard_app
 
     served = {}
-    monkeypatch.setattr(dashboard.app, "serve", lambda **kw: served.update(kw))
+    monkeypatch.setattr(dashboard_app, "serve", lambda **kw: served.update(kw))
     with caplog.at_level(logging.WARNING, logger="acestep_viz"):
         assert cli.main(["dashboard", "--host", "0.0.0.0", "--allow-remote"]) == 0
     assert "no --token" in caplog.text and served["token"] is None
@@ -135,7 +135,7 @@ def test_dashboard_on_a_public_host_without_token_warns(monkeypatch, caplog):
 
 
 def test_dashboard_token_is_required_when_set():
-    from dashboard.app import create_app
+    from acestep_viz.dashboard.app import create_app
 
     http = create_app("tcp://127.0.0.1:5999", interval_s=5, token="s3cret").server.test_client()
     assert http.get("/").status_code == 401

@@ -4,11 +4,21 @@ import math
 
 import numpy as np
 import pytest
-
-from trainer_plugin.publisher import ErrorLog
-from trainer_plugin.step_record import (CAPTURE_FIELDS, LINK_VERSION, STEP_FIELDS, CaptureRows, StepRecord,
-                                         build_frames, capture_header, decode_records, encode_records, encode_step,
-                                         link_message, step_header)
+from acestep_viz.trainer_plugin.publisher import ErrorLog
+from acestep_viz.trainer_plugin.step_record import (
+    CAPTURE_FIELDS,
+    LINK_VERSION,
+    STEP_FIELDS,
+    CaptureRows,
+    StepRecord,
+    build_frames,
+    capture_header,
+    decode_records,
+    encode_records,
+    encode_step,
+    link_message,
+    step_header,
+)
 
 
 def vectors(rows: int, dim: int, start: float = 0.0) -> np.ndarray:

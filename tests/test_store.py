@@ -2,9 +2,9 @@ import os
 
 import numpy as np
 import pytest
+from acestep_viz.collector.store import RunStore, control_record, parse_control, run_dir_name
 
-from collector.protocol import Frame, ProtocolError, decode, encode
-from collector.store import RunStore, control_record, parse_control, run_dir_name
+from acestep_viz.wire import Frame, ProtocolError, decode, encode
 
 
 def wire(step, run="run-a"):

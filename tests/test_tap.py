@@ -4,13 +4,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from acestep_viz.trainer_plugin import attach
+from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from acestep_viz.trainer_plugin.publisher import MemoryPublisher
+from acestep_viz.trainer_plugin.step_record import decode_records, link_message
+from acestep_viz.trainer_plugin.tap import output_tensor
 
 from tests.support import free_port
-from trainer_plugin import attach
-from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
-from trainer_plugin.publisher import MemoryPublisher
-from trainer_plugin.step_record import decode_records, link_message
-from trainer_plugin.tap import output_tensor
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 
@@ -521,7 +521,7 @@ def test_hook_errors_never_reach_training_and_are_logged_once(fast, songs, monke
     def broken(*args, **kwargs):
         raise RuntimeError("pooling exploded")
 
-    monkeypatch.setattr("trainer_plugin.tap.pool_sum", broken)
+    monkeypatch.setattr("acestep_viz.trainer_plugin.tap.pool_sum", broken)
     batch = batch_of(songs, [0, 1, 2])
     tap, publisher = monitor(fast)
     with caplog.at_level(logging.WARNING, logger="acestep_viz"), tap:

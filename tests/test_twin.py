@@ -11,10 +11,9 @@ pytest.importorskip("peft")
 pytest.importorskip("pytorch_lightning")
 
 import pytorch_lightning as pl  # noqa: E402
+from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate, run_demo  # noqa: E402
 from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
 from transformers.utils import ModelOutput  # noqa: E402
-
-from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate, run_demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["attach", "Tap", "EmbeddingMonitor"]
 
 if TYPE_CHECKING:
-    from trainer_plugin.lightning import EmbeddingMonitor
-    from trainer_plugin.tap import Tap, attach
+    from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
+    from acestep_viz.trainer_plugin.tap import Tap, attach
 
 
 def __getattr__(name: str) -> Any:
     if name in ("attach", "Tap"):
-        from trainer_plugin import tap
+        from acestep_viz.trainer_plugin import tap
 
         return getattr(tap, name)
     if name == "EmbeddingMonitor":
-        from trainer_plugin.lightning import EmbeddingMonitor
+        from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
 
         return EmbeddingMonitor
     raise AttributeError(f"module 'trainer_plugin' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from collector.protocol import Frame
+from acestep_viz.wire import Frame
 
 MAX_ROWS = 2048
 

@@ -13,10 +13,10 @@ from typing import Any, Iterable, Mapping
 
 import pytorch_lightning as pl
 import torch
+from acestep_viz.trainer_plugin.settings import TRAINER_SETTINGS
+from acestep_viz.trainer_plugin.tap import Tap, attach, check_run_name, default_run_name
 
-from collector.settings import resolve
-from trainer_plugin.settings import TRAINER_SETTINGS
-from trainer_plugin.tap import Tap, attach, check_run_name, default_run_name
+from acestep_viz.settings import resolve
 
 log = logging.getLogger("acestep_viz")
 

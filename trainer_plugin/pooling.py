@@ -10,8 +10,7 @@ large activation cannot turn a whole row into Inf.
 from __future__ import annotations
 
 import torch
-
-from trainer_plugin.step_record import FLOAT16_MAX, scaled_rows
+from acestep_viz.trainer_plugin.step_record import FLOAT16_MAX, scaled_rows
 
 
 def pool_sum(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, float | torch.Tensor]:

@@ -16,14 +16,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from acestep_viz.trainer_plugin.settings import LORA_OUTPUTS
 from torch import nn
 
-from collector.protocol import SPACES
-from trainer_plugin.settings import LORA_OUTPUTS
+from acestep_viz.wire import SPACES
 
 log = logging.getLogger("acestep_viz")
 
-FROZEN_SPACES = ("latent", "prompt")  # outputs of frozen modules: one vector per clip per run
 DELTA_SUFFIX = ":delta"
 
 ACESTEP_LORA_ROOT = "transformers"

@@ -33,10 +33,10 @@ from collections import Counter, deque
 from typing import Callable, Union
 
 import zmq
+from acestep_viz.trainer_plugin.coalesce import coalesce
+from acestep_viz.trainer_plugin.step_record import StepRecord, build_frames
 
-from collector.protocol import Frame, check_shape, encode
-from trainer_plugin.coalesce import coalesce
-from trainer_plugin.step_record import StepRecord, build_frames
+from acestep_viz.wire import Frame, check_shape, encode
 
 log = logging.getLogger("acestep_viz")
 
@@ -132,7 +132,7 @@ class Publisher:
                  context: zmq.Context | None = None, poll_s: float = 0.02, batch_s: float = BATCH_S,
                  curve_dir: str | None = None):
         self.endpoint = endpoint
-        # CurveZMQ client keys (collector/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp
+        # CurveZMQ client keys (acestep_viz/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp
         self.curve_dir = curve_dir if curve_dir is not None else os.environ.get(CURVE_ENV) or None
         self.errors = ErrorLog()
         self._frozen_spaces = frozenset(frozen_spaces)
@@ -203,7 +203,7 @@ class Publisher:
         sock.setsockopt(zmq.XPUB_NODROP, 1)  # full buffer -> EAGAIN, so drops are seen and counted
         try:
             if curve_dir:
-                from collector.security import make_client
+                from acestep_viz.security import make_client
 
                 make_client(sock, curve_dir)
             sock.connect(endpoint)

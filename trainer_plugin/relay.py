@@ -35,9 +35,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import zmq
-
-from trainer_plugin.publisher import BATCH_S, CURVE_ENV, ErrorLog, HandOff, Item, Publisher, frame_count, take_all
-from trainer_plugin.step_record import StepRecord, decode_records, encode_step, link_message, record_link_step
+from acestep_viz.trainer_plugin.publisher import (
+    BATCH_S,
+    CURVE_ENV,
+    ErrorLog,
+    HandOff,
+    Item,
+    Publisher,
+    frame_count,
+    take_all,
+)
+from acestep_viz.trainer_plugin.step_record import (
+    StepRecord,
+    decode_records,
+    encode_step,
+    link_message,
+    record_link_step,
+)
 
 log = logging.getLogger("acestep_viz")
 
@@ -317,10 +331,13 @@ def _ready(item: Item) -> bool:
 
 
 def _start_child(python: str, link: str, endpoint: str, options: dict) -> subprocess.Popen:
-    """Start ``main`` in a child Python. The folder this package was imported from goes at the end of
+    """Start ``main`` in a child Python. The folder ``acestep_viz`` was imported from goes at the end of
     the child's sys.path: it finds the package even when it is not installed, and shadows nothing."""
-    package_root = str(Path(__file__).resolve().parent.parent)
-    bootstrap = "import sys; sys.path.append(sys.argv.pop(1)); from trainer_plugin.relay import main; sys.exit(main())"
+    import acestep_viz
+
+    package_root = str(Path(acestep_viz.__file__).resolve().parent.parent)
+    bootstrap = ("import sys; sys.path.append(sys.argv.pop(1)); from acestep_viz.trainer_plugin.relay import main; "
+                 "sys.exit(main())")
     command = [python, "-c", bootstrap, package_root, "--link", link, "--endpoint", endpoint,
                "--parent", str(os.getpid()), "--options", json.dumps(options)]
     try:
@@ -381,7 +398,7 @@ def _report(link: zmq.Socket, publisher: Publisher, errors: ErrorLog, link_error
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer_plugin.relay",
+    parser = argparse.ArgumentParser(prog="python -m acestep_viz.trainer_plugin.relay",
                                      description="acestep-viz relay: started by the trainer plugin, not by hand.")
     parser.add_argument("--link", required=True)
     parser.add_argument("--endpoint", required=True)

@@ -5,25 +5,21 @@ else the default. This module imports no torch, so a CLI or the README test can 
 """
 from __future__ import annotations
 
-from collector.protocol import MAX_NAME_CHARS
-from collector.settings import Setting, one_of, parse_bool, parse_list, positive, zmq_endpoint
+from acestep_viz.settings import Setting, one_of, parse_bool, parse_list, positive, zmq_endpoint
+from acestep_viz.wire import DEFAULT_INGEST, run_name_problem
 
 LORA_OUTPUTS = ("output", "delta", "both")
 SENDERS = ("process", "thread")
 
 
 def _run_name(value) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS or "/" in value:
-        return f"must be 1 to {MAX_NAME_CHARS} characters without '/'"
-    return None
+    return None if value is None else run_name_problem(value)
 
 
 TRAINER_SETTINGS = [
     Setting("enabled", True, "Capture embeddings during training; false turns the monitor off entirely.",
             parse_bool),
-    Setting("endpoint", "tcp://127.0.0.1:5557",
+    Setting("endpoint", DEFAULT_INGEST,
             "ZeroMQ endpoint of the collector's ingest socket; the trainer connects to it.", str, zmq_endpoint),
     Setting("run", None, "Run name shown in the dashboard (no '/'); default: the logger's version or the start "
             "time.", str, _run_name),
@@ -41,3 +37,7 @@ TRAINER_SETTINGS = [
             "for a collector started with --curve-dir; read by the publisher (argument: "
             "publisher_options={'curve_dir': ...}).", str),
 ]
+
+# `acestep-viz demo` (and `up --demo`): the trainer's endpoint and run, plus these.
+STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
+DEMO_SETTINGS = (STEPS,)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from collector.protocol import MAX_NAME_CHARS, MAX_TEXT_CHARS, SPACES, Frame
+from acestep_viz.wire import MAX_NAME_CHARS, MAX_TEXT_CHARS, SPACES, Frame
 
 LINK_VERSION = 3
 MAX_LINK_BYTES = 256 << 20

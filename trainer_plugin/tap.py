@@ -35,20 +35,26 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from acestep_viz.trainer_plugin.pooling import pool_sum
+from acestep_viz.trainer_plugin.presets import Binding, select_bindings, space_specs
+from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
+from acestep_viz.trainer_plugin.relay import RelayPublisher
+from acestep_viz.trainer_plugin.settings import SENDERS
+from acestep_viz.trainer_plugin.step_record import (
+    CAPTURE_FIELDS,
+    CaptureRows,
+    StepRecord,
+    capture_header,
+    row_id,
+    scaled_rows,
+    step_header,
+)
 from torch import nn
 
-from collector.protocol import MAX_NAME_CHARS
-from trainer_plugin.pooling import pool_sum
-from trainer_plugin.presets import FROZEN_SPACES, Binding, select_bindings, space_specs
-from trainer_plugin.publisher import ErrorLog, Publisher
-from trainer_plugin.relay import RelayPublisher
-from trainer_plugin.settings import SENDERS
-from trainer_plugin.step_record import (CAPTURE_FIELDS, CaptureRows, StepRecord, capture_header, row_id, scaled_rows,
-                                         step_header)
+from acestep_viz.wire import DEFAULT_INGEST, FROZEN_SPACES, MAX_NAME_CHARS, run_name_problem
 
 log = logging.getLogger("acestep_viz")
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
@@ -57,7 +63,7 @@ _ROWS, _SCALE = (CAPTURE_FIELDS.index(name) for name in ("rows", "scale"))
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
-           endpoint: str = DEFAULT_ENDPOINT, run: str | None = None, every_n_steps: int = 1,
+           endpoint: str = DEFAULT_INGEST, run: str | None = None, every_n_steps: int = 1,
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
            eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
@@ -108,8 +114,9 @@ def default_run_name() -> str:
 
 def check_run_name(run: str) -> str:
     run = str(run)
-    if not run or len(run) > MAX_NAME_CHARS or "/" in run:
-        raise ValueError(f"run={run!r}: must be 1 to {MAX_NAME_CHARS} characters without '/'")
+    problem = run_name_problem(run)
+    if problem:
+        raise ValueError(f"run={run!r}: {problem}")
     return run
 
 

@@ -22,12 +22,12 @@ import time
 
 import numpy as np
 import psutil
-
-from collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
-from collector.projection import align_to_previous, fit_layout, layout_diameter
-from collector.protocol import Frame
-from common import quiet_collector, query, record
+from acestep_viz.collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
+from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter
+from common import query, quiet_collector, record
 from support import send_frames, wait_for
+
+from acestep_viz.wire import Frame
 
 DIM = 2560
 SPACES = ("latent", "lora", "prompt")
@@ -70,7 +70,8 @@ def freshness(n: int, duration_s: float, rate_hz: float = 2.0) -> tuple[float, f
         deadline = time.time() + duration_s
         step = 1
         import zmq
-        from collector.protocol import encode
+
+        from acestep_viz.wire import encode
         pub = zmq.Context.instance().socket(zmq.XPUB)
         pub.setsockopt(zmq.LINGER, 1000)
         pub.connect(collector.ingest)

@@ -19,17 +19,15 @@ import threading
 import time
 
 import zmq
+from acestep_viz.dashboard.cache import ReplyCache
+from acestep_viz.dashboard.callbacks import poll_outputs
+from acestep_viz.dashboard.client import CollectorClient
+from acestep_viz.dashboard.view import View
+from acestep_viz.dashboard.view_callbacks import render_outputs
+from common import record
 from dash.exceptions import PreventUpdate
 from plotly.io.json import to_json_plotly
-
-from common import record
 from support import free_port
-
-from dashboard.cache import ReplyCache
-from dashboard.callbacks import poll_outputs
-from dashboard.client import CollectorClient
-from dashboard.view import View
-from dashboard.view_callbacks import render_outputs
 
 SPACES = ("latent", "lora", "prompt")
 

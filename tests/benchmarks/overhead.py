@@ -38,13 +38,12 @@ import time
 import numpy as np
 import torch
 import zmq
-
+from acestep_viz.trainer_plugin import attach
+from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
+from acestep_viz.trainer_plugin.presets import FROZEN_SPACES
+from acestep_viz.trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
+from acestep_viz.trainer_plugin.relay import RelayPublisher
 from common import pause_projections, quiet_collector, record
-from trainer_plugin import attach
-from trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
-from trainer_plugin.presets import FROZEN_SPACES
-from trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
-from trainer_plugin.relay import RelayPublisher
 
 
 class Batched:

@@ -20,13 +20,12 @@ import random
 import time
 
 import numpy as np
-
+from acestep_viz.trainer_plugin import attach
+from acestep_viz.trainer_plugin.presets import FROZEN_SPACES
+from acestep_viz.trainer_plugin.publisher import MemoryPublisher
+from acestep_viz.trainer_plugin.relay import RelayPublisher
 from common import pause_projections, quiet_collector
 from overhead import Batched, make_batches, timed_twin
-from trainer_plugin import attach
-from trainer_plugin.presets import FROZEN_SPACES
-from trainer_plugin.publisher import MemoryPublisher
-from trainer_plugin.relay import RelayPublisher
 
 PHASES = ("batch", "forward", "flush", "backward", "optimizer", "step")
 

@@ -26,13 +26,13 @@ import time
 
 import numpy as np
 import zmq
-
-from common import HERE, pause_projections, quiet_collector, query, record
-from collector.protocol import Frame
+from acestep_viz.trainer_plugin.publisher import Publisher
+from acestep_viz.trainer_plugin.relay import RelayPublisher
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord
+from common import HERE, pause_projections, query, quiet_collector, record
 from support import child_env, free_port, wait_for
-from trainer_plugin.publisher import Publisher
-from trainer_plugin.relay import RelayPublisher
-from trainer_plugin.step_record import CaptureRows, StepRecord
+
+from acestep_viz.wire import Frame
 
 DIM = 2560
 ROWS_PER_FRAME = 6

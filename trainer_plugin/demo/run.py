@@ -61,7 +61,7 @@ def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str 
     callbacks = [timer, *callbacks_extra]
     embedding_monitor = None
     if monitor:
-        from trainer_plugin.lightning import EmbeddingMonitor
+        from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
 
         embedding_monitor = EmbeddingMonitor(endpoint=endpoint, run=run, **(monitor_kwargs or {}))
         callbacks.append(embedding_monitor)

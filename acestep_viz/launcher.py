@@ -9,8 +9,8 @@ import threading
 import time
 import urllib.request
 
-from collector.settings import url_path
-from dashboard.client import CollectorClient, CollectorError
+from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.settings import url_path
 
 READY_TIMEOUT_S = 90
 
@@ -28,7 +28,7 @@ class Stack:
         self.url = f"http://{shown}:{ui_cfg['port']}{url_path(ui_cfg.get('url_prefix') or '/')}"
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "collector.cli", *args]
+        cmd = [sys.executable, "-m", "acestep_viz", *args]
         env = dict(os.environ)
         if self.collector_cfg.get("curve_dir"):  # the demo's publisher reads its keys from here
             env["ACESTEP_VIZ_CURVE_DIR"] = self.collector_cfg["curve_dir"]

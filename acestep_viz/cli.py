@@ -9,10 +9,16 @@ import sys
 import threading
 from typing import Sequence
 
-from collector import options
-from collector.settings import SettingError, add_arguments, resolve
+from acestep_viz import __version__, security
+from acestep_viz.collector import options as collector_options
+from acestep_viz.dashboard import options as dashboard_options
+from acestep_viz.settings import SettingError, add_arguments, resolve
+from acestep_viz.trainer_plugin import settings as trainer_options
 
 PROG = "acestep-viz"
+# `up` takes every collector setting, these of the dashboard and the demo's length.
+UP_UI_SETTINGS = (dashboard_options.HOST, dashboard_options.PORT, dashboard_options.INTERVAL,
+                  dashboard_options.URL_PREFIX, trainer_options.STEPS)
 
 
 class CliError(Exception):
@@ -20,52 +26,50 @@ class CliError(Exception):
 
 
 def trainer_settings():
-    from trainer_plugin.settings import TRAINER_SETTINGS
-
-    return {s.name: s for s in TRAINER_SETTINGS}
+    return {s.name: s for s in trainer_options.TRAINER_SETTINGS}
 
 
 def demo_settings():
     trainer = trainer_settings()
-    return (trainer["endpoint"], trainer["run"], *options.DEMO_SETTINGS)
+    return (trainer["endpoint"], trainer["run"], *trainer_options.DEMO_SETTINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Live PaCMAP maps of ACE-Step LoRA training.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("collector", help="run the collector sidecar (ingest, projections, queries)")
-    add_arguments(p, options.COLLECTOR_SETTINGS)
+    add_arguments(p, collector_options.COLLECTOR_SETTINGS)
 
     p = sub.add_parser("dashboard", help="run the web dashboard")
-    add_arguments(p, options.DASHBOARD_SETTINGS)
+    add_arguments(p, dashboard_options.DASHBOARD_SETTINGS)
 
     p = sub.add_parser("demo", help="train the ACE-Step-shaped twin on CPU with the monitor attached")
     p.add_argument("--endpoint", default=None, help="where frames go (default tcp://127.0.0.1:5557) "
                                                     "[env ACESTEP_VIZ_ENDPOINT]")
     p.add_argument("--run", default=None, help="run name (default demo-<time>) [env ACESTEP_VIZ_RUN]")
-    add_arguments(p, options.DEMO_SETTINGS)
+    add_arguments(p, trainer_options.DEMO_SETTINGS)
 
     p = sub.add_parser("up", help="start collector + dashboard (+ the demo) and print the dashboard URL")
     p.add_argument("--demo", action="store_true", default=None, help="also start a demo training run")
-    add_arguments(p, [s for s in options.COLLECTOR_SETTINGS] + [options.HOST, options.PORT, options.INTERVAL,
-                                                                 options.URL_PREFIX, options.STEPS])
+    add_arguments(p, [*collector_options.COLLECTOR_SETTINGS, *UP_UI_SETTINGS])
 
     p = sub.add_parser("runs", help="list the runs kept in the store")
-    add_arguments(p, [options.STORE])
+    add_arguments(p, [collector_options.STORE])
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("export", help="write a run to NPZ, TensorBoard projector files, a self-contained HTML "
                                       "or an animated GIF of its map history")
-    add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
+    add_arguments(p, [dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR])
     p.add_argument("--run", default=None, help="run to export (default: the latest active)")
     p.add_argument("--format", required=True, choices=("npz", "tensorboard", "html", "gif"))
     p.add_argument("--out", default=None, help="where to put the result (default: the collector's store for "
                                                "npz/tensorboard/gif, ./<run>.html for html)")
 
     p = sub.add_parser("stats", help="print the collector's live statistics")
-    add_arguments(p, [options.COLLECTOR_ENDPOINT, options.CURVE_DIR])
+    add_arguments(p, [dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR])
     p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     p = sub.add_parser("keys", help="make CurveZMQ key pairs (server and client) for --curve-dir")
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_binds(pairs: Sequence[str], allow_remote: bool) -> None:
     for address in pairs:
-        problem = options.bind_problem(address, allow_remote)
+        problem = security.bind_problem(address, allow_remote)
         if problem:
             raise CliError(problem)
     if allow_remote:
@@ -120,10 +124,10 @@ def on_stop_signals(callback) -> None:
 
 
 def cmd_collector(flags: dict) -> int:
-    from collector.placement import RefitPolicy
-    from collector.service import Collector
+    from acestep_viz.collector.placement import RefitPolicy
+    from acestep_viz.collector.service import Collector
 
-    cfg = resolve(options.COLLECTOR_SETTINGS, flags)
+    cfg = resolve(collector_options.COLLECTOR_SETTINGS, flags)
     check_binds([cfg["ingest"], cfg["query"]], cfg["allow_remote"])
     check_curve_dir(cfg["curve_dir"], server=True)
     collector = Collector(curve_dir=cfg["curve_dir"], ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
@@ -144,8 +148,6 @@ def check_curve_dir(directory: str | None, server: bool) -> None:
     """CurveZMQ keys must be complete before any socket is made; a gap is a one-line CliError."""
     if not directory:
         return
-    from collector import security
-
     try:
         (security.check_server_keys if server else security.check_client_keys)(directory)
     except security.SecurityError as exc:
@@ -153,8 +155,6 @@ def check_curve_dir(directory: str | None, server: bool) -> None:
 
 
 def cmd_keys(flags: dict) -> int:
-    from collector import security
-
     try:
         made = security.create_keys(flags["dir"], force=flags["force"])
     except security.SecurityError as exc:
@@ -167,12 +167,12 @@ def cmd_keys(flags: dict) -> int:
 
 
 def cmd_dashboard(flags: dict) -> int:
-    cfg = resolve(options.DASHBOARD_SETTINGS, flags)
+    cfg = resolve(dashboard_options.DASHBOARD_SETTINGS, flags)
     check_binds([cfg["host"]], cfg["allow_remote"])
-    from dashboard.app import serve
+    from acestep_viz.dashboard.app import serve
 
     check_curve_dir(cfg["curve_dir"], server=False)
-    if not cfg["token"] and not options.is_loopback_host(cfg["host"]):
+    if not cfg["token"] and not security.is_loopback_host(cfg["host"]):
         logging.getLogger("acestep_viz").warning(
             "the dashboard on %s has no --token: anyone who can reach the port can see and clear runs", cfg["host"])
     serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"],
@@ -182,7 +182,7 @@ def cmd_dashboard(flags: dict) -> int:
 
 def cmd_demo(flags: dict) -> int:
     cfg = resolve(demo_settings(), flags)
-    from trainer_plugin.demo import run_demo
+    from acestep_viz.trainer_plugin.demo import run_demo
 
     summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"])
     print(json.dumps(summary, default=str), flush=True)
@@ -190,7 +190,7 @@ def cmd_demo(flags: dict) -> int:
 
 
 def cmd_stats(flags: dict) -> int:
-    cfg = resolve([options.COLLECTOR_ENDPOINT, options.CURVE_DIR], flags)
+    cfg = resolve([dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
     check_curve_dir(cfg["curve_dir"], server=False)
     stats = ask(cfg["collector"], {"op": "stats"}, curve_dir=cfg["curve_dir"])
     print(json.dumps(stats, indent=2) if flags.get("json") else format_stats(stats))
@@ -199,7 +199,7 @@ def cmd_stats(flags: dict) -> int:
 
 def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | None = None) -> dict:
     """One request to the collector; a missing collector or a refused request is a CliError."""
-    from dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
+    from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
 
     try:
         return CollectorClient(endpoint, timeout_ms=timeout_ms, curve_dir=curve_dir).request(request)
@@ -210,10 +210,10 @@ def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | N
 
 
 def cmd_runs(flags: dict) -> int:
-    from collector.store import CONTROL_TOPIC, RunStore, read_records
-    from collector.protocol import ProtocolError, decode
+    from acestep_viz.collector.store import CONTROL_TOPIC, RunStore, read_records
+    from acestep_viz.wire import ProtocolError, decode
 
-    cfg = resolve([options.STORE], flags)
+    cfg = resolve([collector_options.STORE], flags)
     rows = []
     for path in RunStore.logs_in(cfg["store"]):
         first = next((r for r in read_records(path) if r[1][0] != CONTROL_TOPIC), None)
@@ -237,11 +237,12 @@ def cmd_runs(flags: dict) -> int:
 
 
 def cmd_export(flags: dict) -> int:
-    cfg = resolve([options.COLLECTOR_ENDPOINT, options.CURVE_DIR], flags)
+    cfg = resolve([dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
     check_curve_dir(cfg["curve_dir"], server=False)
     if flags["format"] == "html":
-        from dashboard.figures import build_figure
         import plotly.io
+
+        from acestep_viz.dashboard.figures import build_figure
 
         snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
                    curve_dir=cfg["curve_dir"])
@@ -282,7 +283,7 @@ def format_stats(stats: dict) -> str:
 
 
 def cmd_acetrainer(flags: dict) -> int:
-    from collector import acetrainer
+    from acestep_viz.acetrainer import installer as acetrainer
 
     try:
         if flags["action"] == "install":
@@ -296,13 +297,13 @@ def cmd_acetrainer(flags: dict) -> int:
 
 
 def cmd_up(flags: dict) -> int:
-    from collector.launcher import Stack
+    from acestep_viz.launcher import Stack
 
-    collector_cfg = resolve(options.COLLECTOR_SETTINGS, flags)
+    collector_cfg = resolve(collector_options.COLLECTOR_SETTINGS, flags)
     check_curve_dir(collector_cfg["curve_dir"], server=True)
     if collector_cfg["curve_dir"]:
         check_curve_dir(collector_cfg["curve_dir"], server=False)  # the dashboard and demo need client keys
-    ui_cfg = resolve([options.HOST, options.PORT, options.INTERVAL, options.URL_PREFIX, options.STEPS], flags)
+    ui_cfg = resolve(UP_UI_SETTINGS, flags)
     check_binds([collector_cfg["ingest"], collector_cfg["query"], ui_cfg["host"]], collector_cfg["allow_remote"])
     stack = Stack(collector_cfg, ui_cfg, demo=bool(flags.get("demo")))
     stopping = threading.Event()

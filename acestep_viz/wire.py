@@ -27,6 +27,9 @@ import numpy as np
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: per-row metadata as a list of objects ("meta")
 SPACES = ("latent", "lora", "prompt")
+FROZEN_SPACES = ("latent", "prompt")  # outputs of frozen modules: one vector per clip (and prompt text) per run
+DEFAULT_INGEST = "tcp://127.0.0.1:5557"  # the collector binds it, trainers connect
+DEFAULT_QUERY = "tcp://127.0.0.1:5558"  # the collector binds it, the dashboard and the CLI connect
 WIRE_DTYPE = "float16"
 
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far beyond any honest header
@@ -44,7 +47,14 @@ ROW_NUMBER_KEYS = ("loss", "timestep")
 ROW_INT_KEYS = ("step", "micro_batch")
 ROW_META_KEYS = (*ROW_TEXT_KEYS, *ROW_NUMBER_KEYS, *ROW_INT_KEYS)
 
-Columns = dict[str, list]  # per-row metadata: key -> one value (None: not set) per row
+Columns = dict[str, list]
+
+
+def run_name_problem(run: object) -> str | None:
+    """What is wrong with a run name, or None. Run names become folder names and topic prefixes."""
+    if not isinstance(run, str) or not run or len(run) > MAX_NAME_CHARS or "/" in run:
+        return f"must be 1 to {MAX_NAME_CHARS} characters without '/'"
+    return None  # per-row metadata: key -> one value (None: not set) per row
 
 
 class ProtocolError(ValueError):

@@ -15,14 +15,48 @@ Pure functions on sockets and files; key files are text (``zmq.auth`` certificat
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 import zmq
 import zmq.auth
 
+from acestep_viz.settings import Setting, parse_bool
+
 SERVER, CLIENT, AUTHORIZED = "server", "client", "authorized_clients"
+
+ALLOW_REMOTE = Setting("allow_remote", False,
+                       "allow binding to addresses other than loopback (exposes the ports; off by default)",
+                       parse=parse_bool)
+CURVE_DIR = Setting("curve_dir", None,
+                    "folder of CurveZMQ keys from `acestep-viz keys DIR`: the collector encrypts ingest and query "
+                    "and admits only keys in DIR/authorized_clients; clients (dashboard, stats) use its client keys")
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problem(endpoint_or_host: str, allow_remote: bool) -> str | None:
+    """A message when a bind address is not loopback and --allow-remote was not given."""
+    if allow_remote:
+        return None
+    if endpoint_or_host.startswith(("ipc://", "inproc://")):
+        return None
+    host = urlparse(endpoint_or_host).hostname if "://" in endpoint_or_host else endpoint_or_host
+    if host and is_loopback_host(host):
+        return None
+    return (f"{endpoint_or_host} is not a loopback address; binding it exposes the port to the network. "
+            f"Pass --allow-remote (or set ACESTEP_VIZ_ALLOW_REMOTE=1) if that is what you want")
 
 
 class SecurityError(ValueError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from collector.options import PORT
+from acestep_viz.dashboard.options import PORT
 
 BACKUP_DIR = ".acestep-viz-backup"
 MANIFEST = "manifest.json"
@@ -42,7 +42,7 @@ TAB_SCRIPT = "acestep-viz-tab.js"
 TAB_NAMES = ("embeddings", "embeddings-live")
 DASHBOARD_PORT = PORT.default
 
-IMPORT_LINE = "from trainer_plugin import EmbeddingMonitor"
+IMPORT_LINE = "from acestep_viz import EmbeddingMonitor"
 MONITOR_CALL = "EmbeddingMonitor()"
 MANUAL_HOOKUP = (
     "To capture embeddings, add the EmbeddingMonitor to ACE-Step's trainer.py (or rerun with --acestep PATH):\n"
@@ -50,7 +50,7 @@ MANUAL_HOOKUP = (
     f"       {IMPORT_LINE}  {PY_MARK}\n"
     "  2. in main()'s Trainer(...) call, at the end of the callbacks list:\n"
     f"       callbacks=[checkpoint_callback, {MONITOR_CALL}],  {PY_MARK}\n"
-    "  and make trainer_plugin importable by ACE-Step's Python: pip install -e /path/to/acestep-viz[trainer]"
+    "  and make acestep_viz importable by ACE-Step's Python: pip install /path/to/acestep-viz[trainer]"
 )
 
 
@@ -273,58 +273,7 @@ def patch_page(text: str, dashboard_url: str | None = None, where: str = "index.
     return text, name
 
 
-TAB_JS = """\
-/*
- * acestep-viz: the live embeddings tab. Added by `acestep-viz acetrainer install`,
- * removed by `acestep-viz acetrainer uninstall`.
- *
- * The dashboard loads into the iframe the first time the tab is shown (clicked or switched to by
- * switchTab), so ACETrainer opens as fast as before. Without a configured URL it is this page's
- * host on the dashboard port, so the tab also works when ACETrainer is opened from another machine.
- */
-(function () {
-    'use strict';
-
-    function dashboardUrl(panel) {
-        var configured = panel.getAttribute('data-acestep-viz-url');
-        if (configured) return new URL(configured, location.href);
-        var port = panel.getAttribute('data-acestep-viz-port');
-        return new URL(location.protocol + '//' + location.hostname + ':' + port + '/');
-    }
-
-    function embedded(url) {
-        var copy = new URL(url.href);
-        copy.searchParams.set('embed', '1');
-        return copy.href;
-    }
-
-    function shown(panel) {
-        return window.getComputedStyle(panel).display !== 'none';
-    }
-
-    function setUp(panel) {
-        var frame = panel.querySelector('iframe[data-acestep-viz-frame]');
-        var link = panel.querySelector('a[data-acestep-viz-open]');
-        var url = dashboardUrl(panel);
-        link.href = url.href;
-        function loadOnce() {
-            if (!frame.getAttribute('src') && shown(panel)) frame.src = embedded(url);
-        }
-        new MutationObserver(loadOnce).observe(panel, {attributes: true, attributeFilter: ['style', 'class']});
-        loadOnce();
-    }
-
-    function init() {
-        document.querySelectorAll('[data-acestep-viz-tab]').forEach(setUp);
-    }
-
-    if (document.readyState === 'loading') {
-        document.addEventListener('DOMContentLoaded', init);
-    } else {
-        init();
-    }
-})();
-"""
+TAB_JS_FILE = Path(__file__).with_name(TAB_SCRIPT)  # copied into the checkout beside app.js
 
 
 # ------------------------------------------------------------------------------------- trainer.py
@@ -537,7 +486,7 @@ def plan_tab(root: Path, dashboard_url: str | None) -> Plan:
     script = f"{Path(APP_JS).parent.as_posix()}/{TAB_SCRIPT}"
     if (root / script).exists():
         raise InstallError(f"{root / script} exists already and was not written by this installer; move it away")
-    changes = [Change(index, before, text.encode("utf-8")), Change(script, None, TAB_JS.encode("utf-8"))]
+    changes = [Change(index, before, text.encode("utf-8")), Change(script, None, TAB_JS_FILE.read_bytes())]
     return Plan(root, changes, {"kind": "acetrainer", "tab": tab, "dashboard_url": dashboard_url})
 
 
@@ -768,7 +717,7 @@ def describe(plan: Plan) -> list[str]:
                 f"backups of the originals: {backup_dir(plan.root)}; undo with: acestep-viz acetrainer uninstall "
                 f"{plan.root}"]
     return [f"added the EmbeddingMonitor hookup to {plan.root / files} (lines marked {PY_MARK!r}); "
-            f"ACE-Step's Python must import trainer_plugin: pip install -e /path/to/acestep-viz[trainer]"]
+            f"ACE-Step's Python must import acestep_viz: pip install /path/to/acestep-viz[trainer]"]
 
 
 def uninstall(path: str | Path, acestep: str | Path | None = None, force: bool = False) -> list[str]:

@@ -1,0 +1,24 @@
+"""The dashboard's settings, each declared once; ``acestep-viz dashboard`` and ``up`` read them."""
+from __future__ import annotations
+
+from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
+from acestep_viz.settings import Setting, positive, url_path, zmq_endpoint
+from acestep_viz.wire import DEFAULT_QUERY
+
+
+def port_number(value: int) -> str | None:
+    return None if 0 < value < 65536 else "must be a port between 1 and 65535"
+
+
+COLLECTOR_ENDPOINT = Setting("collector", DEFAULT_QUERY, "the collector's query endpoint",
+                             check=zmq_endpoint)
+HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
+PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
+INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,
+                   check=positive)
+URL_PREFIX = Setting("url_prefix", "/", "serve the dashboard under this path, e.g. /viz/ behind a reverse proxy",
+                     parse=url_path)
+TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
+                "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
+
+DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE, CURVE_DIR, TOKEN, URL_PREFIX)
