@@ -48,8 +48,14 @@ def run_dir_name(run: str) -> str:
 
 
 def default_store_dir() -> str:
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return os.path.join(os.environ["LOCALAPPDATA"], "acestep-viz", "runs")
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "acestep-viz", "runs")
+
+
+STORE_DIR_DOC = ("`~/.local/share/acestep-viz/runs` (`$XDG_DATA_HOME/acestep-viz/runs` when set; "
+                 "Windows: `%LOCALAPPDATA%\\acestep-viz\\runs`)")
 
 
 def _buffer(part) -> memoryview:
@@ -130,7 +136,10 @@ def _write_record(f, parts: list) -> int:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` survive a machine crash."""
+    """Make a rename in ``path`` survive a machine crash. Windows cannot open a folder as a file; NTFS
+    journals the rename itself."""
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
