@@ -239,13 +239,14 @@ def cmd_export(flags: dict) -> int:
     if flags["format"] == "html":
         import plotly.io
 
+        from acestep_viz.collector.store import run_dir_name
         from acestep_viz.dashboard.figures import build_figure
 
         snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
                    curve_dir=cfg["curve_dir"])
         if not snap.get("run"):
             raise CliError("the collector has no runs to export")
-        out = flags.get("out") or f"{snap['run']}.html"
+        out = flags.get("out") or f"{run_dir_name(snap['run'])}.html"  # a file name valid on every system
         plotly.io.write_html(build_figure(snap), out, include_plotlyjs=True, full_html=True)
         print(out)
         return 0

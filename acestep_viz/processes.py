@@ -54,9 +54,12 @@ def ask_to_stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
     if on_windows():
-        proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", 1))
-    else:
-        proc.terminate()
+        try:
+            proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", 1))
+            return
+        except OSError:
+            pass  # no console to send the event through (pythonw, a service): end it at once instead
+    proc.terminate()
 
 
 class ParentWatch:

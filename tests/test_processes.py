@@ -202,3 +202,50 @@ def test_windows_store_skips_the_folder_fsync_it_cannot_do(monkeypatch, tmp_path
         raise PermissionError("Windows cannot open a folder as a file")
     monkeypatch.setattr(os, "open", no_folder_handles)
     store._fsync_dir(tmp_path)  # returns without trying
+
+
+def test_windows_child_without_a_console_is_ended_at_once(windows):
+    class NoConsole(FakeChild):
+        def send_signal(self, signum):
+            raise OSError("GenerateConsoleCtrlEvent failed")
+    child = NoConsole()
+    processes.ask_to_stop(child)
+    assert child.terminated
+
+
+class RecordingPopen(FakeChild):
+    started = []
+
+    def __init__(self, cmd, **kwargs):
+        super().__init__()
+        self.cmd, self.kwargs = cmd, kwargs
+        RecordingPopen.started.append(self)
+
+    def wait(self, timeout=None):
+        self.finished = True
+        return 0
+
+
+def test_up_on_windows_starts_children_in_their_own_group_and_stops_them_with_ctrl_break(windows, monkeypatch):
+    from acestep_viz import launcher
+
+    RecordingPopen.started = []
+    monkeypatch.setattr(launcher.subprocess, "Popen", RecordingPopen)
+    stack = launcher.Stack({"curve_dir": None}, {"host": "127.0.0.1", "port": 8050}, demo=False)
+    stack._spawn("collector", "collector")
+    stack._spawn("dashboard", "dashboard")
+    stack.close()
+    assert [p.kwargs["creationflags"] for p in RecordingPopen.started] == [processes.child_popen_options()[
+        "creationflags"]] * 2
+    assert all(p.sent == [signal.CTRL_BREAK_EVENT] and not p.terminated for p in RecordingPopen.started)
+
+
+@pytest.mark.parametrize("run", ["con", "NUL", "com1.txt", "lpt9", "run."])
+def test_run_names_windows_reserves_get_a_folder_name_valid_everywhere(run):
+    folder = store.run_dir_name(run)
+    assert folder.startswith("x-") and bytes.fromhex(folder[2:]).decode() == run
+
+
+@pytest.mark.parametrize("run", ["demo-20261204-151800", "console", "my.lora.v2", "comet"])
+def test_ordinary_run_names_keep_their_folder_name(run):
+    assert store.run_dir_name(run) == run
