@@ -50,6 +50,7 @@ run: install
 	$(PYTHON) -m acestep_viz up --demo
 
 test: install browser
+	@echo "environment: $$($(PYTHON) -c 'import sys; print(sys.prefix)') (acestep-viz and its packages are installed there)"
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: install

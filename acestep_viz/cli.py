@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from typing import Sequence
@@ -12,6 +11,7 @@ from typing import Sequence
 from acestep_viz import __version__, security
 from acestep_viz.collector import options as collector_options
 from acestep_viz.dashboard import options as dashboard_options
+from acestep_viz.processes import on_stop_signals
 from acestep_viz.settings import SettingError, add_arguments, resolve
 from acestep_viz.trainer_plugin import settings as trainer_options
 
@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="folder for the keys (created if missing)")
     p.add_argument("--force", action="store_true", help="replace existing keys")
 
+    p = sub.add_parser("settings", help="list every setting: flag, environment variable, default")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown of docs/settings.md")
+    p.add_argument("--out", default=None, metavar="PATH", help="write to PATH instead of printing")
+
     p = sub.add_parser("acetrainer", help="add (or remove) the live embeddings tab in an ACETrainer checkout")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("install", help="add the tab (and, with --acestep, the trainer.py hookup)")
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"collector": cmd_collector, "dashboard": cmd_dashboard, "demo": cmd_demo, "up": cmd_up,
                 "stats": cmd_stats, "keys": cmd_keys, "acetrainer": cmd_acetrainer, "runs": cmd_runs,
-                "export": cmd_export}
+                "export": cmd_export, "settings": cmd_settings}
     try:
         return commands[args.command](vars(args))
     except (SettingError, CliError, OSError) as exc:
@@ -114,13 +118,6 @@ def check_binds(pairs: Sequence[str], allow_remote: bool) -> None:
             raise CliError(problem)
     if allow_remote:
         logging.getLogger("acestep_viz").warning("--allow-remote: ports may be reachable from other machines")
-
-
-def on_stop_signals(callback) -> None:
-    def handler(signum, frame):
-        callback()
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def cmd_collector(flags: dict) -> int:
@@ -242,13 +239,14 @@ def cmd_export(flags: dict) -> int:
     if flags["format"] == "html":
         import plotly.io
 
+        from acestep_viz.collector.store import run_dir_name
         from acestep_viz.dashboard.figures import build_figure
 
         snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
                    curve_dir=cfg["curve_dir"])
         if not snap.get("run"):
             raise CliError("the collector has no runs to export")
-        out = flags.get("out") or f"{snap['run']}.html"
+        out = flags.get("out") or f"{run_dir_name(snap['run'])}.html"  # a file name valid on every system
         plotly.io.write_html(build_figure(snap), out, include_plotlyjs=True, full_html=True)
         print(out)
         return 0
@@ -280,6 +278,19 @@ def format_stats(stats: dict) -> str:
             lines.append(f"{run[:28]:<28} {space:<7} {s['received']:>9} {s['buffered']:>9} "
                          f"{s['projected']:>9} {s['last_step']:>9} {fit:>6}")
     return "\n".join(lines)
+
+
+def cmd_settings(flags: dict) -> int:
+    from acestep_viz import settings_docs
+
+    text = settings_docs.settings_markdown() if flags["markdown"] else settings_docs.settings_text()
+    if flags["out"]:
+        with open(flags["out"], "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        print(f"wrote {flags['out']}", flush=True)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def cmd_acetrainer(flags: dict) -> int:

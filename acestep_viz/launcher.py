@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.processes import ask_to_stop, child_popen_options
 from acestep_viz.settings import url_path
 
 READY_TIMEOUT_S = 90
@@ -32,7 +33,7 @@ class Stack:
         env = dict(os.environ)
         if self.collector_cfg.get("curve_dir"):  # the demo's publisher reads its keys from here
             env["ACESTEP_VIZ_CURVE_DIR"] = self.collector_cfg["curve_dir"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, **child_popen_options())
         self.children[name] = proc
         return proc
 
@@ -82,7 +83,7 @@ class Stack:
             return False
 
     def supervise(self, stopping: threading.Event) -> int:
-        """Wait for Ctrl-C/SIGTERM; a dead collector or dashboard stops everything."""
+        """Wait for Ctrl-C/SIGTERM (Ctrl-Break on Windows); a dead collector or dashboard stops everything."""
         demo_reported = False
         while not stopping.wait(0.5):
             for name in ("collector", "dashboard"):
@@ -100,8 +101,7 @@ class Stack:
     def close(self) -> None:
         children, self.children = self.children, {}
         for proc in reversed(list(children.values())):
-            if proc.poll() is None:
-                proc.terminate()
+            ask_to_stop(proc)
         for proc in children.values():
             try:
                 proc.wait(10)

@@ -3,8 +3,8 @@
 A ``Setting`` knows its CLI flag and environment variable, parses and validates its value and
 says what to fix when the value is wrong. ``resolve`` applies the order
 flag > environment variable > default. Both the trainer side and the sidecars declare their
-settings with this module (it needs only the standard library), and a test checks the README
-documents every one.
+settings with this module (it needs only the standard library); ``settings_docs`` renders them
+as the tables of docs/settings.md.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Setting:
     help: str
     parse: Callable[[str], Any] = str
     check: Callable[[Any], str | None] | None = None  # returns a problem description or None
+    doc_default: str | None = None  # the default as documented, where the value depends on the machine
 
     @property
     def flag(self) -> str:
@@ -113,11 +114,3 @@ def resolve(settings: Iterable[Setting], flags: Mapping[str, Any] | None = None,
         else:
             values[setting.name] = setting.default
     return values
-
-
-def markdown_table(settings: Iterable[Setting]) -> str:
-    """The README's settings table, one row per setting."""
-    rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
-    for s in settings:
-        rows.append(f"| `{s.flag}` | `{s.env}` | `{s.default!r}` | {s.help} |")
-    return "\n".join(rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from acestep_viz.collector.store import default_store_dir
+from acestep_viz.collector.store import STORE_DIR_DOC, default_store_dir
 
 from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
 from acestep_viz.settings import Setting, at_least, zmq_endpoint
@@ -13,15 +13,22 @@ from acestep_viz.wire import DEFAULT_INGEST, DEFAULT_QUERY
 def default_numba_cache() -> str:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return os.path.join(os.environ["LOCALAPPDATA"], "acestep-viz", "numba")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "acestep-viz", "numba")
+
+
+NUMBA_CACHE_DOC = ("`$NUMBA_CACHE_DIR` when set, else `~/.cache/acestep-viz/numba` "
+                   "(`$XDG_CACHE_HOME/acestep-viz/numba` when set; Windows: `%LOCALAPPDATA%\\acestep-viz\\numba`)")
 
 
 INGEST = Setting("ingest", DEFAULT_INGEST, "ZeroMQ endpoint the collector binds to receive frames",
                  check=zmq_endpoint)
 QUERY = Setting("query", DEFAULT_QUERY, "ZeroMQ endpoint the collector binds to answer queries",
                 check=zmq_endpoint)
-STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)")
+STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)",
+                doc_default=STORE_DIR_DOC)
 BUFFER_SIZE = Setting("buffer_size", 2000, "rows kept per run and space; the oldest go first",
                       parse=int, check=at_least(10))
 N_NEIGHBORS = Setting("n_neighbors", 10, "PaCMAP n_neighbors", parse=int, check=at_least(2))
@@ -48,7 +55,8 @@ REFIT_INTERVAL_S = Setting("refit_interval_s", 60.0,
                            "a full PaCMAP fit of a space that keeps changing at least this often, seconds "
                            "(0: only by --refit-new-share)", parse=float, check=at_least(0.0))
 NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
-                      "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)")
+                      "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)",
+                      doc_default=NUMBA_CACHE_DOC)
 
 COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, MAX_FIT_POINTS,
                       HISTORY_SIZE, REFIT_NEW_SHARE, REFIT_INTERVAL_S, RETENTION_DAYS, RETENTION_MAX_MB,

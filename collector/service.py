@@ -2,7 +2,7 @@
 
 - ingest: ZeroMQ SUB bound on the ingest endpoint -> decode -> store -> buffers;
 - projections: hands fit jobs to the PaCMAP worker process, aligns and installs layouts;
-- queries: ZeroMQ REP with one JSON request and one JSON reply (see README, "Query API").
+- queries: ZeroMQ REP with one JSON request and one JSON reply (docs/query-api.md).
 """
 from __future__ import annotations
 

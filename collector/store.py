@@ -42,14 +42,27 @@ MAPS_FOLDER = "projections"  # the latest map of each space (collector/saved_map
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+# Names Windows reserves for devices, with or without an extension: "con" or "nul.txt" cannot be files there.
+_WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.I)
+
+
 def run_dir_name(run: str) -> str:
-    """A directory name for a run id that cannot escape the store."""
-    return run if _SAFE.fullmatch(run) else "x-" + run.encode().hex()[:180]
+    """A directory name for a run id that cannot escape the store and is valid on Windows too (the same
+    name on every system, so a store can move between machines)."""
+    if _SAFE.fullmatch(run) and not run.endswith(".") and not _WINDOWS_DEVICES.fullmatch(run):
+        return run
+    return "x-" + run.encode().hex()[:180]
 
 
 def default_store_dir() -> str:
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return os.path.join(os.environ["LOCALAPPDATA"], "acestep-viz", "runs")
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "acestep-viz", "runs")
+
+
+STORE_DIR_DOC = ("`~/.local/share/acestep-viz/runs` (`$XDG_DATA_HOME/acestep-viz/runs` when set; "
+                 "Windows: `%LOCALAPPDATA%\\acestep-viz\\runs`)")
 
 
 def _buffer(part) -> memoryview:
@@ -130,7 +143,10 @@ def _write_record(f, parts: list) -> int:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` survive a machine crash."""
+    """Make a rename in ``path`` survive a machine crash. Windows cannot open a folder as a file; NTFS
+    journals the rename itself."""
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -46,6 +46,7 @@ def modes(root: Path) -> dict[str, int]:
             for path in root.rglob("*") if path.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_install_then_uninstall_restores_every_file_byte_for_byte(tmp_path, variant):
     root = checkout(tmp_path, variant)
@@ -135,6 +136,7 @@ def test_crlf_page_round_trips():
     (lambda root: (root / "static/js/app.js").write_text("console.log('hi');"), "switchTab"),
     (lambda root: (root / "static/js/app.js").unlink(), "static/js/app.js is missing"),
 ])
+@pytest.mark.slow
 def test_refuses_a_folder_that_is_not_acetrainer(tmp_path, break_it, reason):
     root = checkout(tmp_path, "two-tabs")
     break_it(root)
@@ -144,6 +146,7 @@ def test_refuses_a_folder_that_is_not_acetrainer(tmp_path, break_it, reason):
     assert digest(root) == before
 
 
+@pytest.mark.slow
 def test_refuses_a_missing_folder_and_a_bad_url(tmp_path):
     assert "is not a folder" in one_line_error(cli("install", tmp_path / "nowhere"))
     root = checkout(tmp_path, "two-tabs")
@@ -201,6 +204,7 @@ def test_a_failing_trainer_hookup_undoes_the_tab(tmp_path, monkeypatch):
     assert {**digest(root), **{f"ace/{k}": v for k, v in digest(acestep).items()}} == before
 
 
+@pytest.mark.slow
 def test_uninstall_refuses_to_lose_edits_unless_forced(tmp_path):
     root = checkout(tmp_path, "three-tabs")
     original = (root / "static/index.html").read_text()
@@ -220,6 +224,7 @@ def test_uninstall_refuses_to_lose_edits_unless_forced(tmp_path):
     assert not (root / ".acestep-viz-backup").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_backup_stops_uninstall_before_any_change(tmp_path):
     root = checkout(tmp_path, "three-tabs")
     acetrainer.install(root)
@@ -229,11 +234,13 @@ def test_a_damaged_backup_stops_uninstall_before_any_change(tmp_path):
     assert digest(root) == before
 
 
+@pytest.mark.slow
 def test_uninstall_without_an_install_says_so(tmp_path):
     root = checkout(tmp_path, "two-tabs")
     assert "nothing to uninstall" in one_line_error(cli("uninstall", root))
 
 
+@pytest.mark.slow
 def test_markers_without_a_backup_are_refused(tmp_path):
     root = checkout(tmp_path, "two-tabs")
     acetrainer.install(root)
@@ -246,6 +253,7 @@ def test_markers_without_a_backup_are_refused(tmp_path):
 # ---------------------------------------------------------------------------------------- trainer.py
 
 
+@pytest.mark.slow
 def test_install_without_acestep_prints_the_lines_to_add(tmp_path):
     result = cli("install", checkout(tmp_path, "two-tabs"))
     assert result.returncode == 0, result.stderr
@@ -253,6 +261,7 @@ def test_install_without_acestep_prints_the_lines_to_add(tmp_path):
     assert "callbacks=[checkpoint_callback, EmbeddingMonitor()]" in result.stdout
 
 
+@pytest.mark.slow
 def test_trainer_hookup_round_trip(tmp_path):
     root, acestep = checkout(tmp_path, "two-tabs"), checkout(tmp_path, "ace-step")
     before = digest(acestep)

@@ -20,16 +20,19 @@ def one_line_error(result):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_endpoint_flag():
     line = one_line_error(cli("collector", "--ingest", "localhost:5557"))
     assert "--ingest" in line and "tcp://" in line
 
 
+@pytest.mark.slow
 def test_bad_number_from_the_environment_names_the_variable():
     line = one_line_error(cli("collector", env={"ACESTEP_VIZ_BUFFER_SIZE": "lots"}))
     assert "ACESTEP_VIZ_BUFFER_SIZE" in line
 
 
+@pytest.mark.slow
 def test_non_loopback_bind_needs_allow_remote():
     line = one_line_error(cli("collector", "--ingest", "tcp://0.0.0.0:5557"))
     assert "--allow-remote" in line
@@ -37,11 +40,13 @@ def test_non_loopback_bind_needs_allow_remote():
     assert "--allow-remote" in line
 
 
+@pytest.mark.slow
 def test_stats_without_a_collector_says_how_to_start_one():
     line = one_line_error(cli("stats", "--collector", f"tcp://127.0.0.1:{free_port()}"))
     assert "acestep-viz collector" in line
 
 
+@pytest.mark.slow
 def test_port_in_use_is_a_clear_error(tmp_path):
     import socket
     with socket.socket() as busy:

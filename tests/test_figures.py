@@ -189,6 +189,7 @@ def test_status_transitions():
     assert status.badge_for(status.status(status.OFFLINE, "boom"), False).label == "Collector offline"
 
 
+@pytest.mark.slow
 def test_dashboard_never_imports_heavy_or_trainer_modules():
     code = ("import sys, acestep_viz.dashboard.app; "
             "print(sorted(m for m in ('torch', 'pacmap', 'numba', 'acestep_viz.trainer_plugin', "

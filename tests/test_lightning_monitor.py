@@ -48,6 +48,7 @@ def hook_count(model):
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_frames_of_all_three_spaces_reach_a_subscriber():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     pipeline = twin()
@@ -78,6 +79,7 @@ def test_gradient_accumulation_keys_frames_by_step_and_batch():
     assert keys == [(0, 0), (0, 1), (1, 2), (1, 3)]
 
 
+@pytest.mark.slow
 def test_no_collector_listening_the_demo_still_trains():
     summary = run_demo(endpoint=f"tcp://127.0.0.1:{free_port()}", steps=3, run="nobody-listens")
     assert summary["steps"] == 3
@@ -140,6 +142,7 @@ def test_bad_settings_fail_setup_saying_what_to_fix(monkeypatch):
     assert hook_count(pipeline) == 0
 
 
+@pytest.mark.slow
 def test_importing_the_package_pulls_in_neither_torch_nor_lightning():
     code = ("import sys, acestep_viz, acestep_viz.trainer_plugin.settings; "
             "assert 'pytorch_lightning' not in sys.modules and 'torch' not in sys.modules, 'eager import'; "

@@ -78,6 +78,7 @@ IMPORT_DIRECTION = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", sorted(IMPORT_DIRECTION))
 def test_imports_point_one_way(module):
     forbidden = IMPORT_DIRECTION[module]

@@ -38,6 +38,7 @@ def running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_steps_reach_the_collector_through_the_relay_process():
     with SubCollector(loopback()) as collector:
         relay = RelayPublisher(collector.endpoint)
@@ -57,6 +58,7 @@ def test_steps_reach_the_collector_through_the_relay_process():
     assert not relay.publish(step(9)) and relay.stats()["dropped"] == 1  # closed: refused and counted
 
 
+@pytest.mark.slow
 def test_the_tap_sends_through_a_relay_process_by_default():
     pipeline = build_pipeline(batch_size=2)
     pipeline.plot_step = lambda batch, batch_idx: None
@@ -76,6 +78,7 @@ def test_the_tap_sends_through_a_relay_process_by_default():
     assert sorted(row["id"] for row in collector.rows("latent")) == sorted(songs[i]["key"] for i in range(4))
 
 
+@pytest.mark.slow
 def test_the_relay_delivers_the_vectors_and_metadata_the_in_process_path_builds():
     """The relay gets sums, lengths, mask weights and LoRA scaling and divides in the child; the result
     must be what the thread sender's frames hold, row for row (masked prompts and ':delta' included)."""
@@ -130,6 +133,7 @@ class InFlight:
         return encode_step(*record_link_step(self.record))
 
 
+@pytest.mark.slow
 def test_a_step_still_copying_from_the_device_is_sent_by_the_relay_thread_never_waited_for():
     with SubCollector(loopback()) as collector:
         relay = RelayPublisher(collector.endpoint)
@@ -152,6 +156,7 @@ def rows_of(publisher: MemoryPublisher, space: str) -> list[dict]:
             for frame in publisher.frames if frame.space == space for row, meta in enumerate(frame.meta)]
 
 
+@pytest.mark.slow
 def test_a_relay_that_cannot_start_costs_dropped_frames_not_an_error():
     relay = RelayPublisher(loopback(), python="/bin/false")  # the child exits at once
     wait_for(lambda: "relay_exited" in relay.stats()["errors"], timeout=30)
@@ -160,6 +165,7 @@ def test_a_relay_that_cannot_start_costs_dropped_frames_not_an_error():
     assert relay.stats()["dropped"] == 1
 
 
+@pytest.mark.slow
 def test_a_relay_killed_mid_run_is_counted_and_later_frames_are_dropped():
     with SubCollector(loopback()) as collector:
         relay = RelayPublisher(collector.endpoint)
@@ -173,6 +179,7 @@ def test_a_relay_killed_mid_run_is_counted_and_later_frames_are_dropped():
     assert refused == 3 and relay.stats()["dropped"] >= 3
 
 
+@pytest.mark.slow
 def test_the_relay_exits_when_its_training_process_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time

@@ -55,6 +55,7 @@ def test_keys_makes_server_and_client_pairs_and_refuses_to_overwrite(tmp_path, c
     assert cli.main(["keys", str(tmp_path / "k"), "--force"]) == 0
 
 
+@pytest.mark.slow
 def test_query_needs_the_keys(curve_collector, keys):
     good, other = keys
     assert CollectorClient(curve_collector.query, timeout_ms=2000, curve_dir=str(good)).stats()["ok"]
@@ -68,6 +69,7 @@ def received(collector, good) -> int:
     return CollectorClient(collector.query, timeout_ms=2000, curve_dir=str(good)).stats()["frames_received"]
 
 
+@pytest.mark.slow
 def test_ingest_without_keys_gets_nothing_in(curve_collector, keys):
     good, other = keys
     before = received(curve_collector, good)
@@ -92,6 +94,7 @@ def test_ingest_without_keys_gets_nothing_in(curve_collector, keys):
     assert "intruder" not in CollectorClient(curve_collector.query, curve_dir=str(good)).stats()["runs"]
 
 
+@pytest.mark.slow
 def test_ingest_with_keys_from_the_environment_gets_in(curve_collector, keys, monkeypatch):
     good, _ = keys
     monkeypatch.setenv("ACESTEP_VIZ_CURVE_DIR", str(good))

@@ -219,6 +219,7 @@ def test_bfloat16_activations_are_captured(fast, songs):
 
 # ---------------------------------------------------------------------------- (7)
 
+@pytest.mark.slow
 def test_training_finishes_with_no_collector_and_drops_are_counted(fast, songs):
     batch = batch_of(songs, [0, 1, 2])
     tap = attach(fast, endpoint=f"tcp://127.0.0.1:{free_port()}", run="nobody-listens",

@@ -53,6 +53,8 @@ from acestep_viz.trainer_plugin.step_record import (
     record_link_step,
 )
 
+from acestep_viz.processes import ParentWatch, lower_priority
+
 log = logging.getLogger("acestep_viz")
 
 STATS_S = 0.5  # how often the child reports its counters: often enough for a live view, rarely enough to cost nothing
@@ -357,7 +359,7 @@ def serve(link_endpoint: str, endpoint: str, parent: int, options: dict) -> int:
     link.connect(link_endpoint)
     link.send_multipart([HELLO])
     decoded_errors = 0
-    with Publisher(endpoint, **options) as publisher:
+    with Publisher(endpoint, **options) as publisher, ParentWatch(parent) as training_process:
         last_report = last_parent_check = time.monotonic()
         while True:
             if link.poll(int(STATS_S * 1000), zmq.POLLIN):
@@ -376,7 +378,7 @@ def serve(link_endpoint: str, endpoint: str, parent: int, options: dict) -> int:
             now = time.monotonic()
             if now - last_parent_check >= PARENT_CHECK_S:
                 last_parent_check = now
-                if os.getppid() != parent:
+                if not training_process.alive():
                     log.warning("acestep_viz relay: the training process is gone; sending what is left and exiting")
                     break
             if now - last_report >= STATS_S:
@@ -406,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", default="{}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s acestep_viz relay %(levelname)s %(message)s")
-    if hasattr(os, "nice"):
-        os.nice(RELAY_NICENESS)  # background work: when cores are short, the training process goes first
+    lower_priority(RELAY_NICENESS)  # background work: when cores are short, the training process goes first
     options = json.loads(args.options)
     if "frozen_spaces" in options:
         options["frozen_spaces"] = tuple(options["frozen_spaces"])

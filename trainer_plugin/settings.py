@@ -1,7 +1,7 @@
 """The trainer side's settings, declared once; ``EmbeddingMonitor`` resolves them in ``setup``.
 
 Each is read from an explicit argument, else its ``ACESTEP_VIZ_<NAME>`` environment variable,
-else the default. This module imports no torch, so a CLI or the README test can list them cheaply.
+else the default. This module imports no torch, so the command line and docs/settings.md can list them cheaply.
 """
 from __future__ import annotations
 

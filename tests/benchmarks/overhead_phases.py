@@ -1,15 +1,14 @@
 """Where the trainer overhead lands: each phase of a twin step, tap off vs on, and vs hooks that do nothing.
 
-Modes, interleaved round by round on the same batch as in ``overhead.py``: "off" (no hooks),
-"ours" (the tap, all three spaces every step, its own relay publisher sent every ``--batch-steps``
-steps of the mode) and "noop" (forward hooks that return at once, on the modules the tap hooks:
-what torch's hook mechanism costs by itself; they stay in place through the backward, as the tap's
-did until session 8, so their backward figure includes the checkpoint recompute's hooks, which the
-tap now takes out at ``disarm``). Phases: the sender batch at the step's start, the
-forward (hooks included), ``flush``, the backward (gradient-checkpoint recompute included) and the
-optimizer step. Figures: per phase, the median over groups of ``--batch-steps`` rounds of the mean
-difference from the off steps, in microseconds. Not part of ``make bench``: it explains the overhead
-figure rather than adding one.
+Modes, interleaved round by round on the same batch as in ``overhead.py``: "off" (no hooks), "ours" (the tap,
+all three spaces every step, its own relay publisher sent every ``--batch-steps`` steps of the mode) and
+"noop" (forward hooks that return at once, on the modules the tap hooks: what torch's hook mechanism costs by
+itself; unlike the tap's, which leave at ``disarm``, they stay in place through the backward, so their
+backward figure includes the checkpoint recompute's hooks). Phases: the sender batch at the step's start, the
+forward (hooks included), ``flush``, the backward (gradient-checkpoint recompute included) and the optimizer
+step. Figures: per phase, the median over groups of ``--batch-steps`` rounds of the mean difference from the
+off steps, in microseconds. Not part of ``make bench``: it explains the overhead figure rather than adding
+one.
 
     python tests/benchmarks/overhead_phases.py [--rounds 1200]
 """
