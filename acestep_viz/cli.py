@@ -282,16 +282,14 @@ def cmd_export(flags: dict) -> int:
     cfg = resolve([dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
     check_curve_dir(cfg["curve_dir"], server=False)
     if flags["format"] == "html":
-        import plotly.io
-
-        from acestep_viz.dashboard.figures import build_figure
+        from acestep_viz.dashboard.export_callbacks import snapshot_html
 
         snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
                    curve_dir=cfg["curve_dir"])
         if not snap.get("run"):
             raise CliError("the collector has no runs to export")
         out = flags.get("out") or f"{snap['run']}.html"
-        plotly.io.write_html(build_figure(snap), out, include_plotlyjs=True, full_html=True)
+        Path(out).write_text(snapshot_html(snap), encoding="utf-8")
         print(out)
         return 0
     reply = ask(cfg["collector"], {"op": "export", "run": flags.get("run"), "format": flags["format"]}, 60000,

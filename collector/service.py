@@ -267,8 +267,10 @@ class Collector:
                 raise ValueError(f"unknown op {request.get('op')!r}; known: {', '.join(handlers)}")
             self._check_run(request)
             return handler(request)
+        except UnknownRun as exc:
+            return {"ok": False, "error": str(exc), "reason": "unknown_run"}
         except (ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc), "reason": "bad_request"}
 
     def _handlers(self) -> dict:
         return {
@@ -292,7 +294,7 @@ class Collector:
         run = _run_arg(request)
         if run is not None and run not in self.state.run_names(None) and not self.store.has_run(run):
             known = ", ".join(sorted(self.state.run_names(None))) or "none"
-            raise ValueError(f"no run named {run!r} (live runs: {known})")
+            raise UnknownRun(f"no run named {run!r} (live runs: {known})")
 
     def _health(self) -> dict:
         return {"warming_up": not self.projector.ready.is_set() and not self.projector.failed,
@@ -415,6 +417,10 @@ class Collector:
             raise ValueError(f"cannot write the GIF under {target}: {exc}") from None
         return {"ok": True, "run": run, "format": "gif", "path": str(target), "files": [str(path)],
                 "steps": steps, "frames": {space: len(frames) for space, frames in history.items()}}
+
+
+class UnknownRun(ValueError):
+    """A request named a run that is neither live nor kept in the store."""
 
 
 def _run_arg(request: dict) -> str | None:
