@@ -44,8 +44,8 @@ from tests.support import REPO, query, send_frames, synthetic_frames
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOT = REPO / "test-artifacts" / "acestep_viz.dashboard.png"
-DOCS_SCREENSHOT = REPO / "docs" / "acestep_viz.dashboard.png"
+SCREENSHOT = REPO / "test-artifacts" / "dashboard.png"
+DOCS_SCREENSHOT = REPO / "docs" / "dashboard.png"
 UPDATE_DOCS = "ACESTEP_VIZ_UPDATE_DOCS_SCREENSHOT"  # =1: the screenshot test also refreshes docs/dashboard.png
 
 
