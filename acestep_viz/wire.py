@@ -30,7 +30,6 @@ READABLE_VERSIONS = (1, 2)  # 1: per-row metadata as a list of objects ("meta")
 SPACES = ("latent", "lora", "prompt")
 FROZEN_SPACES = ("latent", "prompt")  # outputs of frozen modules: one vector per clip (and prompt text) per run
 DEFAULT_INGEST = "tcp://127.0.0.1:5557"  # the collector binds it, trainers connect
-DEFAULT_QUERY = "tcp://127.0.0.1:5558"  # the collector binds it, the dashboard and the CLI connect
 WIRE_DTYPE = "float16"
 
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far beyond any honest header

@@ -47,11 +47,6 @@ def run_dir_name(run: str) -> str:
     return run if _SAFE.fullmatch(run) else "x-" + run.encode().hex()[:180]
 
 
-def default_store_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "acestep-viz", "runs")
-
-
 def _buffer(part) -> memoryview:
     """A byte view of a message part (bytes, memoryview or zmq.Frame) without copying it."""
     view = memoryview(getattr(part, "buffer", part))

@@ -19,8 +19,8 @@ from acestep_viz.dashboard.client import CollectorClient
 from acestep_viz.dashboard.embed import register_embed
 from acestep_viz.dashboard.layout import page
 
+from acestep_viz.settings import DEFAULT_QUERY
 from acestep_viz.settings import url_path as normalise_prefix  # Dash needs "/viz/", users type "viz"
-from acestep_viz.wire import DEFAULT_QUERY
 
 
 def assets_folder() -> Path:

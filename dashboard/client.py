@@ -11,7 +11,7 @@ from typing import Any
 
 import zmq
 
-from acestep_viz.wire import DEFAULT_QUERY
+from acestep_viz.settings import DEFAULT_QUERY
 
 
 class CollectorError(Exception):
