@@ -5,12 +5,15 @@ Routes, under the dashboard's ``--url-prefix`` and behind its ``--token`` when o
 ``{"run": R or null, "space": S or null}``), ``GET api/export?format=F&run=R`` (the file itself) and
 ``DELETE api/runs/<run>``. Replies are JSON; errors are ``{"ok": false, "error": ...}`` with 400 (bad
 input), 404 (no such run), 415 (a body that is not JSON) or 503 (the collector does not answer).
+``GET`` replies may be read by pages of the same host on another port (ACETrainer's tab on 7870 asks
+``api/status``): CORS lets exactly that origin in, never other hosts, and never with credentials.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import dash
 from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorRequestError, CollectorUnavailable
@@ -97,12 +100,26 @@ def register_api(app: dash.Dash, client: CollectorClient) -> None:
             raise BadRequest(f"run {run!r}: {problem}")
         return jsonify(client.delete(run))
 
+    @server.after_request
+    def same_host_reads(response: Response) -> Response:
+        if request.method == "GET" and request.path.startswith(f"{prefix}api/"):
+            origin = request.headers.get("Origin")
+            if origin and same_host(origin, request.host):
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers.add("Vary", "Origin")
+        return response
+
     route("status", "GET", lambda: jsonify(client.stats()))
     route("runs", "GET", lambda: jsonify({"ok": True, "runs": client.runs()}))
     route("clear", "POST", control("clear"))
     route("refit", "POST", control("refit"))
     route("export", "GET", lambda: export(client, export_format(request.args), request.args.get("run") or None))
     route("runs/<path:run>", "DELETE", delete_run)
+
+
+def same_host(origin: str, host: str) -> bool:
+    """True when the page at ``origin`` is served by the machine the request reached (any port)."""
+    return bool(urlsplit(origin).hostname) and urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
 
 
 def export(client: CollectorClient, fmt: str, run: str | None) -> Response:

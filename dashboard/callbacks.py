@@ -148,6 +148,11 @@ def delete_run_outputs(client: CollectorClient, cache: ReplyCache, run: str | No
     return f"Deleted the stored data of run {run}.", "", dict(NO_VERSION)
 
 
+def interval_disabled(hidden: bool, pause_label: str) -> bool:
+    """Updates stop while nobody can see the page, and while the user has paused them."""
+    return hidden or pause_label == RESUME_LABEL
+
+
 def _poll_targets(duplicate: bool = False) -> list[Output]:
     return [Output(ids.VERSION_STORE, "data", allow_duplicate=duplicate),
             *[Output(ids.STAT_IDS[space], "children", allow_duplicate=duplicate) for space in SPACES],
@@ -197,6 +202,11 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
                   prevent_initial_call=True)
     def delete_run(_confirmed, run):
         return delete_run_outputs(client, cache, run)
+
+    @app.callback(Output(ids.INTERVAL, "disabled", allow_duplicate=True), Input(ids.UPDATES_HIDDEN, "data"),
+                  State(ids.PAUSE_BUTTON, "children"), prevent_initial_call=True)
+    def pause_while_hidden(hidden, pause_label):
+        return interval_disabled(bool(hidden), pause_label)
 
     @app.callback(Output(ids.INTERVAL, "disabled"), Output(ids.PAUSE_BUTTON, "children"),
                   Input(ids.PAUSE_BUTTON, "n_clicks"), State(ids.INTERVAL, "disabled"),

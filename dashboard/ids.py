@@ -20,6 +20,7 @@ DELETE_RUN_TARGET = "viz-delete-run-target"  # the run the open confirmation nam
 DELETE_RUN_MESSAGE = "viz-delete-run-message"
 INTERVAL_SELECT = "viz-interval-select"
 INTERVAL = "viz-interval"
+UPDATES_HIDDEN = "viz-updates-hidden"  # set by assets/acestep-viz-visibility.js: nobody can see the page
 
 # stat boxes, one per space
 STAT_LATENT = "viz-stat-latent"

@@ -84,6 +84,7 @@ def controls(interval_s: float) -> dbc.Card:
         dcc.ConfirmDialog(id=ids.CLEAR_CONFIRM, message=CLEAR_MESSAGE),
         dcc.ConfirmDialog(id=ids.DELETE_RUN_CONFIRM, message=""),
         dcc.Store(id=ids.DELETE_RUN_TARGET, data=None),
+        dcc.Store(id=ids.UPDATES_HIDDEN, data=False),
         html.Span(id=ids.DELETE_RUN_MESSAGE, className="viz-muted small"),
         staleness_line(),
         embed_status(),
