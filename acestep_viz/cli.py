@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import threading
+from pathlib import Path
 from typing import Sequence
 
 from acestep_viz import __version__, security
@@ -14,6 +16,7 @@ from acestep_viz.dashboard import options as dashboard_options
 from acestep_viz.processes import on_stop_signals
 from acestep_viz.settings import SettingError, add_arguments, resolve
 from acestep_viz.trainer_plugin import settings as trainer_options
+from acestep_viz.wire import SPACES
 
 PROG = "acestep-viz"
 # `up` takes every collector setting, these of the dashboard and the demo's length.
@@ -56,9 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", default=None, help="also start a demo training run")
     add_arguments(p, [*collector_options.COLLECTOR_SETTINGS, *UP_UI_SETTINGS])
 
-    p = sub.add_parser("runs", help="list the runs kept in the store")
-    add_arguments(p, [collector_options.STORE])
+    p = sub.add_parser("runs", help="list the runs kept in the store, or delete one's stored data")
+    add_arguments(p, [collector_options.STORE, dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR])
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--delete", metavar="RUN", default=None,
+                   help="delete RUN's stored frames, maps and exports (cannot be undone; clear only empties the view)")
+
+    for name, what in (("clear", "empty the live maps of a run or a space (the stored frames stay, exportable)"),
+                       ("refit", "ask for a full PaCMAP fit of a run or a space now")):
+        p = sub.add_parser(name, help=what)
+        add_arguments(p, [dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR])
+        p.add_argument("--run", default=None, help="the run (default: every run)")
+        p.add_argument("--space", default=None, choices=SPACES, help="one space (default: all three)")
 
     p = sub.add_parser("export", help="write a run to NPZ, TensorBoard projector files, a self-contained HTML "
                                       "or an animated GIF of its map history")
@@ -101,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"collector": cmd_collector, "dashboard": cmd_dashboard, "demo": cmd_demo, "up": cmd_up,
                 "stats": cmd_stats, "keys": cmd_keys, "acetrainer": cmd_acetrainer, "runs": cmd_runs,
-                "export": cmd_export, "settings": cmd_settings}
+                "export": cmd_export, "settings": cmd_settings, "clear": cmd_control, "refit": cmd_control}
     try:
         return commands[args.command](vars(args))
     except (SettingError, CliError, OSError) as exc:
@@ -207,29 +219,59 @@ def ask(endpoint: str, request: dict, timeout_ms: int = 2000, curve_dir: str | N
 
 
 def cmd_runs(flags: dict) -> int:
-    from acestep_viz.collector.store import CONTROL_TOPIC, RunStore, read_records
-    from acestep_viz.wire import ProtocolError, decode
+    from acestep_viz.collector.store import stored_runs
 
     cfg = resolve([collector_options.STORE], flags)
-    rows = []
-    for path in RunStore.logs_in(cfg["store"]):
-        first = next((r for r in read_records(path) if r[1][0] != CONTROL_TOPIC), None)
-        try:
-            run = decode(first[1]).run if first else path.parent.name
-        except ProtocolError:
-            run = path.parent.name
-        stat = path.stat()
-        rows.append({"run": run, "path": str(path.parent), "mb": round(stat.st_size / 2**20, 2),
-                     "modified": stat.st_mtime})
+    if flags.get("delete"):
+        return delete_run(flags["delete"], flags)
+    rows = stored_runs(cfg["store"])
     if flags.get("json"):
         print(json.dumps(rows, indent=2))
     elif not rows:
         print(f"no runs in {cfg['store']}")
     else:
         import datetime
-        for r in sorted(rows, key=lambda r: r["modified"], reverse=True):
+        for r in rows:
             when = datetime.datetime.fromtimestamp(r["modified"]).strftime("%Y-%m-%d %H:%M")
             print(f"{r['run']:<40} {when}  {r['mb']:>9.2f} MB  {r['path']}")
+    return 0
+
+
+def delete_run(run: str, flags: dict) -> int:
+    """Through the collector when one answers (its live view drops the run too), else in the store itself."""
+    from acestep_viz.collector.store import run_dir_name
+    from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
+
+    cfg = resolve([collector_options.STORE, dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
+    try:
+        reply = CollectorClient(cfg["collector"], curve_dir=cfg["curve_dir"]).request({"op": "delete", "run": run})
+    except CollectorUnavailable:
+        folder = Path(cfg["store"]) / run_dir_name(run)
+        if not (folder / "frames.avz").exists():
+            raise CliError(f"no run named {run!r} in {cfg['store']} (see `{PROG} runs`)") from None
+        shutil.rmtree(folder)
+        print(f"deleted {folder}")
+        return 0
+    except CollectorError as exc:
+        raise CliError(str(exc)) from None
+    print(f"deleted run {reply['deleted']!r} (collector at {cfg['collector']})")
+    return 0
+
+
+def cmd_control(flags: dict) -> int:
+    """``clear`` and ``refit``: one request to the collector, named after the command."""
+    from acestep_viz.dashboard.client import CollectorClient, CollectorError
+
+    cfg = resolve([dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
+    check_curve_dir(cfg["curve_dir"], server=False)
+    request = {"op": flags["command"], "run": flags["run"], "space": flags["space"]}
+    try:
+        CollectorClient(cfg["collector"], curve_dir=cfg["curve_dir"]).request(request)
+    except CollectorError as exc:
+        raise CliError(str(exc)) from None
+    what = f"run {flags['run']!r}" if flags["run"] else "every run"
+    done = "cleared (stored frames kept)" if flags["command"] == "clear" else "queued for a full fit"
+    print(f"{what}, {flags['space'] or 'all spaces'}: {done}")
     return 0
 
 
@@ -237,24 +279,21 @@ def cmd_export(flags: dict) -> int:
     cfg = resolve([dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
     check_curve_dir(cfg["curve_dir"], server=False)
     if flags["format"] == "html":
-        import plotly.io
-
         from acestep_viz.collector.store import run_dir_name
-        from acestep_viz.dashboard.figures import build_figure
+        from acestep_viz.dashboard.export_callbacks import snapshot_html
 
         snap = ask(cfg["collector"], {"op": "snapshot", "run": flags.get("run"), "since": None},
                    curve_dir=cfg["curve_dir"])
         if not snap.get("run"):
             raise CliError("the collector has no runs to export")
         out = flags.get("out") or f"{run_dir_name(snap['run'])}.html"  # a file name valid on every system
-        plotly.io.write_html(build_figure(snap), out, include_plotlyjs=True, full_html=True)
+        Path(out).write_text(snapshot_html(snap), encoding="utf-8")
         print(out)
         return 0
     reply = ask(cfg["collector"], {"op": "export", "run": flags.get("run"), "format": flags["format"]}, 60000,
                 cfg["curve_dir"])
     path = reply["path"]
     if flags.get("out"):
-        import shutil
         shutil.copytree(path, flags["out"], dirs_exist_ok=True)
         path = flags["out"]
     print(path)

@@ -4,7 +4,7 @@ A ``Setting`` knows its CLI flag and environment variable, parses and validates 
 says what to fix when the value is wrong. ``resolve`` applies the order
 flag > environment variable > default. Both the trainer side and the sidecars declare their
 settings with this module (it needs only the standard library); ``settings_docs`` renders them
-as the tables of docs/settings.md.
+as the tables of docs/settings.md. The few settings several processes share are declared at the end.
 """
 from __future__ import annotations
 
@@ -114,3 +114,20 @@ def resolve(settings: Iterable[Setting], flags: Mapping[str, Any] | None = None,
         else:
             values[setting.name] = setting.default
     return values
+
+
+# Settings that more than one process reads: the collector binds the query endpoint and keeps the store;
+# the dashboard, the command line and a trainer with autostart (trainer_plugin/autostart.py) find it by them.
+def default_store_dir() -> str:
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return os.path.join(os.environ["LOCALAPPDATA"], "acestep-viz", "runs")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "acestep-viz", "runs")
+
+
+STORE_DIR_DOC = ("`~/.local/share/acestep-viz/runs` (`$XDG_DATA_HOME/acestep-viz/runs` when set; "
+                 "Windows: `%LOCALAPPDATA%\\acestep-viz\\runs`)")
+DEFAULT_QUERY = "tcp://127.0.0.1:5558"  # the collector binds it, the dashboard and the command line connect
+STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)",
+                doc_default=STORE_DIR_DOC)
+COLLECTOR_ENDPOINT = Setting("collector", DEFAULT_QUERY, "the collector's query endpoint", check=zmq_endpoint)

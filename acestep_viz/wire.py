@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -29,7 +30,6 @@ READABLE_VERSIONS = (1, 2)  # 1: per-row metadata as a list of objects ("meta")
 SPACES = ("latent", "lora", "prompt")
 FROZEN_SPACES = ("latent", "prompt")  # outputs of frozen modules: one vector per clip (and prompt text) per run
 DEFAULT_INGEST = "tcp://127.0.0.1:5557"  # the collector binds it, trainers connect
-DEFAULT_QUERY = "tcp://127.0.0.1:5558"  # the collector binds it, the dashboard and the CLI connect
 WIRE_DTYPE = "float16"
 
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far beyond any honest header
@@ -38,6 +38,7 @@ MAX_ROWS = 65536
 MAX_DIM = 65536
 MAX_TEXT_CHARS = 500  # prompt text and other free text per row
 MAX_NAME_CHARS = 200  # run ids, sample ids, layer names
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SAFE_INT = 2**53  # integers beyond this do not survive a trip through a JSON double
 
 # Per-row metadata: free text, finite numbers, and integer overrides of the frame's step and
@@ -51,9 +52,11 @@ Columns = dict[str, list]
 
 
 def run_name_problem(run: object) -> str | None:
-    """What is wrong with a run name, or None. Run names become folder names and topic prefixes."""
+    """What is wrong with a run name, or None. Run names become folder names, topic prefixes and URL parts."""
     if not isinstance(run, str) or not run or len(run) > MAX_NAME_CHARS or "/" in run:
         return f"must be 1 to {MAX_NAME_CHARS} characters without '/'"
+    if _CONTROL_CHARS.search(run):
+        return "must not contain control characters (NUL, newline, tab, ...)"
     return None  # per-row metadata: key -> one value (None: not set) per row
 
 
@@ -240,8 +243,9 @@ _HEADER_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built onc
 
 def _name(header: dict, key: str) -> str:
     value = header.get(key)
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS or "/" in value:
-        raise ProtocolError(key, f"{key} must be a non-empty string of at most {MAX_NAME_CHARS} characters without '/'")
+    problem = run_name_problem(value)
+    if problem:
+        raise ProtocolError(key, f"{key} {problem}")
     return value
 
 

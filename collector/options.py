@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import os
 
-from acestep_viz.collector.store import STORE_DIR_DOC, default_store_dir
-
 from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
-from acestep_viz.settings import Setting, at_least, zmq_endpoint
-from acestep_viz.wire import DEFAULT_INGEST, DEFAULT_QUERY
+from acestep_viz.settings import DEFAULT_QUERY, STORE, Setting, at_least, zmq_endpoint
+from acestep_viz.wire import DEFAULT_INGEST
 
 
 def default_numba_cache() -> str:
@@ -27,8 +25,6 @@ INGEST = Setting("ingest", DEFAULT_INGEST, "ZeroMQ endpoint the collector binds 
                  check=zmq_endpoint)
 QUERY = Setting("query", DEFAULT_QUERY, "ZeroMQ endpoint the collector binds to answer queries",
                 check=zmq_endpoint)
-STORE = Setting("store", default_store_dir(), "directory of the durable run logs (one folder per run)",
-                doc_default=STORE_DIR_DOC)
 BUFFER_SIZE = Setting("buffer_size", 2000, "rows kept per run and space; the oldest go first",
                       parse=int, check=at_least(10))
 N_NEIGHBORS = Setting("n_neighbors", 10, "PaCMAP n_neighbors", parse=int, check=at_least(2))

@@ -265,9 +265,12 @@ class Collector:
             handler = handlers.get(request.get("op"))
             if handler is None:
                 raise ValueError(f"unknown op {request.get('op')!r}; known: {', '.join(handlers)}")
+            self._check_run(request)
             return handler(request)
+        except UnknownRun as exc:
+            return {"ok": False, "error": str(exc), "reason": "unknown_run"}
         except (ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc), "reason": "bad_request"}
 
     def _handlers(self) -> dict:
         return {
@@ -282,7 +285,16 @@ class Collector:
             "history": self._history,
             "set": self._set,
             "export": self._export,
+            "delete": self._delete,
         }
+
+    def _check_run(self, request: dict) -> None:
+        """A request naming a run must name one the collector knows (live, or kept in the store): an unknown
+        name is an error, never another run's data."""
+        run = _run_arg(request)
+        if run is not None and run not in self.state.run_names(None) and not self.store.has_run(run):
+            known = ", ".join(sorted(self.state.run_names(None))) or "none"
+            raise UnknownRun(f"no run named {run!r} (live runs: {known})")
 
     def _health(self) -> dict:
         return {"warming_up": not self.projector.ready.is_set() and not self.projector.failed,
@@ -300,18 +312,33 @@ class Collector:
         return reply
 
     def _clear(self, request: dict) -> dict:
-        """A whole run: its log goes. One space: a clear record in each affected run's log, so a restart
-        does not bring the space's rows back."""
+        """Empty the live view of a run or a space (None: all). A clear record goes into each affected run's
+        log, so a restart keeps the view cleared; the stored frames stay and remain exportable."""
         run, space = _run_arg(request), _space_arg(request)
         with self._write_lock:
             targets = self.state.run_names(run)
-            for name in self.state.clear(run, space):
-                self.store.forget(name)
+            self.state.clear(run, space)
             for name in targets:
-                if space is not None:
-                    self.store.mark_cleared(name, space)
+                for cleared in SPACES if space is None else [space]:
+                    self.store.mark_cleared(name, cleared)
                 self.maps.discard(name, SPACES if space is None else [space])
-        return {"ok": True}
+        return {"ok": True, "cleared": {"runs": targets, "space": space}}
+
+    def _delete(self, request: dict) -> dict:
+        """Delete one run's stored data (log, saved maps, exports) and drop it from the live view."""
+        run = _run_arg(request)
+        if run is None:
+            raise ValueError("delete needs the run to delete")
+        with self._write_lock:
+            self.state.forget(run)
+            self.maps.discard(run, SPACES)
+            folder = self.store.log_path(run).parent
+            if folder.exists():
+                try:
+                    self.store.delete_run_dir(folder.name)
+                except OSError as exc:
+                    raise ValueError(f"cannot delete {folder}: {exc}") from None
+        return {"ok": True, "deleted": run}
 
     def _set_paused(self, paused: bool) -> dict:
         self.state.set_paused(paused)
@@ -354,9 +381,12 @@ class Collector:
         fmt = request.get("format")
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        run = _run_arg(request) or self.state.latest_run()
+        if run is None:
+            raise ValueError("no run to export: the collector has no data")
         if fmt == "gif":
-            return self._export_gif(_run_arg(request))
-        run, spaces = self.state.export_rows(_run_arg(request))
+            return self._export_gif(run)
+        spaces = self._stored_rows(run).export_rows(run, maps=self.state)
         target = self.store.export_dir(run) / f"{fmt}-{time.strftime('%Y%m%d-%H%M%S')}"
         if fmt == "npz":
             files = [write_npz(target / f"{run_dir_name(run)}.npz", spaces)]
@@ -365,11 +395,21 @@ class Collector:
         return {"ok": True, "run": run, "format": fmt, "path": str(target), "files": [str(f) for f in files],
                 "rows": {s.space: len(s.meta) for s in spaces}}
 
-    def _export_gif(self, run: str | None) -> dict:
+    def _stored_rows(self, run: str) -> CollectorState:
+        """The run as its stored frames rebuild it, cleared rows included: what an export holds."""
+        rebuilt = CollectorState(buffer_size=self.state.buffer_size)
+        for parts in self.store.frames_of(run):
+            try:
+                rebuilt.accept(decode(parts))
+            except (ProtocolError, BufferReject) as exc:
+                self.state.reject(f"export_{exc.reason}")
+        return rebuilt
+
+    def _export_gif(self, run: str) -> dict:
         """The run's map history as an animated GIF: one picture per training step, three panels."""
         run, history = self.state.history_frames(run)
-        if run is None:
-            raise ValueError("no run to export: the collector has no data")
+        if not any(history.values()):
+            raise ValueError(f"no map history to export for run {run!r}")
         target = self.store.export_dir(run) / f"gif-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
             path, steps = write_gif(target / f"{run_dir_name(run)}.gif", history)
@@ -377,6 +417,10 @@ class Collector:
             raise ValueError(f"cannot write the GIF under {target}: {exc}") from None
         return {"ok": True, "run": run, "format": "gif", "path": str(target), "files": [str(path)],
                 "steps": steps, "frames": {space: len(frames) for space, frames in history.items()}}
+
+
+class UnknownRun(ValueError):
+    """A request named a run that is neither live nor kept in the store."""
 
 
 def _run_arg(request: dict) -> str | None:

@@ -265,6 +265,13 @@ class CollectorState:
             self.version += 1
             return removed
 
+    def forget(self, run: str) -> bool:
+        """Drop a run from the live view entirely (its stored data is the store's business)."""
+        with self.lock:
+            gone = self.runs.pop(run, None) is not None
+            self.version += gone
+            return gone
+
     def run_names(self, run: str | None) -> list[str]:
         """The runs a request for ``run`` (None: all of them) refers to."""
         with self.lock:
@@ -293,7 +300,7 @@ class CollectorState:
 
     def snapshot(self, run: str | None, since: int | None) -> dict:
         with self.lock:
-            run = run if run in self.runs else self.latest_run()
+            run = self.latest_run() if run is None else run
             reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused, "cleared": self.cleared,
                      "counts": self.counts(run), **self._freshness(run)}
             if since is not None and since == self.version:
@@ -347,8 +354,8 @@ class CollectorState:
     def history(self, run: str | None, space: str, version: int | None) -> dict:
         """The frames of one space: summaries, or one frame's points when ``version`` is given."""
         with self.lock:
-            run = run if run in self.runs else self.latest_run()
-            frames = list(self.runs[run].spaces[space].history) if run else []
+            run = self.latest_run() if run is None else run
+            frames = list(self.runs[run].spaces[space].history) if run in self.runs else []
             if version is None:
                 return {"ok": True, "run": run, "space": space, "frames": [f.summary() for f in frames]}
             match = [f for f in frames if f.version == version]
@@ -361,29 +368,31 @@ class CollectorState:
         """Every space's frame history with its points (``step``, ``coords``, per-row ``meta``),
         oldest first, for replays such as the GIF export. A missing run means the latest active."""
         with self.lock:
-            run = run if run in self.runs else self.latest_run()
-            spaces = self.runs[run].spaces if run else {}
+            run = self.latest_run() if run is None else run
+            spaces = self.runs[run].spaces if run in self.runs else {}
             return run, {name: list(st.history) for name, st in spaces.items()}
 
-    def export_rows(self, run: str | None) -> tuple[str, list]:
-        """Every buffered row of each space with its coordinates in the current map (NaN if none)."""
+    def export_rows(self, run: str, maps: "CollectorState | None" = None) -> list:
+        """Every buffered row of each space of ``run`` with its coordinates in the current map of ``maps``
+        (default: this state's own), NaN where that map does not show the row."""
         from acestep_viz.collector.exports import SpaceExport
 
-        with self.lock:
-            run = run if run in self.runs else self.latest_run()
-            if run is None:
-                raise ValueError("no run to export: the collector has no data")
+        maps = maps or self
+        with self.lock, maps.lock:
+            own = self.runs.get(run)
+            mapped = maps.runs.get(run)
             out = []
-            for name, st in self.runs[run].spaces.items():
-                vectors, keys, meta = st.buffer.snapshot()
+            for name in SPACES:
+                vectors, keys, meta = own.spaces[name].buffer.snapshot() if own else (np.zeros((0, 0)), [], [])
                 coords = np.full((len(keys), 2), np.nan, np.float32)
-                if st.projection is not None:
-                    where = {k: i for i, k in enumerate(st.projection.keys)}
+                projection = mapped.spaces[name].projection if mapped else None
+                if projection is not None:
+                    where = {k: i for i, k in enumerate(projection.keys)}
                     for row, key in enumerate(keys):
                         if key in where:
-                            coords[row] = st.projection.coords[where[key]]
+                            coords[row] = projection.coords[where[key]]
                 out.append(SpaceExport(name, vectors.astype(np.float16), coords, meta))
-            return run, out
+            return out
 
     def configure(self, buffer_size: int | None = None) -> None:
         with self.lock:

@@ -54,17 +54,6 @@ def run_dir_name(run: str) -> str:
     return "x-" + run.encode().hex()[:180]
 
 
-def default_store_dir() -> str:
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return os.path.join(os.environ["LOCALAPPDATA"], "acestep-viz", "runs")
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "acestep-viz", "runs")
-
-
-STORE_DIR_DOC = ("`~/.local/share/acestep-viz/runs` (`$XDG_DATA_HOME/acestep-viz/runs` when set; "
-                 "Windows: `%LOCALAPPDATA%\\acestep-viz\\runs`)")
-
-
 def _buffer(part) -> memoryview:
     """A byte view of a message part (bytes, memoryview or zmq.Frame) without copying it."""
     view = memoryview(getattr(part, "buffer", part))
@@ -130,6 +119,27 @@ def live_frames(path: Path) -> Iterator[list[bytes]]:
     for index, (_, parts) in enumerate(_records(data)):
         if parts[0] != CONTROL_TOPIC and index > cleared.get(frame_space(parts), -1):
             yield parts
+
+
+def stored_frames(path: Path) -> Iterator[list[bytes]]:
+    """Every data frame of one log, cleared ones too (clearing empties the live view, not the store)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for _, parts in _records(data):
+        if parts[0] != CONTROL_TOPIC:
+            yield parts
+
+
+def stored_runs(root: str | os.PathLike) -> list[dict]:
+    """The runs kept under ``root``, newest first: name (from the first frame's topic), folder, size, mtime."""
+    rows = []
+    for path in RunStore.logs_in(root):
+        first = next((parts for _, parts in read_records(path) if parts[0] != CONTROL_TOPIC), None)
+        topic = bytes(first[0]).decode("utf-8", "replace") if first else ""
+        stat = path.stat()
+        rows.append({"run": topic.rpartition("/")[0] or path.parent.name, "path": str(path.parent),
+                     "mb": round(stat.st_size / 2**20, 2), "modified": stat.st_mtime})
+    return sorted(rows, key=lambda row: row["modified"], reverse=True)
 
 
 def _write_record(f, parts: list) -> int:
@@ -312,8 +322,17 @@ class RunStore:
     def logs_in(root: str | os.PathLike) -> list[Path]:
         return sorted(Path(root).glob(f"*/{LOG_NAME}"))
 
+    def has_run(self, run: str) -> bool:
+        return self.log_path(run).exists()
+
+    def frames_of(self, run: str) -> Iterator[list[bytes]]:
+        """Every stored data frame of ``run`` (see ``stored_frames``); nothing for a run without a log."""
+        self.flush()
+        path = self.log_path(run)
+        return stored_frames(path) if path.exists() else iter(())
+
     def forget(self, run: str) -> None:
-        """Delete a run's log (the user cleared it)."""
+        """Delete a run's log: the user asked for its stored data to go."""
         self.wait_written()
         self._close_file(run)
         path = self.log_path(run)

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import dash
 from acestep_viz.dashboard import callbacks, export_callbacks, view_callbacks
+from acestep_viz.dashboard.api import register_api
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.client import CollectorClient
 from acestep_viz.dashboard.embed import register_embed
 from acestep_viz.dashboard.layout import page
 
+from acestep_viz.settings import DEFAULT_QUERY
 from acestep_viz.settings import url_path as normalise_prefix  # Dash needs "/viz/", users type "viz"
-from acestep_viz.wire import DEFAULT_QUERY
 
 
 def assets_folder() -> Path:
@@ -55,6 +56,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     export_callbacks.register(app, client)
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
+    register_api(app, client)  # HTTP JSON API under the same prefix and token (dashboard/api.py)
     return app
 
 

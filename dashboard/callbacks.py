@@ -15,7 +15,14 @@ from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
 from acestep_viz.dashboard.figures import SPACES
-from acestep_viz.dashboard.layout import LATEST_RUN_OPTION, NO_STALENESS, NO_VERSION, PAUSE_LABEL, RESUME_LABEL
+from acestep_viz.dashboard.layout import (
+    LATEST_RUN_OPTION,
+    NO_STALENESS,
+    NO_VERSION,
+    PAUSE_LABEL,
+    RESUME_LABEL,
+    delete_message,
+)
 from acestep_viz.dashboard.scrubber import history_store
 from acestep_viz.dashboard.status import CLEARED, ERROR, OFFLINE, badge_for, stat_texts, status, status_from_snapshot
 from dash import Input, Output, State, ctx, no_update
@@ -128,6 +135,24 @@ def clear_outputs(client: CollectorClient, cache: ReplyCache) -> PollOutputs:
                        dict(NO_STALENESS), history_store(None, {}), [LATEST_RUN_OPTION])
 
 
+def delete_run_outputs(client: CollectorClient, cache: ReplyCache, run: str | None) -> tuple[str, Any, Any]:
+    """(message, run selector value, version store) after asking the collector to delete ``run``'s stored data;
+    on success the page follows the latest run again and forgets what it had seen."""
+    if not run:
+        return "No run is shown: nothing to delete.", no_update, no_update
+    try:
+        client.delete(run)
+    except CollectorError as exc:
+        return f"Not deleted: {exc}", no_update, no_update
+    cache.clear()
+    return f"Deleted the stored data of run {run}.", "", dict(NO_VERSION)
+
+
+def interval_disabled(hidden: bool, pause_label: str) -> bool:
+    """Updates stop while nobody can see the page, and while the user has paused them."""
+    return hidden or pause_label == RESUME_LABEL
+
+
 def _poll_targets(duplicate: bool = False) -> list[Output]:
     return [Output(ids.VERSION_STORE, "data", allow_duplicate=duplicate),
             *[Output(ids.STAT_IDS[space], "children", allow_duplicate=duplicate) for space in SPACES],
@@ -160,6 +185,28 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
                   prevent_initial_call=True)
     def ask_before_clearing(_clicks):
         return True
+
+    @app.callback(Output(ids.DELETE_RUN_CONFIRM, "displayed"), Output(ids.DELETE_RUN_CONFIRM, "message"),
+                  Output(ids.DELETE_RUN_TARGET, "data"), Output(ids.DELETE_RUN_MESSAGE, "children"),
+                  Input(ids.DELETE_RUN_BUTTON, "n_clicks"), State(ids.VERSION_STORE, "data"),
+                  prevent_initial_call=True)
+    def ask_before_deleting(_clicks, seen):
+        run = (seen or {}).get("run")
+        if not run:
+            return False, no_update, None, "No run is shown: nothing to delete."
+        return True, delete_message(run), run, ""
+
+    @app.callback(Output(ids.DELETE_RUN_MESSAGE, "children", allow_duplicate=True),
+                  Output(ids.RUN_SELECT, "value"), Output(ids.VERSION_STORE, "data", allow_duplicate=True),
+                  Input(ids.DELETE_RUN_CONFIRM, "submit_n_clicks"), State(ids.DELETE_RUN_TARGET, "data"),
+                  prevent_initial_call=True)
+    def delete_run(_confirmed, run):
+        return delete_run_outputs(client, cache, run)
+
+    @app.callback(Output(ids.INTERVAL, "disabled", allow_duplicate=True), Input(ids.UPDATES_HIDDEN, "data"),
+                  State(ids.PAUSE_BUTTON, "children"), prevent_initial_call=True)
+    def pause_while_hidden(hidden, pause_label):
+        return interval_disabled(bool(hidden), pause_label)
 
     @app.callback(Output(ids.INTERVAL, "disabled"), Output(ids.PAUSE_BUTTON, "children"),
                   Input(ids.PAUSE_BUTTON, "n_clicks"), State(ids.INTERVAL, "disabled"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import zmq
 
-from acestep_viz.wire import DEFAULT_QUERY
+from acestep_viz.settings import DEFAULT_QUERY
 
 
 class CollectorError(Exception):
@@ -23,7 +23,12 @@ class CollectorUnavailable(CollectorError):
 
 
 class CollectorRequestError(CollectorError):
-    """The collector answered, but with ``"ok": false``; the message is its ``error``."""
+    """The collector answered, but with ``"ok": false``; the message is its ``error``, ``reason`` its code
+    (``unknown_run`` when the request named a run the collector does not have, else ``bad_request``)."""
+
+    def __init__(self, message: str, reason: str = "bad_request"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class CollectorClient:
@@ -44,7 +49,7 @@ class CollectorClient:
         if not reply["ok"]:
             raise CollectorRequestError(
                 f"collector at {self.endpoint} refused {message.get('op')!r}: "
-                f"{reply.get('error', 'no error message')}")
+                f"{reply.get('error', 'no error message')}", str(reply.get("reason") or "bad_request"))
         return reply
 
     def _round_trip(self, payload: bytes) -> bytes:
@@ -81,8 +86,12 @@ class CollectorClient:
         return self.request({"op": "snapshot", "run": run, "since": since})
 
     def clear(self, run: str | None = None, space: str | None = None) -> dict[str, Any]:
-        """Forget data: None run means every run, None space every space."""
+        """Empty the live view (None run: every run, None space: every space); the store keeps the frames."""
         return self.request({"op": "clear", "run": run, "space": space})
+
+    def delete(self, run: str) -> dict[str, Any]:
+        """Delete one run's stored data for good."""
+        return self.request({"op": "delete", "run": run})
 
     def pause(self) -> dict[str, Any]:
         return self.request({"op": "pause"})

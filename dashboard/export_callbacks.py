@@ -31,6 +31,13 @@ def safe_name(run: str | None) -> str:
     return keep.strip("._") or "acestep-viz"
 
 
+def snapshot_html(snapshot: Mapping[str, Any]) -> str:
+    """A collector snapshot's three maps as one HTML page that needs no network (plotly.js inlined)."""
+    from acestep_viz.dashboard.figures import build_figure
+
+    return plotly.io.to_html(build_figure(snapshot), include_plotlyjs=True, full_html=True)
+
+
 def html_download(figure: Mapping[str, Any] | None, run: str | None) -> dict:
     """The shown figure as one HTML file that needs no network (plotly.js inlined)."""
     page = plotly.io.to_html(dict(figure or {}), include_plotlyjs=True, full_html=True, validate=False,
@@ -38,7 +45,7 @@ def html_download(figure: Mapping[str, Any] | None, run: str | None) -> dict:
     return dcc.send_string(page, f"{safe_name(run)}.html")
 
 
-def _zip(files: list[Path]) -> bytes:
+def zip_files(files: list[Path]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in files:
@@ -56,7 +63,7 @@ def collector_download(client: CollectorClient, fmt: str, run: str | None) -> tu
     name = safe_name(reply.get("run"))
     if len(files) == 1:
         return dcc.send_file(str(files[0]), filename=f"{name}{files[0].suffix}"), where + "; downloading."
-    return dcc.send_bytes(_zip(files), f"{name}-{fmt}.zip"), where + "; downloading as a zip."
+    return dcc.send_bytes(zip_files(files), f"{name}-{fmt}.zip"), where + "; downloading as a zip."
 
 
 def export_outputs(client: CollectorClient, fmt: str, run: str | None,

@@ -14,8 +14,13 @@ REFRESH_BUTTON = "viz-refresh-button"
 PAUSE_BUTTON = "viz-pause-button"
 CLEAR_BUTTON = "viz-clear-button"
 CLEAR_CONFIRM = "viz-clear-confirm"
+DELETE_RUN_BUTTON = "viz-delete-run-button"
+DELETE_RUN_CONFIRM = "viz-delete-run-confirm"
+DELETE_RUN_TARGET = "viz-delete-run-target"  # the run the open confirmation names
+DELETE_RUN_MESSAGE = "viz-delete-run-message"
 INTERVAL_SELECT = "viz-interval-select"
 INTERVAL = "viz-interval"
+UPDATES_HIDDEN = "viz-updates-hidden"  # set by assets/acestep-viz-visibility.js: nobody can see the page
 
 # stat boxes, one per space
 STAT_LATENT = "viz-stat-latent"

@@ -14,8 +14,16 @@ from dash import dcc, html
 INTERVAL_CHOICES_S = (5, 10, 15, 30, 60)
 STAT_LABELS = {"latent": "Latent Space", "lora": "LoRA Outputs", "prompt": "Prompt Space"}
 PAUSE_LABEL, RESUME_LABEL = "Pause Auto-Update", "Resume Auto-Update"
-CLEAR_MESSAGE = ("Clear all collected embeddings for every run? This cannot be undone: "
-                 "the collector forgets the stored samples and projections.")
+CLEAR_MESSAGE = ("Clear the maps of every run? The live view empties and stays empty after a restart. "
+                 "The stored frames are kept and can still be exported; deleting a run's stored data is "
+                 "the separate \"Delete Run Data\" button.")
+CLEAR_TITLE = "Empty the maps of every run (the stored frames are kept, exportable)"
+DELETE_TITLE = "Delete the shown run's stored frames, maps and exports for good"
+
+
+def delete_message(run: str) -> str:
+    return (f"Delete all stored data of run \"{run}\": its frames, saved maps and exports? "
+            "This cannot be undone.")
 
 
 def interval_options(default_s: float) -> list[dict[str, str]]:
@@ -63,8 +71,10 @@ def controls(interval_s: float) -> dbc.Card:
     return dbc.Card(dbc.CardBody(html.Div([
         dbc.Button("Refresh Now", id=ids.REFRESH_BUTTON, className="viz-button-accent me-2", n_clicks=0),
         dbc.Button(PAUSE_LABEL, id=ids.PAUSE_BUTTON, color="secondary", className="me-2", n_clicks=0),
-        dbc.Button("Clear All Data", id=ids.CLEAR_BUTTON, color="danger", outline=True, className="me-4",
-                   n_clicks=0),
+        dbc.Button("Clear All Data", id=ids.CLEAR_BUTTON, color="danger", outline=True, className="me-2",
+                   n_clicks=0, title=CLEAR_TITLE),
+        dbc.Button("Delete Run Data", id=ids.DELETE_RUN_BUTTON, color="danger", className="me-4", n_clicks=0,
+                   title=DELETE_TITLE),
         html.Div([
             dbc.Label("Update Interval", html_for=ids.INTERVAL_SELECT, className="viz-muted mb-0 me-2"),
             dbc.Select(id=ids.INTERVAL_SELECT, options=interval_options(interval_s),
@@ -72,6 +82,10 @@ def controls(interval_s: float) -> dbc.Card:
         ], className="d-flex align-items-center"),
         run_select(),
         dcc.ConfirmDialog(id=ids.CLEAR_CONFIRM, message=CLEAR_MESSAGE),
+        dcc.ConfirmDialog(id=ids.DELETE_RUN_CONFIRM, message=""),
+        dcc.Store(id=ids.DELETE_RUN_TARGET, data=None),
+        dcc.Store(id=ids.UPDATES_HIDDEN, data=False),
+        html.Span(id=ids.DELETE_RUN_MESSAGE, className="viz-muted small"),
         staleness_line(),
         embed_status(),
     ], className="d-flex align-items-center flex-wrap gap-2")), className="viz-card mb-3")

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
-from acestep_viz.settings import Setting, positive, url_path, zmq_endpoint
-from acestep_viz.wire import DEFAULT_QUERY
+from acestep_viz.settings import COLLECTOR_ENDPOINT, Setting, positive, url_path
 
 
 def port_number(value: int) -> str | None:
     return None if 0 < value < 65536 else "must be a port between 1 and 65535"
 
 
-COLLECTOR_ENDPOINT = Setting("collector", DEFAULT_QUERY, "the collector's query endpoint",
-                             check=zmq_endpoint)
 HOST = Setting("host", "127.0.0.1", "address the dashboard listens on")
 PORT = Setting("port", 8050, "dashboard HTTP port", parse=int, check=port_number)
 INTERVAL = Setting("interval", 15.0, "default dashboard refresh interval, seconds", parse=float,

@@ -77,6 +77,29 @@ def frame_src(page) -> str | None:
     return page.get_attribute(FRAME, "src")
 
 
+STATUS = "[data-acestep-viz-status]"
+
+
+def status_state(page) -> str | None:
+    return page.get_attribute(STATUS, "data-acestep-viz-state")
+
+
+def pump_until(page, predicate, timeout_ms: int = WAIT_MS) -> None:
+    """Let the page's events arrive (the sync API delivers them only inside its calls) until ``predicate``."""
+    waited = 0
+    while not predicate():
+        assert waited < timeout_ms, "condition not met"
+        page.wait_for_timeout(200)
+        waited += 200
+
+
+def is_poll(request) -> bool:
+    """A dashboard update tick, or the tab's sidecar status check."""
+    if request.url.endswith("/api/status"):
+        return True
+    return "_dash-update-component" in request.url and f"{ids.INTERVAL}.n_intervals" in (request.post_data or "")
+
+
 def test_the_tab_shows_the_live_dashboard_and_the_old_tabs_still_work(playwright_browser, tmp_path):  # noqa: F811
     root = Path(shutil.copytree(FIXTURES / "three-tabs", tmp_path / "acetrainer"))
     with CollectorProcess(tmp_path / "store") as collector:
@@ -117,6 +140,22 @@ def check_tab(browser, app: AceTrainerApp, dashboard: DashboardProcess) -> None:
         frame.wait_for_function(f"document.getElementById('{ids.EMBED_BADGE}').innerText === 'Live'",
                                 timeout=WAIT_MS)
         assert frame.locator(f"#{ids.EMBED_BADGE}").is_visible()
+        # the status line says the sidecar is up
+        pump_until(page, lambda: status_state(page) == "up")
+        assert page.inner_text(STATUS).startswith("Sidecar up: 1 run, ")
+
+        # nothing polls while the tab is hidden: neither the dashboard in the frame nor the status line
+        polls: list[str] = []
+        page.on("request", lambda request: polls.append(request.url) if is_poll(request) else None)
+        pump_until(page, lambda: any("/api/status" in u for u in polls) and any("_dash" in u for u in polls))
+        open_tab(page, "training")
+        page.wait_for_timeout(1500)  # a tick already on its way may still land
+        quiet = len(polls)
+        page.wait_for_timeout(5000)  # five dashboard intervals, one status interval
+        assert len(polls) == quiet, polls[quiet:]
+        open_tab(page, "embeddings")
+        pump_until(page, lambda: any("_dash" in u for u in polls[quiet:]))
+
         frame_box = page.locator(FRAME).bounding_box()
         assert frame_box["width"] > 1000 and frame_box["height"] > 600
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +183,20 @@ def check_tab(browser, app: AceTrainerApp, dashboard: DashboardProcess) -> None:
     outside = [url for url in requests if not url.startswith(("data:", "blob:", "about:"))
                and urlsplit(url).hostname not in LOOPBACK]
     assert outside == [], outside
+
+
+def test_the_tab_says_when_the_sidecar_is_not_running(playwright_browser, tmp_path):  # noqa: F811
+    root = Path(shutil.copytree(FIXTURES / "two-tabs", tmp_path / "acetrainer"))
+    install(root, "--dashboard-url", f"http://127.0.0.1:{free_port()}/")  # nothing listens there
+    with AceTrainerApp(root, tmp_path) as app:
+        page = playwright_browser.new_page()
+        try:
+            page.goto(app.url, wait_until="load")
+            open_tab(page, "embeddings")
+            pump_until(page, lambda: status_state(page) == "down")
+            assert "not running" in page.inner_text(STATUS) and "acestep-viz up" in page.inner_text(STATUS)
+        finally:
+            page.close()
 
 
 @pytest.mark.parametrize("host", LOOPBACK)

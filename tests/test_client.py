@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 import zmq
 from acestep_viz.dashboard.cache import ReplyCache
-from acestep_viz.dashboard.callbacks import clear_outputs, poll_outputs
+from acestep_viz.dashboard.callbacks import clear_outputs, delete_run_outputs, poll_outputs
 from acestep_viz.dashboard.client import CollectorClient, CollectorRequestError, CollectorUnavailable
 from acestep_viz.dashboard.figures import SPACES
 from acestep_viz.dashboard.status import CLEARED, ERROR, LIVE, OFFLINE
@@ -211,3 +211,22 @@ def test_clear_asks_the_collector_and_resets_the_page():
     assert out.status["state"] == CLEARED and out.seen["version"] is None
     assert [out.latent, out.lora, out.prompt] == ["0 samples"] * 3
     assert out.history["steps"] == [] and cache.get(("snapshot", "run-a", 3)) is None
+
+
+def test_delete_run_asks_for_the_named_run_and_the_page_follows_the_latest_run_again():
+    cache = ReplyCache()
+    cache.put(("snapshot", "run-a", 3), {"old": True})
+    with rep_server(json_handler(lambda r: {"ok": True, "deleted": r["run"]})) as (endpoint, seen_requests):
+        message, run_value, seen = delete_run_outputs(CollectorClient(endpoint), cache, "run-a")
+    assert seen_requests == [{"op": "delete", "run": "run-a"}]
+    assert "run-a" in message and run_value == "" and seen["version"] is None
+    assert cache.get(("snapshot", "run-a", 3)) is None
+
+
+def test_delete_run_without_a_run_or_refused_changes_nothing():
+    assert delete_run_outputs(CollectorClient("tcp://127.0.0.1:9"), ReplyCache(), None)[1:] == (no_update, no_update)
+    refusal = json_handler(lambda r: {"ok": False, "error": "no run named 'x'", "reason": "unknown_run"})
+    with rep_server(refusal) as (endpoint, _):
+        message, run_value, seen = delete_run_outputs(CollectorClient(endpoint), ReplyCache(), "x")
+    assert message.startswith("Not deleted") and "no run named 'x'" in message
+    assert run_value is no_update and seen is no_update

@@ -163,13 +163,13 @@ def test_clear_all_data_after_confirming(playwright_browser, stack, new_run):
         assert [t["n"] for t in traces(page)[:3]] == feeder.trace_counts()
         assert feeder.run in query(stack.collector.query, {"op": "stats"})["runs"]
 
-        # accepted: the collector forgets everything and all three panels empty
+        # accepted: the live view of every run empties, all three panels with it
         emit_selection(page, 0, [0])
         selected_js = f"document.getElementById('{ids.DETAILS}').innerText.toLowerCase().includes('1 clip selected')"
         page.wait_for_function(selected_js, timeout=SHORT_MS)
         page.click(f"#{ids.CLEAR_BUTTON}")
         wait_badge(page, "Cleared", SHORT_MS)
-        assert len(watched.dialogs) == 2 and "cannot be undone" in watched.dialogs[1]
+        assert len(watched.dialogs) == 2 and "stored frames are kept" in watched.dialogs[1]
         page.wait_for_function(f"{GRAPH_JS}.data.length === 3 && {GRAPH_JS}.data.every(t => t.x.length === 0)",
                                timeout=SHORT_MS)
         assert stat_texts(page) == {space: "0 samples" for space in ("latent", "lora", "prompt")}

@@ -13,7 +13,7 @@ from acestep_viz.collector import store
 from acestep_viz.trainer_plugin import relay
 from support import free_port
 
-from acestep_viz import processes
+from acestep_viz import processes, settings
 
 WAIT_TIMEOUT = 0x102
 
@@ -190,7 +190,7 @@ def test_windows_store_and_kernel_cache_default_to_local_app_data(monkeypatch):
     monkeypatch.setattr(os, "name", "nt")
     monkeypatch.setenv("LOCALAPPDATA", "/users/me/AppData/Local")
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    assert store.default_store_dir() == os.path.join("/users/me/AppData/Local", "acestep-viz", "runs")
+    assert settings.default_store_dir() == os.path.join("/users/me/AppData/Local", "acestep-viz", "runs")
     assert collector_options.default_numba_cache() == os.path.join("/users/me/AppData/Local", "acestep-viz",
                                                                    "numba")
 

@@ -90,6 +90,8 @@ def test_encode_drops_non_finite_metadata_and_bounds_text():
     (lambda p: with_header(p, v=True), "version"),
     (lambda p: with_header(p, v=2.0), "version"),
     (lambda p: [b"other/lora", p[1], p[2]], "topic"),
+    (lambda p: [b"run\x00x/lora", *with_header(p, run="run\x00x")[1:]], "run"),  # NUL in a run name
+    (lambda p: [b"run\nx/lora", *with_header(p, run="run\nx")[1:]], "run"),
     (lambda p: [p[0], b"{not json", p[2]], "json"),
     (lambda p: [p[0], b"[1, 2]", p[2]], "json"),
     (lambda p: [p[0], b"\xff\xfe", p[2]], "json"),
@@ -166,3 +168,11 @@ def test_dropped_rows_show_in_the_collector_stats_and_the_others_are_buffered():
     stats = state.stats()
     assert stats["dropped_rows"] == {"non_finite": 1} and stats["rejects"] == {}
     assert stats["runs"]["run-1"]["lora"]["buffered"] == 2
+
+
+def test_run_names_with_control_characters_are_refused_before_anything_is_sent():
+    from acestep_viz.wire import run_name_problem
+
+    assert run_name_problem("lora-rock_v2 (take 3)") is None
+    for bad in ("a\x00b", "tab\there", "line\nbreak", "del\x7f", "", "a/b", "x" * 201):
+        assert run_name_problem(bad), repr(bad)

@@ -29,6 +29,9 @@ TRAINER_SETTINGS = [
             "and last transformer block.", parse_list),
     Setting("lora_output", "output", "What the lora space records: 'output' (the LoRA layer's output), 'delta' "
             "(the adapter's own contribution) or 'both'.", str, one_of(*LORA_OUTPUTS)),
+    Setting("autostart", False, "Start the sidecar (`acestep-viz up`, detached, loopback only, logging to "
+            "<store>/sidecar.log) when no collector answers on ACESTEP_VIZ_COLLECTOR; a second run reuses it.",
+            parse_bool),
     Setting("all_ranks", False, "With several GPUs (DDP), publish from every rank, not only rank 0.", parse_bool),
     Setting("sender", "process", "Where frames are built and sent: 'process' (a relay process the plugin starts, so "
             "the work never holds the training process's GIL) or 'thread' (a thread of the training process; "

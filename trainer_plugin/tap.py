@@ -67,7 +67,7 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
            eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
-           sender: str = "process") -> "Tap":
+           sender: str = "process", autostart: bool = False) -> "Tap":
     """Hook ``model`` and return a ``Tap``. Raises ValueError if a setting or module path is wrong.
 
     spaces: {"latent"|"lora"|"prompt": [module paths or globs]}, replacing the preset's entries.
@@ -76,6 +76,8 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     eval_methods: names of methods on ``model`` during which nothing is captured.
     sender: "process" (frames are built and sent by a relay process, off this process's GIL) or
     "thread" (by a thread of this process: no child process, but its Python work competes with training).
+    autostart: on the publishing rank, start the sidecar (``acestep-viz up``) when no collector answers
+    (trainer_plugin/autostart.py); a failure is one warning, never an error.
     """
     if int(every_n_steps) < 1:
         raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
@@ -87,6 +89,8 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     bindings = select_bindings(model, space_specs(model, preset, spaces, lora_layers), lora_output)
     rank = default_rank() if rank is None else int(rank)
     active = bool(all_ranks) or rank == 0
+    if active and autostart:
+        start_sidecar(endpoint)
     if active and publisher is None:
         kind = RelayPublisher if sender == "process" else Publisher
         publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **dict(publisher_options or {}))
@@ -94,6 +98,25 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
               frozen_once=frozen_once, warn_after_steps=int(warn_after_steps))
     tap.suspend_during(model, eval_methods)
     return tap
+
+
+def start_sidecar(ingest: str) -> None:
+    """Find or start the sidecar for ``ingest``, with the query endpoint, store and keys from the usual settings."""
+    from acestep_viz.trainer_plugin.autostart import AutostartError, ensure_collector
+
+    from acestep_viz.security import CURVE_DIR
+    from acestep_viz.settings import COLLECTOR_ENDPOINT, STORE, SettingError, resolve
+
+    try:
+        cfg = resolve([COLLECTOR_ENDPOINT, STORE, CURVE_DIR])
+        state, pid = ensure_collector(ingest, cfg["collector"], cfg["store"], curve_dir=cfg["curve_dir"])
+    except (AutostartError, SettingError, OSError) as exc:
+        log.warning("acestep_viz: autostart: %s; training goes on, and its embeddings are dropped until a "
+                    "collector runs (`acestep-viz up`)", exc)
+        return
+    if state == "started":
+        log.info("acestep_viz: started the sidecar (acestep-viz up, pid %d) for %s; its log and the dashboard URL "
+                 "are in %s", pid, ingest, os.path.join(cfg["store"], "sidecar.log"))
 
 
 def default_rank() -> int:

@@ -236,7 +236,9 @@ def tab_panel_lines(parts: PageParts, name: str, text: str, dashboard_url: str |
             f'data-acestep-viz-tab="{name}" data-acestep-viz-url="{url}" data-acestep-viz-port="{DASHBOARD_PORT}">',
             '    <div class="bg-gray-900 border-b border-gray-800 px-6 py-2 flex items-center gap-3 flex-shrink-0">',
             '        <span class="text-sm text-gray-400">Live PaCMAP maps of the audio latents, LoRA outputs and '
-            'prompt embeddings. Nothing below? Start the sidecar: <code>acestep-viz up</code></span>',
+            'prompt embeddings.</span>',
+            '        <span class="text-sm text-gray-300" data-acestep-viz-status role="status">Checking the sidecar '
+            '(<code>acestep-viz up</code>)...</span>',
             '        <div class="flex-1"></div>',
             f'        <a class="{link_class}" data-acestep-viz-open href="{href}" target="_blank" '
             'rel="noopener">Open in new window</a>',
