@@ -73,13 +73,15 @@ def watch(module: Any, fabric: Any = None, **options: Any) -> Tap | Unwatched:
     Options: the trainer settings (``endpoint``, ``run``, ``every_n_steps``, ``lora_layers``,
     ``lora_output``, ``all_ranks``, ``sender``, ``enabled``, ``curve_dir``; each also read from its
     ``ACESTEP_VIZ_*`` variable) and ``attach``'s ``frozen_once``, ``warn_after_steps``, ``spaces``,
-    ``eval_methods``, ``publisher``, ``publisher_options``. Never raises unless ``ACESTEP_VIZ_STRICT``
-    is set: a problem is logged once and an ``Unwatched`` is returned.
+    ``eval_methods``, ``publisher``, ``publisher_options``. Never raises unless ``strict=True`` or
+    ``ACESTEP_VIZ_STRICT`` is set: a problem is logged once and an ``Unwatched`` is returned.
     """
+    strict = options.pop("strict", None)
     try:
         return _watch(module, fabric, options)
     except Exception as exc:
-        warn_unless_strict(f"could not attach to {type(module).__name__} (preset acestep15)", exc)
+        warn_unless_strict(f"could not attach to {type(module).__name__} (preset acestep15)", exc,
+                           None if strict is None else bool(strict))
         return Unwatched()
 
 

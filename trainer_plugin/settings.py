@@ -16,8 +16,8 @@ def _run_name(value) -> str | None:
     return None if value is None else run_name_problem(value)
 
 
-STRICT = Setting("strict", False, "Make a misconfigured monitor an error in the ACE-Step 1.5 integration (`watch`); "
-                 "by default it logs one warning and training goes on without it.", parse_bool)
+STRICT = Setting("strict", False, "ACE-Step 1.5's `watch` only: make a misconfigured monitor an error; by default it "
+                 "logs one warning and training goes on without it.", parse_bool)
 
 TRAINER_SETTINGS = [
     Setting("enabled", True, "Capture embeddings during training; false turns the monitor off entirely.",

@@ -28,9 +28,10 @@ def is_strict(environ: Mapping[str, str] | None = None) -> bool:
         return False
 
 
-def warn_unless_strict(what: str, exc: Exception) -> None:
-    """Raise ``exc`` in strict mode; otherwise log one warning saying what failed and that training goes on."""
-    if is_strict():
+def warn_unless_strict(what: str, exc: Exception, strict: bool | None = None) -> None:
+    """Raise ``exc`` in strict mode (``strict``, else ``ACESTEP_VIZ_STRICT``); otherwise log one warning
+    saying what failed and that training goes on."""
+    if is_strict() if strict is None else strict:
         raise exc
     log.warning("acestep_viz: %s: %s. Training goes on without the embedding monitor (set %s=1 to make "
                 "this an error).", what, exc, STRICT.env)
