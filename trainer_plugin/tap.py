@@ -20,6 +20,9 @@ so the training thread never waits for the device. Metadata tensors are copied a
 loop may reuse them before the step's batch is sent.
 With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
 is dropped before any tensor work.
+Spaces a preset reads from the batch instead of a module (ACE-Step 1.5's precomputed latents and
+condition) are taken at ``arm`` and pooled with the hooks' firings; a forward pre-hook on the module
+that receives the timesteps (1.5: the DiT's ``time_embed``) records them for the step.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
 """
 from __future__ import annotations
