@@ -317,7 +317,7 @@ def test_the_model_name_round_trips_and_old_frames_still_decode():
 
 
 @pytest.mark.parametrize("bad", ["", "ACESTEP", "a" * 41, "x/y", 15])
-def test_a_bad_model_name_is_a_counted_reject(bad):
+def test_a_bad_model_name_is_rejected_with_its_reason(bad):
     parts = encode(model_frame("acestep15"))
     header = bytes(parts[1]).replace(b'"model":"acestep15"', b'"model":' + (
         str(bad).encode() if isinstance(bad, int) else b'"' + bad.encode() + b'"'))

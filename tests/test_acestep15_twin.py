@@ -72,6 +72,29 @@ def test_genres_differ_in_latent_and_condition(model):
     assert same < other
 
 
+@pytest.mark.parametrize("attach_first", [True, False])
+def test_hooks_work_when_attached_before_or_after_fabric_setup(attach_first):
+    from acestep_viz.trainer_plugin import attach
+    from acestep_viz.trainer_plugin.demo.acestep15.run import Fabric, build
+
+    module, songs, _ = build(clips_per_genre=1, validation_clips_per_genre=0)
+    publisher = MemoryPublisher()
+    tap = attach(module, preset="acestep15", publisher=publisher, run="setup") if attach_first else None
+    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad])
+    module.model.decoder, optimizer = fabric.setup(module.model.decoder, optimizer)
+    assert any(".decoder._forward_module.base_model.model.layers.0" in name for name, _ in module.named_modules())
+    tap = tap or attach(module, preset="acestep15", publisher=publisher, run="setup")
+    batch = collate([songs[0], songs[1]])
+    with tap.step(0, 0, batch):
+        loss = module.training_step(batch)
+    fabric.backward(loss)
+    tap.close()
+    lora = [frame for frame in publisher.frames if frame.space == "lora"]
+    assert len(set(lora[0].columns["layer"])) == 3 and lora[0].rows == 6
+    assert all(t is not None for t in lora[0].columns["timestep"])
+
+
 def test_the_fabric_loop_counts_optimizer_steps_and_captures_training_forwards_only():
     publisher = MemoryPublisher()
     summary = run_demo(steps=5, run="fabric-loop", monitor_options={"publisher": publisher})
