@@ -19,9 +19,9 @@ from acestep_viz.trainer_plugin import settings as trainer_options
 from acestep_viz.wire import SPACES
 
 PROG = "acestep-viz"
-# `up` takes every collector setting, these of the dashboard and the demo's length.
+# `up` takes every collector setting, these of the dashboard and the demo's length and model.
 UP_UI_SETTINGS = (dashboard_options.HOST, dashboard_options.PORT, dashboard_options.INTERVAL,
-                  dashboard_options.URL_PREFIX, trainer_options.STEPS)
+                  dashboard_options.URL_PREFIX, trainer_options.STEPS, trainer_options.MODEL)
 
 
 class CliError(Exception):
@@ -191,7 +191,10 @@ def cmd_dashboard(flags: dict) -> int:
 
 def cmd_demo(flags: dict) -> int:
     cfg = resolve(demo_settings(), flags)
-    from acestep_viz.trainer_plugin.demo import run_demo
+    if cfg["model"] == "acestep15":
+        from acestep_viz.trainer_plugin.demo.acestep15 import run_demo
+    else:
+        from acestep_viz.trainer_plugin.demo import run_demo
 
     summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"])
     print(json.dumps(summary, default=str), flush=True)

@@ -55,7 +55,8 @@ class Stack:
                     *remote, *curve)
         self._wait("dashboard", self._dashboard_answers)
         if self.demo:
-            self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]))
+            self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]),
+                        "--model", u.get("model") or "acestep")
 
     def _wait(self, name: str, ready) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

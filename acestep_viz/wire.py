@@ -6,6 +6,8 @@ A frame is three ZeroMQ message parts: ``[topic, header, payload]``.
 - ``header``: UTF-8 JSON object (see ``encode`` for the keys). Per-row metadata travels as
   columns (``"rows": {"loss": [...], "layer": [...]}``, one value or null per row), so a frame
   of many rows costs one list per key rather than one object per row, in JSON and in checks.
+  An optional ``"model"`` key names the model the run trains (``"acestep"``, ``"acestep15"``), so the
+  collector and dashboard can label the run's spaces; frames without it decode as before.
 - ``payload``: the raw little-endian float16 bytes of a C-contiguous ``(rows, dim)`` matrix.
 
 ``encode`` and ``decode`` are inverse functions, except that ``decode`` drops rows holding NaN
@@ -40,6 +42,8 @@ MAX_TEXT_CHARS = 500  # prompt text and other free text per row
 MAX_NAME_CHARS = 200  # run ids, sample ids, layer names
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SAFE_INT = 2**53  # integers beyond this do not survive a trip through a JSON double
+MAX_MODEL_CHARS = 40
+MODELS = ("acestep", "acestep15")  # the models the trainer plugin has presets for; the header accepts any short name
 
 # Per-row metadata: free text, finite numbers, and integer overrides of the frame's step and
 # micro-batch (a publisher that batches several steps into one frame sets them per row).
@@ -87,12 +91,14 @@ class Frame:
     columns: Columns = field(default_factory=dict)  # ROW_META_KEYS -> one value per row
     sent_at: float = 0.0  # publisher wall clock, seconds since the epoch
     dropped_rows: int = 0  # rows ``decode`` left out because they held NaN or Inf
+    model: str | None = None  # which model the run trains (``MODELS``); None: not said
 
     def __init__(self, run: str, space: str, step: int, vectors: np.ndarray, ids: list[str],
                  micro_batch: int = 0, rank: int = 0, meta: Sequence[dict] | None = None, sent_at: float = 0.0,
-                 *, columns: Columns | None = None, dropped_rows: int = 0):
+                 *, columns: Columns | None = None, dropped_rows: int = 0, model: str | None = None):
         self.run, self.space, self.step, self.vectors, self.ids = run, space, step, vectors, ids
         self.micro_batch, self.rank, self.sent_at, self.dropped_rows = micro_batch, rank, sent_at, dropped_rows
+        self.model = model
         self.columns = columns if columns is not None else columns_from_rows(meta or ())
 
     @property
@@ -131,6 +137,8 @@ def check_shape(frame: Frame) -> None:
 def encode(frame: Frame) -> list[bytes | memoryview]:
     """Turn a frame into the three message parts. The payload is a zero-copy view."""
     check_shape(frame)
+    if frame.model is not None and model_name_problem(frame.model):
+        raise ValueError(f"model {frame.model!r}: {model_name_problem(frame.model)}")
     vectors = np.ascontiguousarray(frame.vectors, dtype="<f2")
     header = {
         "v": FORMAT_VERSION,
@@ -145,6 +153,8 @@ def encode(frame: Frame) -> list[bytes | memoryview]:
         "rows": _clean_columns(frame.columns),
         "sent_at": float(frame.sent_at),
     }
+    if frame.model is not None:
+        header["model"] = frame.model
     header_bytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     return [topic_for(frame.run, frame.space), header_bytes, memoryview(vectors).cast("B")]
 
@@ -185,7 +195,7 @@ def decode(parts: Sequence[bytes | memoryview | Any]) -> Frame:
     vectors = np.frombuffer(payload, dtype="<f2").reshape(rows, dim)
     frame = Frame(run=run, space=space, step=_int(header, "step"), micro_batch=_int(header, "micro_batch"),
                   rank=_int(header, "rank"), vectors=vectors, ids=ids, columns=columns,
-                  sent_at=_float(header, "sent_at"))
+                  sent_at=_float(header, "sent_at"), model=_model(header))
     bad = non_finite_rows(vectors)
     return _without_rows(frame, bad) if bad.any() else frame
 
@@ -262,6 +272,28 @@ def _float(header: dict, key: str) -> float:
             or (isinstance(value, int) and not -MAX_SAFE_INT < value < MAX_SAFE_INT) or not math.isfinite(value)):
         raise ProtocolError(key, f"{key} must be a finite number")  # a huge int would overflow isfinite
     return float(value)
+
+
+def model_name_problem(model: object) -> str | None:
+    """What is wrong with a model name for the header's optional ``model`` key, or None."""
+    if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+        return (f"must be 1 to {MAX_MODEL_CHARS} characters of a-z, 0-9, '.', '_' or '-', starting with a letter "
+                f"or digit (e.g. {', '.join(MODELS)})")
+    return None
+
+
+_MODEL_NAME = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{MAX_MODEL_CHARS - 1}}}")
+
+
+def _model(header: dict) -> str | None:
+    """The header's optional ``model`` key: absent (older trainers) or a short lowercase name."""
+    if "model" not in header:
+        return None
+    model = header["model"]
+    problem = model_name_problem(model)
+    if problem:
+        raise ProtocolError("model", f"model {problem}")
+    return model
 
 
 def _shape(shape: Any) -> tuple[int, int]:

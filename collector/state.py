@@ -64,6 +64,7 @@ class RunState:
     spaces: dict[str, SpaceState]
     first_seen: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
+    model: str | None = None  # the model the trainer says it trains (the frames' "model"); None: not said
 
     @property
     def last_step(self) -> int:
@@ -115,6 +116,8 @@ class CollectorState:
                 run = self.runs[frame.run] = RunState(frame.run, {s: self._new_space(s) for s in SPACES})
             added = run.spaces[frame.space].buffer.add(frame)
             run.last_seen = time.time()
+            if frame.model is not None:
+                run.model = frame.model
             self.cleared = False
             self.frames_accepted += 1
             if frame.dropped_rows:
@@ -302,7 +305,8 @@ class CollectorState:
         with self.lock:
             run = self.latest_run() if run is None else run
             reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused, "cleared": self.cleared,
-                     "counts": self.counts(run), **self._freshness(run)}
+                     "counts": self.counts(run), "model": self.runs[run].model if run in self.runs else None,
+                     **self._freshness(run)}
             if since is not None and since == self.version:
                 return {**reply, "changed": False}
             reply["changed"] = True
@@ -349,7 +353,8 @@ class CollectorState:
                     "version": self.version, "frames_received": self.frames_received,
                     "frames_accepted": self.frames_accepted, "ingest_busy_s": round(self.ingest_busy_s, 3),
                     "rejects": dict(self.rejects), "dropped_rows": dict(self.dropped_rows),
-                    "projection_errors": dict(self.projection_errors), "runs": runs}
+                    "projection_errors": dict(self.projection_errors), "runs": runs,
+                    "models": {run.name: run.model for run in self.runs.values()}}
 
     def history(self, run: str | None, space: str, version: int | None) -> dict:
         """The frames of one space: summaries, or one frame's points when ``version`` is given."""
@@ -406,7 +411,7 @@ class CollectorState:
         with self.lock:
             ordered = sorted(self.runs.values(), key=lambda r: r.last_seen, reverse=True)
             return [{"run": r.name, "first_seen": r.first_seen, "last_seen": r.last_seen,
-                     "last_step": r.last_step} for r in ordered]
+                     "last_step": r.last_step, "model": r.model} for r in ordered]
 
 
 def _space_payload(state: SpaceState | None) -> dict:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 from acestep_viz.dashboard.colouring import category_codes, marker
+from acestep_viz.dashboard.model_labels import panel_title, snapshot_model
 from acestep_viz.dashboard.selection import highlight, trajectories
 from acestep_viz.dashboard.view import View
 from plotly.subplots import make_subplots
@@ -251,6 +252,9 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -
         for col in (1, 2, 3):  # the default ranges mean nothing yet
             layout[_axis_name("xaxis", col)]["showticklabels"] = False
             layout[_axis_name("yaxis", col)]["showticklabels"] = False
+    model = snapshot_model(snapshot)
+    if model is not None:
+        layout["annotations"][SPACES.index("prompt")]["text"] = panel_title("prompt", model)  # subplot titles first
     run = (snapshot or {}).get("run")
     layout["uirevision"] = f"run:{run}"  # zoom and pan survive updates until the run changes
     layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}

@@ -27,6 +27,7 @@ STAT_LATENT = "viz-stat-latent"
 STAT_LORA = "viz-stat-lora"
 STAT_PROMPT = "viz-stat-prompt"
 STAT_IDS = {"latent": STAT_LATENT, "lora": STAT_LORA, "prompt": STAT_PROMPT}
+STAT_LABEL_PROMPT = "viz-stat-label-prompt"  # "Prompt Space", or "Condition Space" for an ACE-Step 1.5 run
 
 # the figure
 GRAPH = "viz-graph"

@@ -121,7 +121,8 @@ def view_controls() -> dbc.Card:
 
 def stat_box(space: str) -> dbc.Col:
     return dbc.Col(dbc.Card(dbc.CardBody([
-        html.Div(STAT_LABELS[space], className="viz-stat-label"),
+        html.Div(STAT_LABELS[space], className="viz-stat-label",
+                 **({"id": ids.STAT_LABEL_PROMPT} if space == "prompt" else {})),
         html.Div("0 samples", id=ids.STAT_IDS[space], className="viz-stat-value"),
     ]), className="viz-card viz-stat h-100"), md=4, className="mb-3")
 

@@ -83,6 +83,8 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
         else:
             run = (history or {}).get("run") or (seen or {}).get("run")
             snapshot = frame_snapshot(client, cache, run, versions_at(history, position))
+            live = cache.get(snapshot_key((seen or {}).get("run"), (seen or {}).get("version"))) or {}
+            snapshot["model"] = live.get("model")  # names the prompt panel; the scrub asks the collector nothing more
     except CollectorError as exc:  # the poll shows the collector's state in the badge
         log.info("cannot draw: %s", exc)
         raise PreventUpdate from None

@@ -16,7 +16,7 @@ def test_demo_training_fills_all_three_spaces(tmp_path):
             def projected():
                 snap = query(collector.query, {"op": "snapshot", "run": "e2e-run", "since": None})
                 spaces = snap.get("spaces") or {}
-                return snap if snap["run"] == "e2e-run" and all(
+                return snap if snap.get("run") == "e2e-run" and all(
                     spaces[s]["projected"] >= 10 for s in SPACES) else None
             snap = wait_for(projected, timeout=240, interval=1)
             demo.proc.wait(300)

@@ -59,7 +59,7 @@ def merge(group: list[Frame]) -> Frame:
         ids.extend(frame.ids)
     return Frame(run=group[0].run, space=group[0].space, step=last.step, micro_batch=last.micro_batch,
                  rank=group[0].rank, vectors=np.concatenate([f.vectors for f in group]),
-                 ids=ids, columns=columns, sent_at=min(sent, default=0.0))
+                 ids=ids, columns=columns, sent_at=min(sent, default=0.0), model=group[0].model)
 
 
 def _joined(group: list[Frame], sizes: list[int], key: str, fallback: str | None) -> list:

@@ -5,6 +5,10 @@ not a glob captures that module's output whatever its type. In the ``lora`` spac
 selects peft LoRA layers by type (``BaseTunerLayer``), never their ``base_layer`` / ``lora_A``
 children. ``{first}``, ``{mid}`` and ``{last}`` in a path index the module list just before them,
 so ``transformers.transformer_blocks.{last}.attn.to_out.0`` works for any depth.
+
+ACE-Step 1.5 (``acestep15``) trains from precomputed tensors: its latent and prompt (condition)
+spaces are read from the batch, not hooked (``BatchSource``), and its LoRA layers sit in the DiT,
+found by class name wherever Fabric, DDP, peft or torch.compile wrapping has put it.
 """
 from __future__ import annotations
 
@@ -37,17 +41,45 @@ ACESTEP = {
     # Called with keyword arguments; the hook reads attention_mask from kwargs.
     "prompt": ("text_encoder_model",),
 }
-PRESETS = ("acestep",)
+ACESTEP15_DIT_CLASS = "AceStepDiTModel"
+ACESTEP15_DEFAULT_LORA_LAYERS = (
+    "layers.{first}.self_attn.o_proj",
+    "layers.{mid}.self_attn.o_proj",
+    "layers.{last}.self_attn.o_proj",
+)
+ACESTEP15_TIMESTEP_MODULE = "time_embed"  # called as time_embed(timestep) in the DiT's forward
+PRESETS = ("acestep", "acestep15")
+PRESET_MODELS = {"acestep": "acestep", "acestep15": "acestep15"}  # the wire header's model name
 _PLACEHOLDER = re.compile(r"\{(first|mid|last)\}")
 
 
 @dataclass(frozen=True)
+class BatchSource:
+    """A space read from the training batch at step entry: ``batch[key]`` (B, T, D), pooled over the
+    positions where ``batch[mask_key]`` (B, T) is non-zero."""
+
+    key: str
+    mask_key: str | None = None
+
+
+ACESTEP15_BATCH = {
+    "latent": BatchSource("target_latents", "attention_mask"),
+    # the condition encoder's packed output (lyrics, timbre, caption), before the step's CFG dropout
+    "prompt": BatchSource("encoder_hidden_states", "encoder_attention_mask"),
+}
+
+
+@dataclass(frozen=True)
 class SpaceSpec:
-    """What to hook for one space. ``lora_root``: paths may also be given relative to it."""
+    """What to hook for one space. ``lora_root``: paths may also be given relative to it;
+    ``relative_labels``: rows are labelled by their path below ``lora_root``; ``batch``: read from the
+    batch instead of hooked."""
 
     space: str
     patterns: tuple[str, ...]
     lora_root: str = ""
+    relative_labels: bool = False
+    batch: BatchSource | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,7 @@ class Binding:
     module: nn.Module
     lora_layer: nn.Module | None = None  # set for ":delta" bindings: scaling lives on the LoRA layer
     adapter: str | None = None
+    batch: BatchSource | None = None  # set (and module None) for a space read from the batch
 
 
 def space_specs(model: nn.Module, preset: str | None = "acestep",
@@ -72,12 +105,16 @@ def space_specs(model: nn.Module, preset: str | None = "acestep",
         specs = {space: SpaceSpec(space, paths) for space, paths in ACESTEP.items()}
         layers = tuple(lora_layers or ()) or ACESTEP_DEFAULT_LORA_LAYERS
         specs["lora"] = SpaceSpec("lora", layers, ACESTEP_LORA_ROOT)
+    elif preset == "acestep15":
+        specs = {space: SpaceSpec(space, (), batch=source) for space, source in ACESTEP15_BATCH.items()}
+        layers = tuple(lora_layers or ()) or ACESTEP15_DEFAULT_LORA_LAYERS
+        specs["lora"] = SpaceSpec("lora", layers, find_dit(model)[0], relative_labels=True)
     for space, paths in (spaces or {}).items():
         if space not in SPACES:
             raise ValueError(f"unknown space {space!r}; spaces are {', '.join(SPACES)}")
         paths = (paths,) if isinstance(paths, str) else tuple(paths)
-        root = specs[space].lora_root if space in specs else ""
-        specs[space] = SpaceSpec(space, paths, root)
+        preset_spec = specs.get(space, SpaceSpec(space, ()))
+        specs[space] = SpaceSpec(space, paths, preset_spec.lora_root, preset_spec.relative_labels)
     if not specs:
         raise ValueError("nothing to capture: pass preset='acestep' or spaces={'latent'|'lora'|'prompt': [paths]}")
     return specs
@@ -90,13 +127,42 @@ def select_bindings(model: nn.Module, specs: Mapping[str, SpaceSpec], lora_outpu
     modules = dict(model.named_modules())
     bindings: list[Binding] = []
     for spec in specs.values():
+        if spec.batch is not None:
+            bindings.append(Binding(spec.space, spec.batch.key, None, batch=spec.batch))
+            continue
         found = _resolve_spec(model, modules, spec)
+        if spec.relative_labels and spec.lora_root:
+            found = [(_below(name, spec.lora_root), module) for name, module in found]
         if spec.space == "lora":
             found = _one_output_size(found)
             bindings += _lora_bindings(found, lora_output)
         else:
             bindings += [Binding(spec.space, name, module) for name, module in found]
     return bindings
+
+
+def find_dit(model: nn.Module) -> tuple[str, nn.Module]:
+    """(path, module) of ACE-Step 1.5's DiT inside ``model``, found by class name: its path depends on
+    how Fabric (``_forward_module``), DDP (``module``), peft (``base_model.model``) or torch.compile
+    (``_orig_mod``) wrapped the decoder. Raises ValueError if there is none."""
+    for name, module in model.named_modules():
+        if any(cls.__name__ == ACESTEP15_DIT_CLASS for cls in type(module).__mro__):
+            return name, module
+    raise ValueError(f"preset 'acestep15': no {ACESTEP15_DIT_CLASS} inside this {type(model).__name__}; pass "
+                     "the training module (whose .model is the AceStepConditionGenerationModel), the generation "
+                     "model or its decoder")
+
+
+def preset_timestep_module(model: nn.Module, preset: str | None) -> nn.Module | None:
+    """The module whose first argument is the step's timesteps, for presets that have one."""
+    if preset != "acestep15":
+        return None
+    module = getattr(find_dit(model)[1], ACESTEP15_TIMESTEP_MODULE, None)
+    return module if isinstance(module, nn.Module) else None
+
+
+def _below(name: str, root: str) -> str:
+    return name[len(root) + 1:] if root and name.startswith(root + ".") else name
 
 
 def _resolve_spec(model: nn.Module, modules: dict[str, nn.Module], spec: SpaceSpec) -> list[tuple[str, nn.Module]]:

@@ -36,7 +36,7 @@ import zmq
 from acestep_viz.trainer_plugin.coalesce import coalesce
 from acestep_viz.trainer_plugin.step_record import StepRecord, build_frames
 
-from acestep_viz.wire import Frame, check_shape, encode
+from acestep_viz.wire import Frame, check_shape, encode, model_name_problem
 
 log = logging.getLogger("acestep_viz")
 
@@ -130,8 +130,12 @@ class Publisher:
                  frozen_spaces: tuple[str, ...] = ("latent", "prompt"), frozen_cache_rows: int = 20_000,
                  pending_size: int = 1024, drain_s: float = 1.0, linger_ms: int = 250,
                  context: zmq.Context | None = None, poll_s: float = 0.02, batch_s: float = BATCH_S,
-                 curve_dir: str | None = None):
+                 curve_dir: str | None = None, model: str | None = None):
+        problem = model_name_problem(model) if model is not None else None
+        if problem:
+            raise ValueError(f"model={model!r}: {problem}")
         self.endpoint = endpoint
+        self.model = model  # stamped on every frame: the collector learns which model the run trains
         # CurveZMQ client keys (acestep_viz/security.py); default: $ACESTEP_VIZ_CURVE_DIR, else plain tcp
         self.curve_dir = curve_dir if curve_dir is not None else os.environ.get(CURVE_ENV) or None
         self.errors = ErrorLog()
@@ -253,9 +257,10 @@ class Publisher:
             self.errors.record("prepare_frame" if callable(item) else "encode", exc)
             self._dropped_sender += frame_count(item)
             return []
-        now = time.time()
+        now, model = time.time(), self.model
         for frame in frames:
             frame.sent_at = frame.sent_at or now
+            frame.model = frame.model or model
         return frames
 
     def _accept(self, frame: Frame, count: int) -> None:
@@ -344,14 +349,18 @@ class Publisher:
 class MemoryPublisher:
     """Keeps frames in a list instead of sending them: for tests and in-process inspection."""
 
-    def __init__(self):
+    def __init__(self, model: str | None = None):
         self.frames: list[Frame] = []
         self.errors = ErrorLog()
+        self.model = model
         self._closed = False
 
     def publish(self, item: Item) -> bool:
         try:
-            self.frames.extend(frames_of(item, self.errors))
+            frames = frames_of(item, self.errors)
+            for frame in frames:
+                frame.model = frame.model or self.model
+            self.frames.extend(frames)
         except Exception as exc:
             self.errors.record("prepare_frame", exc)
             return False

@@ -54,6 +54,7 @@ from acestep_viz.trainer_plugin.step_record import (
 )
 
 from acestep_viz.processes import ParentWatch, lower_priority
+from acestep_viz.wire import model_name_problem
 
 log = logging.getLogger("acestep_viz")
 
@@ -64,7 +65,7 @@ LINK_HWM = 2000  # link messages on their way to the child; a stuck child costs 
 PARENT_CHECK_S = 1.0
 RELAY_NICENESS = 10
 PUBLISHER_OPTIONS = ("sndhwm", "queue_size", "frozen_spaces", "frozen_cache_rows", "pending_size", "drain_s",
-                     "linger_ms", "poll_s", "batch_s", "curve_dir")
+                     "linger_ms", "poll_s", "batch_s", "curve_dir", "model")
 STEPS, STEPS_NOW, CLOSE, HELLO, STATS = b"steps", b"steps-now", b"close", b"hello", b"stats"
 
 
@@ -76,6 +77,9 @@ class RelayPublisher:
         unknown = sorted(set(options) - set(PUBLISHER_OPTIONS))
         if unknown:
             raise ValueError(f"unknown publisher option(s) {', '.join(unknown)}; known: {', '.join(PUBLISHER_OPTIONS)}")
+        model = options.get("model")
+        if model is not None and model_name_problem(model):
+            raise ValueError(f"model={model!r}: {model_name_problem(model)}")
         context = zmq.Context.instance()
         # the endpoint and CurveZMQ keys are checked here, so that a mistake is an error at attach
         curve_dir = options.get("curve_dir") or os.environ.get(CURVE_ENV) or None

@@ -16,6 +16,9 @@ def _run_name(value) -> str | None:
     return None if value is None else run_name_problem(value)
 
 
+STRICT = Setting("strict", False, "ACE-Step 1.5's `watch` only: make a misconfigured monitor an error; by default it "
+                 "logs one warning and training goes on without it.", parse_bool)
+
 TRAINER_SETTINGS = [
     Setting("enabled", True, "Capture embeddings during training; false turns the monitor off entirely.",
             parse_bool),
@@ -39,8 +42,12 @@ TRAINER_SETTINGS = [
     Setting("curve_dir", None, "Folder with CurveZMQ keys made by `acestep-viz keys` (client.key_secret, server.key) "
             "for a collector started with --curve-dir; read by the publisher (argument: "
             "publisher_options={'curve_dir': ...}).", str),
+    STRICT,
 ]
 
 # `acestep-viz demo` (and `up --demo`): the trainer's endpoint and run, plus these.
+DEMO_MODELS = ("acestep", "acestep15")
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
-DEMO_SETTINGS = (STEPS,)
+MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's trainer.py under a Lightning Trainer) "
+                "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
+DEMO_SETTINGS = (STEPS, MODEL)

@@ -20,6 +20,9 @@ so the training thread never waits for the device. Metadata tensors are copied a
 loop may reuse them before the step's batch is sent.
 With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
 is dropped before any tensor work.
+Spaces a preset reads from the batch instead of a module (ACE-Step 1.5's precomputed latents and
+condition) are taken at ``arm`` and pooled with the hooks' firings; a forward pre-hook on the module
+that receives the timesteps (1.5: the DiT's ``time_embed``) records them for the step.
 No exception escapes a hook or a public method except configuration errors from ``attach``.
 """
 from __future__ import annotations
@@ -36,7 +39,13 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 from acestep_viz.trainer_plugin.pooling import pool_sum
-from acestep_viz.trainer_plugin.presets import Binding, select_bindings, space_specs
+from acestep_viz.trainer_plugin.presets import (
+    PRESET_MODELS,
+    Binding,
+    preset_timestep_module,
+    select_bindings,
+    space_specs,
+)
 from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
 from acestep_viz.trainer_plugin.relay import RelayPublisher
 from acestep_viz.trainer_plugin.settings import SENDERS
@@ -74,6 +83,9 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     lora_output: "output" (the LoRA layer's output), "delta" (the adapter's own contribution,
     lora_B output x scaling) or "both" (layers named "<path>" and "<path>:delta").
     eval_methods: names of methods on ``model`` during which nothing is captured.
+    preset "acestep15" (ACE-Step 1.5): ``model`` is the training module, the generation model or its
+    decoder, before or after ``fabric.setup``; latent and prompt (condition) rows come from the batch
+    given to ``step``, the timesteps from a forward pre-hook on the DiT's ``time_embed``.
     sender: "process" (frames are built and sent by a relay process, off this process's GIL) or
     "thread" (by a thread of this process: no child process, but its Python work competes with training).
     autostart: on the publishing rank, start the sidecar (``acestep-viz up``) when no collector answers
@@ -87,15 +99,17 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
         raise ValueError(f"sender={sender!r}: must be one of {', '.join(SENDERS)}")
     run = check_run_name(run or default_run_name())
     bindings = select_bindings(model, space_specs(model, preset, spaces, lora_layers), lora_output)
+    timestep_module = preset_timestep_module(model, preset)
     rank = default_rank() if rank is None else int(rank)
     active = bool(all_ranks) or rank == 0
     if active and autostart:
         start_sidecar(endpoint)
     if active and publisher is None:
         kind = RelayPublisher if sender == "process" else Publisher
-        publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **dict(publisher_options or {}))
+        options = {"model": PRESET_MODELS[preset]} if preset in PRESET_MODELS else {}
+        publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **{**options, **dict(publisher_options or {})})
     tap = Tap(bindings, publisher, run=run, rank=rank, active=active, every_n_steps=int(every_n_steps),
-              frozen_once=frozen_once, warn_after_steps=int(warn_after_steps))
+              frozen_once=frozen_once, warn_after_steps=int(warn_after_steps), timestep_module=timestep_module)
     tap.suspend_during(model, eval_methods)
     return tap
 
@@ -204,7 +218,8 @@ class Tap:
     """Installed hooks plus their gating; a context manager. Build it with ``attach``."""
 
     def __init__(self, bindings: Sequence[Binding], publisher: Any, run: str, rank: int = 0, active: bool = True,
-                 every_n_steps: int = 1, frozen_once: bool = True, warn_after_steps: int = 20):
+                 every_n_steps: int = 1, frozen_once: bool = True, warn_after_steps: int = 20,
+                 timestep_module: nn.Module | None = None):
         self.run = run
         self.rank = rank
         self.active = active
@@ -231,8 +246,13 @@ class Tap:
         self._rows = dict.fromkeys(self._labels_by_space, 0)  # rows handed to the publisher, per space
         self._steps_seen = self._steps_captured = self._frames_queued = 0
         self._restores: list[Any] = []
+        # spaces read from the batch at ``arm``: (hook point index, batch key, mask key)
+        self._batch_sources = [(i, b.batch.key, b.batch.mask_key) for i, b in enumerate(self.bindings)
+                               if b.batch is not None]
         self._handles = [b.module.register_forward_hook(self._hook_for(i, b), with_kwargs=True)
-                         for i, b in enumerate(self.bindings)] if active else []
+                         for i, b in enumerate(self.bindings) if b.module is not None] if active else []
+        if active and timestep_module is not None:
+            self._handles.append(timestep_module.register_forward_pre_hook(self._timestep_hook, with_kwargs=True))
         self._switches = _hook_switches(self._handles)
         self._place_hooks(False)  # in place while a step is armed (``_armed``) only
         if publisher is not None and not active:
@@ -268,11 +288,18 @@ class Tap:
             self._steps_seen += 1
             if int(global_step) % self.every_n_steps:
                 return False
-            if _is_mapping(batch):
+            batch_is_mapping = _is_mapping(batch)
+            if batch_is_mapping:
                 keys = keys if keys is not None else batch.get("keys")
                 prompts = prompts if prompts is not None else batch.get("prompts")
+                if (keys is None or prompts is None) and "metadata" in batch:
+                    clip_keys, captions = metadata_columns(batch["metadata"])
+                    keys = keys if keys is not None else clip_keys
+                    prompts = prompts if prompts is not None else captions
             self._state = _StepState(int(global_step), int(batch_idx), _strings(keys, MAX_NAME_CHARS),
                                      _strings(prompts, PROMPT_CHARS))
+            if self._batch_sources:
+                self._take_from_batch(self._state, batch if batch_is_mapping else {})
             self._armed = True
             self._capturing = not self._suspend_depth
             self._place_hooks(True)
@@ -281,6 +308,20 @@ class Tap:
             self._errors.record("arm", exc)
             self._state, self._armed, self._capturing = None, False, False
             return False
+
+    def _take_from_batch(self, state: _StepState, batch: Mapping[str, Any]) -> None:
+        """Spaces read from the batch: their tensors become firings, pooled with the hooks' at ``disarm``.
+        Read at step entry, before the step changes anything (ACE-Step 1.5's CFG dropout swaps the
+        condition inside ``training_step``, on its own copy)."""
+        for index, key, mask_key in self._batch_sources:
+            x = batch.get(key)
+            if not isinstance(x, torch.Tensor):
+                self._errors.record(f"batch:{self._points[index].space}",
+                                    KeyError(f"the batch has no tensor {key!r} (keys: {', '.join(map(str, batch))})"))
+                continue
+            mask = batch.get(mask_key) if mask_key else None
+            state.firings.append((index, x, {"attention_mask": mask} if isinstance(mask, torch.Tensor) else None,
+                                  x._version))
 
     def disarm(self) -> None:
         """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
@@ -502,6 +543,22 @@ class Tap:
 
         return hook
 
+    def _timestep_hook(self, module, args, kwargs):
+        """Forward pre-hook on the module called with the step's timesteps (ACE-Step 1.5: the DiT's
+        ``time_embed(timestep)``): the first call of an armed training forward gives the step's timesteps."""
+        if not self._capturing or not torch.is_grad_enabled() or _graph_task_id() != -1:
+            return None
+        state = self._state
+        if state is None or state.timesteps is not None:
+            return None
+        try:
+            timesteps = args[0] if args else kwargs.get("timestep")
+            if isinstance(timesteps, torch.Tensor):
+                self.note(timesteps=timesteps)
+        except Exception as exc:
+            self._errors.record("capture:timestep", exc)
+        return None
+
     def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
         """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
         fired = state.rows_fired[label]
@@ -673,6 +730,16 @@ def _is_mapping(value: Any) -> bool:
     """isinstance(value, Mapping), with the fast check first: an ABC check costs microseconds on a cold
     path, and batches and model outputs are nearly always dicts (ModelOutput subclasses OrderedDict)."""
     return isinstance(value, dict) or isinstance(value, Mapping)
+
+
+def metadata_columns(metadata: Any) -> tuple[list[str] | None, list[str] | None]:
+    """(clip keys, prompts) from ACE-Step 1.5's per-clip ``metadata`` dicts: the key is ``filename``, else
+    the base name of ``audio_path``; the prompt is ``caption``. None where a clip lacks one."""
+    if not isinstance(metadata, (list, tuple)) or not all(_is_mapping(m) for m in metadata):
+        return None, None
+    keys = [m.get("filename") or os.path.basename(str(m.get("audio_path") or "")) for m in metadata]
+    captions = [m.get("caption") for m in metadata]
+    return (keys if all(keys) else None), (captions if all(isinstance(c, str) for c in captions) else None)
 
 
 def _strings(values: Any, limit: int) -> list[str] | None:
