@@ -116,9 +116,7 @@ def test_trainer_fits_three_steps_on_cpu():
     assert math.isfinite(summary["final_loss"])
     assert summary["plot_steps"] == [0]
     assert summary["run"].startswith("demo-")
-    module = grab.module
-    assert module.last_timesteps.shape == module.last_sample_losses.shape == (2,)
-    assert torch.isfinite(module.last_sample_losses).all()
+    assert not hasattr(grab.module, "last_timesteps")  # the real Pipeline keeps timesteps in a local too
     after = grab.lora_b.state_dict()
     assert any(not torch.equal(after[k], v) for k, v in grab.before.items()), "LoRA weights trained"
 
@@ -126,7 +124,7 @@ def test_trainer_fits_three_steps_on_cpu():
 def test_dataset_is_deterministic_and_genre_structured():
     a, b = SyntheticSongs(seed=3), SyntheticSongs(seed=3)
     assert torch.equal(a[7]["wav"], b[7]["wav"]) and a[7]["prompt"] == b[7]["prompt"]
-    assert a[1]["key"] == "metal_00" and a[1]["prompt"].startswith("heavy metal, ")
+    assert a[1]["key"] == "metal_00" and "heavy metal" in a[1]["prompt"]
     items = [a[i] for i in range(4)]
     batch = collate(items)
     assert set(batch) == {"keys", "target_wavs", "wav_lengths", "prompts", "lyric_token_ids", "lyric_masks",
@@ -134,3 +132,20 @@ def test_dataset_is_deterministic_and_genre_structured():
     assert batch["target_wavs"].shape == (4, 2, int(batch["wav_lengths"].max()))
     assert batch["lyric_masks"].sum(1).tolist() == [len(it["lyric_token_ids"]) for it in items]
     assert batch["speaker_embs"].shape == (4, 512)
+
+
+def test_a_clip_comes_back_with_other_prompt_texts_like_acesteps_dataset():
+    """Text2MusicDataset shuffles a clip's tags and picks among its recaptions on every visit;
+    convert2hf_dataset repeats each clip repeat_count times under the same key. The audio stays."""
+    songs = SyntheticSongs(n_clips=6, repeat_count=3)
+    assert len(songs) == 18
+    visits = [songs[i] for i in (1, 7, 13, 1, 1, 1, 1, 1)]  # clip 1 eight times
+    assert {v["key"] for v in visits} == {"metal_00"}
+    assert all(torch.equal(v["wav"], visits[0]["wav"]) for v in visits)
+    texts = {v["prompt"] for v in visits}
+    assert len(texts) > 2
+    shuffled = [t for t in texts if t.count(", ") >= 4]
+    assert shuffled and all(set(t.split(", ")) == set(shuffled[0].split(", ")) for t in shuffled)
+    assert any(", " not in t for t in texts)  # a recaption was picked
+    again = SyntheticSongs(n_clips=6, repeat_count=3)
+    assert [again[i]["prompt"] for i in (1, 7, 13, 1, 1, 1, 1, 1)] == [v["prompt"] for v in visits]

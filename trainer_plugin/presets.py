@@ -37,6 +37,8 @@ ACESTEP = {
     # Called with keyword arguments; the hook reads attention_mask from kwargs.
     "prompt": ("text_encoder_model",),
 }
+# ACE-Step's run_step keeps the step's timesteps in a local and passes them as transformers(timestep=...).
+ACESTEP_TIMESTEP_ROOT = ACESTEP_LORA_ROOT
 PRESETS = ("acestep",)
 _PLACEHOLDER = re.compile(r"\{(first|mid|last)\}")
 
@@ -81,6 +83,16 @@ def space_specs(model: nn.Module, preset: str | None = "acestep",
     if not specs:
         raise ValueError("nothing to capture: pass preset='acestep' or spaces={'latent'|'lora'|'prompt': [paths]}")
     return specs
+
+
+def timestep_module(model: nn.Module, preset: str | None) -> nn.Module | None:
+    """The module whose ``timestep=`` keyword argument carries the step's timesteps (None: not known)."""
+    if preset != "acestep":
+        return None
+    try:
+        return model.get_submodule(ACESTEP_TIMESTEP_ROOT)
+    except AttributeError:
+        return None
 
 
 def select_bindings(model: nn.Module, specs: Mapping[str, SpaceSpec], lora_output: str = "output") -> list[Binding]:

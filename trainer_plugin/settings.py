@@ -33,6 +33,9 @@ TRAINER_SETTINGS = [
     Setting("sender", "process", "Where frames are built and sent: 'process' (a relay process the plugin starts, so "
             "the work never holds the training process's GIL) or 'thread' (a thread of the training process; "
             "for setups that may not start processes).", str, one_of(*SENDERS)),
+    Setting("strict", False, "Make a misconfigured monitor (a bad setting, a module path not found, an invalid "
+            "endpoint) an error; by default it logs one warning and training goes on without the monitor.",
+            parse_bool),
     Setting("curve_dir", None, "Folder with CurveZMQ keys made by `acestep-viz keys` (client.key_secret, server.key) "
             "for a collector started with --curve-dir; read by the publisher (argument: "
             "publisher_options={'curve_dir': ...}).", str),
