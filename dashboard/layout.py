@@ -98,6 +98,13 @@ def view_controls() -> dbc.Card:
             dcc.Dropdown(id=ids.LAYER_FILTER, options=[], value=[], multi=True, placeholder="All layers",
                          className="viz-dropdown viz-layer-filter"),
         ], className="d-flex align-items-center"),
+        html.Div([
+            dbc.Label("Tag", html_for=ids.TAG_SELECT, className="viz-muted mb-0 me-2"),
+            dcc.Dropdown(id=ids.TAG_SELECT, options=[], value=None, placeholder="Most common tag",
+                         className="viz-dropdown viz-tag-select"),
+        ], className="d-flex align-items-center", title="Colour by \"Prompt tag\": points whose prompt has this tag "
+                                                         "stand apart from the rest (latent and LoRA points: "
+                                                         "any of the clip's prompt texts)"),
         dbc.Checklist(id=ids.TRAJECTORY_TOGGLE, options=[{"label": "Trajectories of selected clips", "value": 1}],
                       value=[1], switch=True, className="viz-muted"),
         dbc.Button("Clear Selection", id=ids.CLEAR_SELECTION_BUTTON, color="secondary", outline=True, size="sm",
