@@ -263,7 +263,7 @@ def test_trainer_hookup_round_trip(tmp_path):
     assert "from acestep_viz import EmbeddingMonitor  # acestep-viz\n" in text
     assert "callbacks=[checkpoint_callback, lr_monitor_callback, EmbeddingMonitor()],  # acestep-viz\n" in text
     ours = [line for line in text.splitlines() if "EmbeddingMonitor" in line]
-    assert len(ours) == 2 and all(line.endswith("  # acestep-viz") for line in ours)
+    assert len(ours) == 3 and all(line.endswith("  # acestep-viz") for line in ours)  # import, fallback, call
     assert "already installed" in cli("install", root, "--acestep", acestep).stdout
 
     result = cli("uninstall", root, "--acestep", acestep)
@@ -302,6 +302,37 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
     assert isinstance(seen["callbacks"][-1], EmbeddingMonitor)
 
 
+def test_patched_trainer_still_trains_where_acestep_viz_cannot_be_imported(tmp_path, monkeypatch, capsys):
+    """ACE-Step's Python may lack acestep_viz: the guarded import falls back to Lightning's no-op Callback."""
+    pl = pytest.importorskip("pytorch_lightning")
+    import argparse
+    import runpy
+
+    acestep = checkout(tmp_path, "ace-step")
+    acetrainer.apply(acetrainer.plan_hookup(acestep))
+    for name in [n for n in sys.modules if n == "acestep_viz" or n.startswith("acestep_viz.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "acestep_viz", None)  # "import acestep_viz" raises ImportError
+    seen = {}
+
+    class RecordingTrainer:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def fit(self, model, ckpt_path=None):
+            seen["fitted"] = True
+
+    monkeypatch.setattr(pl, "Trainer", RecordingTrainer)
+    namespace = runpy.run_path(str(acestep / "trainer.py"), run_name="acestep_trainer")
+    namespace["main"](argparse.Namespace(
+        learning_rate=1e-4, max_steps=2, every_n_train_steps=10, logger_dir=str(tmp_path / "logs"),
+        exp_name="t", accelerator="cpu", devices=1, precision="32", accumulate_grad_batches=1, ckpt_path=None,
+        gradient_clip_val=0.5))
+    assert seen["fitted"]
+    assert type(seen["callbacks"][-1]) is pl.Callback  # a no-op callback in the monitor's place
+    assert "no embedding monitor, training goes on without it" in capsys.readouterr().out
+
+
 TRAINER_SHAPES = {
     "one line": "callbacks=[checkpoint_callback],",
     "two on one line": "callbacks=[checkpoint_callback, lr_monitor_callback],",
@@ -329,7 +360,7 @@ def monitor_is_last_callback(source: str) -> bool:
     call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
                 and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Trainer")
     last = next(k for k in call.keywords if k.arg == "callbacks").value.elts[-1]
-    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "acestep_viz"]
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "acestep_viz"]
     return isinstance(last, ast.Call) and last.func.id == "EmbeddingMonitor" and len(imports) == 1
 
 
