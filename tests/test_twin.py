@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,20 @@ def test_a_clip_comes_back_with_other_prompt_texts_like_acesteps_dataset():
     assert any(", " not in t for t in texts)  # a recaption was picked
     again = SyntheticSongs(n_clips=6, repeat_count=3)
     assert [again[i]["prompt"] for i in (1, 7, 13, 1, 1, 1, 1, 1)] == [v["prompt"] for v in visits]
+
+
+def test_prompt_texts_keep_genre_structure_across_visits():
+    """The demo's prompt map still shows genres although each visit draws another text."""
+    pipeline = build_pipeline()
+    songs = SyntheticSongs(n_clips=24, repeat_count=3)
+    items = [songs[i] for i in range(len(songs))]
+    texts, genres = [it["prompt"] for it in items], np.array([it["key"].split("_")[0] for it in items])
+    with torch.no_grad():
+        tokens = pipeline.text_tokenizer(texts, return_tensors="pt", padding=True)
+        hidden = pipeline.text_encoder_model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"][..., None].float()
+        vectors = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    distances = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    assert len(set(texts)) > 24  # clips came back with other texts
+    assert (genres[distances.argmin(1)] == genres).mean() > 0.8  # nearest text: same genre
