@@ -229,7 +229,8 @@ class CollectorState:
             st = state.spaces[space]
             self.version += 1
             proj = Projection(list(saved.keys), np.asarray(saved.coords, np.float64), list(saved.meta), RESTORED,
-                              self.version, saved.projected_at, saved.seconds, saved.step, dict(saved.quality))
+                              self.version, saved.projected_at, saved.seconds, saved.step, dict(saved.quality),
+                              method=getattr(saved, "method", "pacmap"))
             st.history.append(proj)
             st.last_fit_at = time.time()
             return proj
