@@ -173,13 +173,13 @@ class CollectorState:
         if projection_method(len(keys), self.n_neighbors) == "pca":  # a small space: a whole PCA layout, cheap
             space.force, space.last_fit_at, space.seen_keys = False, now, frozenset(keys)
             return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, True, "small", "pca")
-        if prev is not None and prev.method == "pca":  # grown past PCA: PaCMAP's first fit of the space
-            if not full_allowed:
-                return None
-            space.force = True
+        grown = prev is not None and prev.method == "pca"  # grown past PCA: PaCMAP's first fit, never a placement
+        if grown and not full_allowed:
+            return None
         rows = self._placement_rows(space, keys)
         change = map_change(space.full_keys, [keys[i] for i in rows]) if space.full_keys and prev else None
-        reason = full_fit_reason(change, now - space.full_fit_at, self.refit_policy, space.force, self.min_points)
+        reason = "grown" if grown else full_fit_reason(change, now - space.full_fit_at, self.refit_policy,
+                                                       space.force, self.min_points)
         if reason is not None and not full_allowed and (prev is None or reason in ("first", "requested",
                                                                                    "too_few_kept")):
             return None

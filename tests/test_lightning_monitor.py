@@ -67,6 +67,8 @@ def test_frames_of_all_three_spaces_reach_a_subscriber():
     lora = collector.rows("lora")
     assert Counter((r["step"], r["micro_batch"]) for r in lora) == {(0, 0): 6, (1, 1): 6, (2, 2): 6, (3, 3): 6}
     assert all(len(r["vector"]) == 64 and {"timestep", "loss", "layer", "prompt"} <= set(r) for r in lora)
+    # timesteps come from the transformer's timestep= argument (the twin, like ACE-Step, keeps them in a local)
+    assert all(isinstance(r["timestep"], float) and 0 < r["timestep"] <= 1000 for r in lora)
     stats = monitor.stats()
     assert stats["errors"] == {} and stats["frames_dropped"] == 0 and stats["frames_sent"] == 12
     assert hook_count(pipeline) == 0 and "plot_step" not in vars(pipeline)  # teardown cleaned up

@@ -204,4 +204,4 @@ def test_two_rows_draw_no_map_and_a_grown_space_gets_its_first_pacmap_fit():
     install_fake(state, job)
     state.accept(frame("latent", [f"n{i}" for i in range(20)], rng))
     (job,) = state.due_fits(3.0, 0.0)
-    assert job.full and job.method == "pacmap"  # never placed on a PCA map
+    assert job.full and job.method == "pacmap" and job.reason == "grown"  # never placed on a PCA map

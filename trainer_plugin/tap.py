@@ -220,7 +220,6 @@ class Tap:
         self._labels_by_space: dict[str, list[str]] = {}  # built once: flush reads it every step
         for binding in self.bindings:
             self._labels_by_space.setdefault(binding.space, []).append(binding.label)
-        self._index_of = {b.label: i for i, b in enumerate(self.bindings)}
         self._points = [_HookPoint(b.space, b.label, order, frozen_once and b.space in FROZEN_SPACES, b.lora_layer,
                                    b.adapter) for order, b in enumerate(self.bindings)]
         self._publisher = publisher if active else None
@@ -324,7 +323,7 @@ class Tap:
             try:
                 first_key = fired.get(label, 0)
                 fired[label] = first_key + (x.shape[0] if x.dim() > 1 else 1)
-                if point.once and self._all_sent(space, label, state, first_key):
+                if point.once and self._all_sent(point, state, first_key):
                     continue  # a clip already sent: no pooling, no copy
                 captured[space] += 1
                 if x._version != version:
@@ -525,9 +524,9 @@ class Tap:
             self._state.timestep_input = timestep  # the first call of the step is the training forward
         return None
 
-    def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
+    def _all_sent(self, point: _HookPoint, state: _StepState, first_key: int) -> bool:
         """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
-        point, fired = self._points[self._index_of[label]], state.rows_fired[label]
+        fired = state.rows_fired[point.label]
         return all(_frozen_key(point, state, key) in self._seen_frozen for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
