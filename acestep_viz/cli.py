@@ -141,6 +141,7 @@ def cmd_collector(flags: dict) -> int:
     check_curve_dir(cfg["curve_dir"], server=True)
     collector = Collector(curve_dir=cfg["curve_dir"], ingest=cfg["ingest"], query=cfg["query"], store_dir=cfg["store"],
                           buffer_size=cfg["buffer_size"], n_neighbors=cfg["n_neighbors"],
+                          prompt_variants_per_clip=cfg["prompt_variants_per_clip"],
                           projection_interval_s=cfg["projection_interval_s"],
                           max_fit_points=cfg["max_fit_points"], history_size=cfg["history_size"],
                           retention_days=cfg["retention_days"], retention_max_mb=cfg["retention_max_mb"],

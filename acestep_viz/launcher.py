@@ -43,6 +43,7 @@ class Stack:
         curve = ["--curve-dir", c["curve_dir"]] if c.get("curve_dir") else []
         self._spawn("collector", "collector", "--ingest", c["ingest"], "--query", c["query"], "--store", c["store"],
                     "--buffer-size", str(c["buffer_size"]), "--n-neighbors", str(c["n_neighbors"]),
+                    "--prompt-variants-per-clip", str(c["prompt_variants_per_clip"]),
                     "--projection-interval-s", str(c["projection_interval_s"]),
                     "--max-fit-points", str(c["max_fit_points"]), "--history-size", str(c["history_size"]),
                     "--refit-new-share", str(c["refit_new_share"]), "--refit-interval-s", str(c["refit_interval_s"]),

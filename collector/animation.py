@@ -37,7 +37,8 @@ def render_gif(history: dict[str, Sequence], frame_ms: int = FRAME_MS) -> bytes:
         raise ValueError("nothing to animate: no space of this run has been projected yet")
     step_range = _step_range(history)
     limits = {space: _limits(frames) for space, frames in history.items() if frames}
-    drawn = {space: [(frame.step, len(frame.meta), _points(frame, limits[space], step_range)) for frame in frames]
+    drawn = {space: [(frame.step, len(frame.meta), _points(frame, limits[space], step_range),
+                      getattr(frame, "method", "pacmap")) for frame in frames]
              for space, frames in history.items()}
     background = _background()
     pictures = [_picture(step, {space: _at_step(frames, step) for space, frames in drawn.items()}, background)
@@ -121,7 +122,8 @@ def _picture(step: int, shown: dict, background: np.ndarray) -> Image.Image:
     _centred(draw, f"step {step}", WIDTH / 2, 10, _TEXT, 18)
     for index, (space, title) in enumerate(PANELS):
         frame = shown.get(space)
-        note = f"{frame[1]} points" if frame is not None else "not projected yet"
+        note = "not projected yet" if frame is None else f"PCA, {frame[1]} points" if frame[3] == "pca" else (
+            f"{frame[1]} points")
         _centred(draw, f"{title}  ({note})", GAP + index * (SIDE + GAP) + SIDE / 2, TOP - 24, _MUTED, 12)
     return image
 

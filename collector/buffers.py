@@ -1,7 +1,11 @@
 """Bounded per-(run, space) buffers of pooled vectors and their row metadata.
 
-Frozen spaces (latent, prompt) keep one row per clip key: the audio autoencoder and the text
-encoder do not train, so a clip's vector never changes and later copies only refresh metadata.
+Frozen spaces keep one row per identity: the audio autoencoder and the text encoder do not train,
+so a row's vector never changes and later copies only refresh metadata. A latent row is a clip; a
+prompt row is a (clip, prompt text) pair, since ACE-Step draws a new prompt text for a clip on
+every visit (shuffled tags, a random recaption). A clip keeps at most ``variants_per_clip`` prompt
+texts; the oldest goes first. Every row's ``id`` stays the clip, so the dashboard treats a clip's
+variants as one clip.
 The LoRA space keeps one row per (clip, layer, step, micro-batch, rank) in a ring: when full,
 the oldest rows are overwritten. Vectors live in one preallocated float16 matrix per buffer.
 
@@ -13,10 +17,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from acestep_viz.wire import FROZEN_SPACES, Frame
+
+VARIANT_SEPARATOR = "\x1f"  # between clip and prompt text in a prompt row's key: no clip id or prompt holds it
+DEFAULT_VARIANTS_PER_CLIP = 8
 
 
 class BufferReject(ValueError):
@@ -35,7 +43,9 @@ class FrameRows:
         self.step, self.micro_batch, self.rank, self.sent_at = frame.step, frame.micro_batch, frame.rank, frame.sent_at
 
     def keys(self, space: str) -> list[str]:
-        """Identity of each row: the clip for frozen spaces, the full capture for the LoRA space."""
+        """Identity of each row: the clip (latent), the clip and its prompt text (prompt), the full capture (LoRA)."""
+        if space == "prompt" and self.columns.get("prompt") is not None:
+            return [variant_key(clip, prompt) for clip, prompt in zip(self.ids, self.column("prompt", ""))]
         if space in FROZEN_SPACES:
             return self.ids
         steps, micro_batches = self.column("step", self.step), self.column("micro_batch", self.micro_batch)
@@ -62,10 +72,15 @@ class FrameRows:
         return default if value is None else value
 
 
+def variant_key(clip: str, prompt: str) -> str:
+    return f"{clip}{VARIANT_SEPARATOR}{prompt}"
+
+
 @dataclass
 class SpaceBuffer:
     space: str
     capacity: int
+    variants_per_clip: int = DEFAULT_VARIANTS_PER_CLIP  # prompt space: texts kept per clip
     dim: int | None = None
     vectors: np.ndarray | None = None
     keys: list[str | None] = field(default_factory=list)  # row key per slot, None when free
@@ -77,6 +92,7 @@ class SpaceBuffer:
     received: int = 0  # rows ever offered, duplicates included
     last_step: int = -1
     changed_at: float = 0.0
+    variants: dict[str, dict[str, None]] = field(default_factory=dict)  # prompt space: clip -> its keys, oldest first
     generation: int = 0  # bumps on every change, never goes back; the projector compares it
     cleared_at: int = 0  # generation of the last clear: older fit jobs are stale
 
@@ -105,6 +121,8 @@ class SpaceBuffer:
             added = rows
         else:
             added = self._upsert(keys, frame.vectors, source)
+        if self.space == "prompt":
+            added = max(0, added - self._bound_variants(frame.ids, keys))
         self.received += rows
         self.last_step = max(self.last_step, frame.step)
         self.changed_at = time.time()
@@ -113,7 +131,7 @@ class SpaceBuffer:
 
     def clear(self) -> None:
         generation = self.generation + 1
-        self.__init__(space=self.space, capacity=self.capacity)
+        self.__init__(space=self.space, capacity=self.capacity, variants_per_clip=self.variants_per_clip)
         self.generation = self.cleared_at = generation
 
     def resize(self, capacity: int) -> None:
@@ -200,6 +218,28 @@ class SpaceBuffer:
         for row, slot in enumerate(slots):
             self.sources[slot], self.source_rows[slot], self.meta[slot] = source, row, None
         return added
+
+    def _bound_variants(self, clips: Sequence[str], keys: Sequence[str]) -> int:
+        """Keep each clip's newest ``variants_per_clip`` prompt rows; returns how many rows of this frame that
+        dropped at once (a frame holding more new texts of one clip than the bound)."""
+        touched = {}
+        for clip, key in zip(clips, keys):
+            order = touched[clip] = self.variants.setdefault(clip, {})
+            order.setdefault(key, None)
+        dropped = 0
+        fresh = set(keys)
+        for clip, order in touched.items():
+            live = [key for key in order if key in self.slot_of]  # the ring may have overwritten some
+            while len(live) > self.variants_per_clip:
+                oldest = live.pop(0)
+                self._free(oldest)
+                dropped += oldest in fresh
+            self.variants[clip] = dict.fromkeys(live)
+        return dropped
+
+    def _free(self, key: str) -> None:
+        slot = self.slot_of.pop(key)
+        self.keys[slot], self.sources[slot], self.meta[slot] = None, None, None
 
     def _claim_slot(self, key: str) -> int:
         slot = self.next_slot

@@ -27,6 +27,10 @@ QUERY = Setting("query", DEFAULT_QUERY, "ZeroMQ endpoint the collector binds to 
                 check=zmq_endpoint)
 BUFFER_SIZE = Setting("buffer_size", 2000, "rows kept per run and space; the oldest go first",
                       parse=int, check=at_least(10))
+PROMPT_VARIANTS = Setting("prompt_variants_per_clip", 8,
+                          "prompt texts kept per clip in the prompt space (ACE-Step shuffles a clip's tags and picks "
+                          "a recaption on every visit, so one clip has many); the oldest goes first",
+                          parse=int, check=at_least(1))
 N_NEIGHBORS = Setting("n_neighbors", 10, "PaCMAP n_neighbors", parse=int, check=at_least(2))
 PROJECTION_INTERVAL = Setting("projection_interval_s", 1.0,
                               "least time between two fits of the same space, seconds",
@@ -54,6 +58,6 @@ NUMBA_CACHE = Setting("numba_cache_dir", default_numba_cache(),
                       "writable directory for PaCMAP's compiled kernels (start-up drops from ~25 s to a few)",
                       doc_default=NUMBA_CACHE_DOC)
 
-COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, N_NEIGHBORS, PROJECTION_INTERVAL, MAX_FIT_POINTS,
-                      HISTORY_SIZE, REFIT_NEW_SHARE, REFIT_INTERVAL_S, RETENTION_DAYS, RETENTION_MAX_MB,
+COLLECTOR_SETTINGS = (INGEST, QUERY, STORE, BUFFER_SIZE, PROMPT_VARIANTS, N_NEIGHBORS, PROJECTION_INTERVAL,
+                      MAX_FIT_POINTS, HISTORY_SIZE, REFIT_NEW_SHARE, REFIT_INTERVAL_S, RETENTION_DAYS, RETENTION_MAX_MB,
                       NUMBA_CACHE, ALLOW_REMOTE, CURVE_DIR)

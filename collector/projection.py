@@ -1,7 +1,10 @@
-"""Projection maths: PaCMAP fits and keeping consecutive layouts in the same frame.
+"""Projection maths: PaCMAP fits, PCA layouts of small spaces, and keeping consecutive layouts
+in the same frame.
 
 Pure functions over numpy arrays; the collector runs ``fit_layout`` in a separate worker
-process so that ingest never waits for a fit.
+process so that ingest never waits for a fit. LoRA datasets often hold 5 to 9 clips, and the
+latent and prompt spaces hold about one row per clip: below PaCMAP's useful size a space is
+laid out by PCA (``projection_method``), so every map appears from ``MIN_POINTS`` rows on.
 """
 from __future__ import annotations
 
@@ -10,8 +13,28 @@ import warnings
 import numpy as np
 from acestep_viz.collector.placement import extend_layout
 
-MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
+MIN_POINTS = 3  # the fewest rows a map is drawn from (by PCA)
+PACMAP_MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
+METHODS = ("pacmap", "pca")
 WARM_START_MIN_SHARED = 0.5  # reuse the previous arrangement when at least half the rows are old
+
+
+def projection_method(rows: int, n_neighbors: int = 10) -> str:
+    """"pca" below PaCMAP's useful size (fewer than 10 rows, or than n_neighbors + 1), else "pacmap"."""
+    return "pca" if rows < max(PACMAP_MIN_POINTS, n_neighbors + 1) else "pacmap"
+
+
+def pca_layout(vectors: np.ndarray) -> np.ndarray:
+    """2-D coordinates (n, 2) on the first two principal components; a missing component stays 0."""
+    data = np.asarray(vectors, dtype=np.float64)
+    coords = np.zeros((data.shape[0], 2))
+    if data.shape[0] < 2:
+        return coords
+    centred = data - data.mean(axis=0)
+    u, sigma, _ = np.linalg.svd(centred, full_matrices=False)
+    components = min(2, len(sigma))
+    coords[:, :components] = u[:, :components] * sigma[:components]
+    return coords
 
 
 def fit_layout(vectors: np.ndarray, n_neighbors: int = 10, init: np.ndarray | None = None,
@@ -21,8 +44,8 @@ def fit_layout(vectors: np.ndarray, n_neighbors: int = 10, init: np.ndarray | No
     import pacmap
 
     n = vectors.shape[0]
-    if n < MIN_POINTS:
-        raise ValueError(f"need at least {MIN_POINTS} points to project, got {n}")
+    if n < PACMAP_MIN_POINTS:
+        raise ValueError(f"PaCMAP needs at least {PACMAP_MIN_POINTS} points, got {n}: use pca_layout")
     kwargs = {"n_components": 2, "n_neighbors": min(n_neighbors, n - 1), "verbose": False}
     if num_iters is not None:
         kwargs["num_iters"] = num_iters

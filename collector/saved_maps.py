@@ -34,6 +34,7 @@ class SavedMap:
     seconds: float = 0.0
     projected_at: float = 0.0
     quality: dict = field(default_factory=dict)
+    method: str = "pacmap"  # "pca" for a space too small for PaCMAP
 
 
 def save_map(path: Path, saved) -> None:
@@ -43,7 +44,7 @@ def save_map(path: Path, saved) -> None:
               "meta": np.array(json.dumps(saved.meta, separators=(",", ":"))),
               "quality": np.array(json.dumps(saved.quality, separators=(",", ":"))),
               "step": np.int64(saved.step), "seconds": np.float64(saved.seconds),
-              "projected_at": np.float64(saved.projected_at)}
+              "projected_at": np.float64(saved.projected_at), "method": np.array(str(saved.method))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -62,6 +63,7 @@ def load_map(path: Path) -> SavedMap:
             meta = json.loads(str(data["meta"]))
             quality = json.loads(str(data["quality"]))
             step, seconds, at = int(data["step"]), float(data["seconds"]), float(data["projected_at"])
+            method = str(data["method"]) if "method" in data.files else "pacmap"
     except (OSError, KeyError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     if coords.shape != (len(keys), 2) or not np.isfinite(coords).all():
@@ -70,7 +72,9 @@ def load_map(path: Path) -> SavedMap:
         raise ValueError(f"{path}: metadata does not hold one object per key")
     if not isinstance(quality, dict) or not math.isfinite(seconds) or not math.isfinite(at):
         raise ValueError(f"{path}: bad quality or timing fields")
-    return SavedMap(keys, coords, meta, step, seconds, at, quality)
+    if method not in ("pacmap", "pca"):
+        raise ValueError(f"{path}: unknown projection method {method!r}")
+    return SavedMap(keys, coords, meta, step, seconds, at, quality, method)
 
 
 def save_due(version: int, saved: tuple[int, float] | None, now: float, every_s: float, force: bool) -> bool:

@@ -16,7 +16,7 @@ from acestep_viz.collector.buffers import BufferReject
 from acestep_viz.collector.exports import write_gif, write_npz, write_tensorboard
 from acestep_viz.collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from acestep_viz.collector.placement import RefitPolicy, extend_layout
-from acestep_viz.collector.projection import align_to_previous, warm_start
+from acestep_viz.collector.projection import MIN_POINTS, align_to_previous, pca_layout, warm_start
 from acestep_viz.collector.projector import Projector, ProjectorError
 from acestep_viz.collector.quality import latest_by_key, neighbour_overlap, relative_drift
 from acestep_viz.collector.saved_maps import MapSaver, load_map
@@ -35,18 +35,20 @@ MAX_REQUEST_BYTES = 64 * 1024
 
 class Collector:
     def __init__(self, ingest: str, query: str, store_dir: str, buffer_size: int = 2000,
-                 n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = 10,
+                 n_neighbors: int = 10, projection_interval_s: float = 1.0, min_points: int = MIN_POINTS,
                  numba_cache_dir: str | None = None, rcvhwm: int = 100_000, max_fit_points: int = 3000,
                  history_size: int = 100, curve_dir: str | None = None,
                  retention_days: float = RETENTION_DAYS.default, retention_max_mb: float = RETENTION_MAX_MB.default,
-                 refit_policy: RefitPolicy | None = None):
+                 refit_policy: RefitPolicy | None = None, prompt_variants_per_clip: int = 8):
         self.ingest_endpoint, self.query_endpoint = ingest, query
         self.curve_dir = curve_dir  # CurveZMQ keys (acestep_viz/security.py); None: plain sockets
         self._auth = None
         self.n_neighbors = n_neighbors
         self.projection_interval_s = projection_interval_s
         self.state = CollectorState(buffer_size=buffer_size, min_points=min_points, max_fit_points=max_fit_points,
-                                    history_size=history_size, refit_policy=refit_policy)
+                                    history_size=history_size, refit_policy=refit_policy,
+                                    prompt_variants_per_clip=prompt_variants_per_clip)
+        self.state.n_neighbors = n_neighbors
         self.store = RunStore(store_dir)
         self.maps = MapSaver(self.store.map_path)
         self.projector = Projector(numba_cache_dir)
@@ -216,6 +218,9 @@ class Collector:
         if not job.full:
             self._place(job)
             return
+        if job.method == "pca":
+            self._pca(job)
+            return
         prev = job.previous
         init = warm_start(prev.keys, prev.coords, job.keys, job.vectors) if prev is not None else None
         try:
@@ -231,6 +236,14 @@ class Collector:
         if prev is not None:
             coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
         self.state.install(job, coords, seconds, self._quality(job, coords))
+
+    def _pca(self, job: FitJob) -> None:
+        """A space too small for PaCMAP: its PCA layout, turned to match the previous map."""
+        started = time.perf_counter()
+        coords = pca_layout(job.vectors)
+        if job.previous is not None:
+            coords = align_to_previous(job.previous.keys, job.previous.coords, job.keys, coords)
+        self.state.install(job, coords, time.perf_counter() - started, self._quality(job, coords))
 
     def _place(self, job: FitJob) -> None:
         """Keep the previous map's points exactly where they are and place the new rows among them."""
@@ -368,7 +381,7 @@ class Collector:
                 changed[setting.name] = setting.convert(request[setting.name], setting.name)
         if not changed:
             raise ValueError("set takes n_neighbors, projection_interval_s and/or buffer_size")
-        self.n_neighbors = changed.get("n_neighbors", self.n_neighbors)
+        self.n_neighbors = self.state.n_neighbors = changed.get("n_neighbors", self.n_neighbors)
         self.projection_interval_s = changed.get("projection_interval_s", self.projection_interval_s)
         self.state.configure(buffer_size=changed.get("buffer_size"))
         if "n_neighbors" in changed:

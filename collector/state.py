@@ -11,9 +11,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from acestep_viz.collector.buffers import SpaceBuffer
+from acestep_viz.collector.buffers import DEFAULT_VARIANTS_PER_CLIP, SpaceBuffer
 from acestep_viz.collector.placement import RefitPolicy, full_fit_reason, map_change
-from acestep_viz.collector.projection import MIN_POINTS
+from acestep_viz.collector.projection import MIN_POINTS, projection_method
 from acestep_viz.collector.quality import cap_rows
 
 from acestep_viz.wire import SPACES, Frame
@@ -33,13 +33,14 @@ class Projection:
     seconds: float
     step: int = -1  # newest training step among its rows
     quality: dict = field(default_factory=dict)  # neighbour_overlap, lora_drift
-    fit: str = "full"  # "full": a PaCMAP fit; "placed": the previous map with new rows placed on it
+    fit: str = "full"  # "full": a whole new layout; "placed": the previous map with new rows placed on it
     placed: int = 0  # rows placed since the last full fit
+    method: str = "pacmap"  # what drew it: "pacmap", or "pca" for a space too small for PaCMAP
 
     def summary(self) -> dict:
         return {"version": self.version, "step": self.step, "projected_at": self.projected_at,
                 "seconds": round(self.seconds, 4), "points": len(self.keys), "fit": self.fit,
-                "placed": self.placed, **self.quality}
+                "placed": self.placed, "method": self.method, **self.quality}
 
 
 @dataclass
@@ -83,12 +84,16 @@ class FitJob:
     previous: Projection | None
     full: bool = True  # False: place the new rows on ``previous``, keep its points where they are
     reason: str = ""  # why a full fit (collector/placement.py: full_fit_reason)
+    method: str = "pacmap"  # "pca": too few rows for PaCMAP (collector/projection.py: projection_method)
 
 
 class CollectorState:
     def __init__(self, buffer_size: int = 2000, min_points: int = MIN_POINTS, max_fit_points: int = 3000,
-                 history_size: int = 100, refit_policy: RefitPolicy | None = None):
+                 history_size: int = 100, refit_policy: RefitPolicy | None = None,
+                 prompt_variants_per_clip: int = DEFAULT_VARIANTS_PER_CLIP):
         self.lock = threading.RLock()
+        self.prompt_variants_per_clip = prompt_variants_per_clip
+        self.n_neighbors = 10  # the service's PaCMAP n_neighbors: below n_neighbors + 1 rows a map is PCA
         self.refit_policy = refit_policy or RefitPolicy()
         self.buffer_size = buffer_size
         self.max_fit_points = max_fit_points
@@ -131,7 +136,8 @@ class CollectorState:
             return None if state is None else {name: st.buffer.snapshot() for name, st in state.spaces.items()}
 
     def _new_space(self, space: str) -> SpaceState:
-        return SpaceState(SpaceBuffer(space, self.buffer_size), deque(maxlen=self.history_size))
+        return SpaceState(SpaceBuffer(space, self.buffer_size, self.prompt_variants_per_clip),
+                          deque(maxlen=self.history_size))
 
     def reject(self, reason: str) -> None:
         with self.lock:
@@ -151,7 +157,7 @@ class CollectorState:
             for _, run, name, space in sorted(due, key=lambda d: d[0]):
                 job = self._fit_job(run, name, space, now, full_allowed=len(fulls) < max_full)
                 if job is not None:
-                    (fulls if job.full else placements).append(job)
+                    (fulls if job.full and job.method == "pacmap" else placements).append(job)
         return placements + fulls
 
     def _is_due(self, space: SpaceState, now: float, min_interval_s: float) -> bool:
@@ -167,9 +173,16 @@ class CollectorState:
         has to wait for the next round)."""
         vectors, keys, meta = space.buffer.snapshot()
         prev = space.projection
+        if projection_method(len(keys), self.n_neighbors) == "pca":  # a small space: a whole PCA layout, cheap
+            space.force, space.last_fit_at, space.seen_keys = False, now, frozenset(keys)
+            return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, True, "small", "pca")
+        grown = prev is not None and prev.method == "pca"  # grown past PCA: PaCMAP's first fit, never a placement
+        if grown and not full_allowed:
+            return None
         rows = self._placement_rows(space, keys)
         change = map_change(space.full_keys, [keys[i] for i in rows]) if space.full_keys and prev else None
-        reason = full_fit_reason(change, now - space.full_fit_at, self.refit_policy, space.force, self.min_points)
+        reason = "grown" if grown else full_fit_reason(change, now - space.full_fit_at, self.refit_policy,
+                                                       space.force, self.min_points)
         if reason is not None and not full_allowed and (prev is None or reason in ("first", "requested",
                                                                                    "too_few_kept")):
             return None
@@ -206,7 +219,7 @@ class CollectorState:
                 placed = sum(k not in space.full_keys for k in job.keys)
             space.history.append(Projection(job.keys, coords, job.meta, job.generation, self.version,
                                             time.time(), seconds, step, quality or {},
-                                            "full" if job.full else "placed", placed))
+                                            "full" if job.full else "placed", placed, job.method))
 
     def restore(self, run: str, space: str, saved) -> Projection | None:
         """Install a map an earlier collector saved (collector/saved_maps.py) as the current one, so
@@ -219,7 +232,8 @@ class CollectorState:
             st = state.spaces[space]
             self.version += 1
             proj = Projection(list(saved.keys), np.asarray(saved.coords, np.float64), list(saved.meta), RESTORED,
-                              self.version, saved.projected_at, saved.seconds, saved.step, dict(saved.quality))
+                              self.version, saved.projected_at, saved.seconds, saved.step, dict(saved.quality),
+                              method=getattr(saved, "method", "pacmap"))
             st.history.append(proj)
             st.last_fit_at = time.time()
             return proj
@@ -298,7 +312,8 @@ class CollectorState:
             for name in SPACES:
                 st = state.spaces[name] if state else None
                 result[name] = {"buffered": st.buffer.size if st else 0,
-                                "projected": len(st.projection.keys) if st and st.projection else 0}
+                                "projected": len(st.projection.keys) if st and st.projection else 0,
+                                "method": st.projection.method if st and st.projection else None}
             return result
 
     def snapshot(self, run: str | None, since: int | None) -> dict:
@@ -424,7 +439,7 @@ def _space_payload(state: SpaceState | None) -> dict:
     if proj is None:
         return payload
     return {**payload, "projected": len(proj.keys), "projected_at": proj.projected_at, "quality": proj.quality,
-            "frames": len(state.history), "points": _points(proj)}
+            "method": proj.method, "frames": len(state.history), "points": _points(proj)}
 
 
 def _points(proj: Projection) -> dict:

@@ -1,7 +1,8 @@
 """Marker colours for one panel: a continuous field on a colour scale, or categories as codes.
 
-Categories (layer, prompt tag, clip) become integer codes in natural order on the panel's
-colour scale, with their names as colour-bar ticks when there are few enough to read.
+Categories (layer, clip) become integer codes in natural order on the panel's colour scale, with
+their names as colour-bar ticks when there are few enough to read. A chosen prompt tag splits the
+points in two: with the tag and without it (dashboard/tags.py decides which is which).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
-from acestep_viz.dashboard.view import COLOUR_CHOICES, CONTINUOUS, prompt_tag
+from acestep_viz.dashboard.view import COLOUR_CHOICES, CONTINUOUS
 from plotly.colors import get_colorscale
 
 MAX_TICK_LABELS = 12
@@ -34,8 +35,6 @@ def category_codes(values: Sequence[Any]) -> tuple[list[int], list[str]]:
 
 
 def field_values(points: Mapping[str, Sequence], colour_by: str) -> list:
-    if colour_by == "tag":
-        return [prompt_tag(p) for p in points["prompt"]]
     if colour_by == "clip":
         return list(points["id"])
     return list(points[colour_by])
@@ -68,13 +67,28 @@ def tick_names(names: Sequence[str]) -> list[str]:
     return [s if len(s) <= TICK_CHARS else "…" + s[-(TICK_CHARS - 1):] for s in short]
 
 
+def tag_marker(flags: Sequence[bool | None], tag: str | None) -> dict:
+    """Colour codes for "has the tag" (1) and "has not" (0; unknown too), with both named on the colour bar."""
+    if tag is None:
+        return dict(color=[0] * len(flags), cmin=0, cmax=1, title="Prompt tag (no tags in the prompts)",
+                    ticks=([0], ["no tags"]))
+    return dict(color=[1 if flag else 0 for flag in flags], cmin=0, cmax=1, title=f"Tag: {tag}",
+                ticks=([0, 1], [f"without {tag}", f"with {tag}"]))
+
+
 def marker(colour_by: str, colorscale: str, points: Mapping[str, Sequence], domain: Sequence[float],
-           inert) -> dict:
-    """Plotly marker settings colouring ``points`` by ``colour_by``; ``inert`` escapes tick text."""
+           inert, tag: str | None = None) -> dict:
+    """Plotly marker settings colouring ``points`` by ``colour_by``; ``inert`` escapes tick text. For "tag",
+    ``points["has_tag"]`` says which points have ``tag`` (dashboard/tags.py: has_tag)."""
     # plotly.js knows only some scale names (not Plasma): always send the explicit list.
     # The thin light outline keeps the dark low end of each scale visible on the dark plot.
     base = dict(size=5, colorscale=[list(stop) for stop in _scale(colorscale)], showscale=True, opacity=0.9,
                 line=dict(width=0.5, color="rgba(229, 231, 235, 0.35)"))
+    if colour_by == "tag":
+        split = tag_marker(points.get("has_tag") or [None] * len(points["x"]), tag)
+        ticks = (split["ticks"][0], [inert(text) for text in split["ticks"][1]])
+        return base | dict(color=split["color"], cmin=split["cmin"], cmax=split["cmax"],
+                           colorbar=_colour_bar(inert(split["title"]), domain, 1, ticks))
     values = field_values(points, colour_by)
     title = COLOUR_CHOICES[colour_by]
     if colour_by in CONTINUOUS:

@@ -16,12 +16,13 @@ import plotly.graph_objects as go
 from acestep_viz.dashboard.colouring import category_codes, marker
 from acestep_viz.dashboard.model_labels import panel_title, snapshot_model
 from acestep_viz.dashboard.selection import highlight, trajectories
+from acestep_viz.dashboard.tags import chosen_tag, clip_tags, has_tag, tag_counts
 from acestep_viz.dashboard.view import View
 from plotly.subplots import make_subplots
 
 from acestep_viz.wire import SPACES
 
-MIN_POINTS = 10
+MIN_POINTS = 3  # the collector draws a map from 3 rows on: PCA below PaCMAP's useful size
 PROMPT_CHARS = 60
 
 PALETTE = {
@@ -86,11 +87,27 @@ def space_points(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, li
     return columns
 
 
-def space_counts(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, int]:
-    """{"buffered": n, "projected": n} for one space, from "counts" or "spaces"."""
+def space_counts(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, Any]:
+    """{"buffered": n, "projected": n, "method": "pacmap"|"pca"|None} for one space, from "counts" or "spaces"."""
     snapshot = snapshot or {}
     entry = (snapshot.get("counts") or {}).get(space) or (snapshot.get("spaces") or {}).get(space) or {}
-    return {"buffered": int(entry.get("buffered") or 0), "projected": int(entry.get("projected") or 0)}
+    return {"buffered": int(entry.get("buffered") or 0), "projected": int(entry.get("projected") or 0),
+            "method": space_method(snapshot, space)}
+
+
+def space_method(snapshot: Mapping[str, Any] | None, space: str) -> str | None:
+    """What drew the space's map: "pacmap", "pca" (too few rows for PaCMAP), or None (no map)."""
+    snapshot = snapshot or {}
+    for source in ("spaces", "counts"):
+        method = ((snapshot.get(source) or {}).get(space) or {}).get("method")
+        if method:
+            return str(method)
+    return None
+
+
+def method_note(method: str | None, shown: int) -> str | None:
+    """What a panel says about a map PaCMAP did not draw, e.g. "PCA (5 points)"."""
+    return f"PCA ({shown} point{'s' if shown != 1 else ''})" if method == "pca" and shown else None
 
 
 def has_any_data(snapshot: Mapping[str, Any] | None) -> bool:
@@ -147,12 +164,12 @@ def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
 
 
 def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
-                colour_by: str) -> dict:
+                colour_by: str, tag: str | None = None) -> dict:
     """One Scattergl for one space; customdata holds each point's sample id."""
     return dict(
         type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
         x=points["x"], y=points["y"], mode="markers", name=panel.title, showlegend=False,
-        marker=marker(colour_by, panel.colorscale, points, domain, inert),
+        marker=marker(colour_by, panel.colorscale, points, domain, inert, tag),
         text=hover_texts(points),
         customdata=[str(i) if i is not None else "" for i in points["id"]],
         hovertemplate="%{text}<extra></extra>", meta=panel.space,
@@ -165,6 +182,19 @@ def only_layers(points: dict[str, list], layers: frozenset[str]) -> dict[str, li
         return points
     keep = [i for i, layer in enumerate(points["layer"]) if layer is not None and str(layer) in layers]
     return {name: [column[i] for i in keep] for name, column in points.items()}
+
+
+def snapshot_tags(snapshot: Mapping[str, Any] | None) -> list[tuple[str, int]]:
+    """The tags of every prompt text in a snapshot, most common first."""
+    return tag_counts(p for space in SPACES for p in space_points(snapshot, space)["prompt"])
+
+
+def with_tag_flags(points: dict[str, list], space: str, tag: str | None,
+                   by_clip: Mapping[str, set[str]]) -> dict[str, list]:
+    """``points`` plus "has_tag": prompt points by their own text, latent and LoRA points by their clip's texts."""
+    if tag is None:
+        return {**points, "has_tag": [None] * len(points["x"])}
+    return {**points, "has_tag": has_tag(points, tag, None if space == "prompt" else by_clip)}
 
 
 def layer_names(snapshot: Mapping[str, Any] | None) -> list[str]:
@@ -234,11 +264,18 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -
     layout = fig["layout"]
     waiting = not has_any_data(snapshot)
     trajectory_traces = []
+    spaces = {space: space_points(snapshot, space) for space in SPACES}
+    tagging = any(view.colour_for(space) == "tag" for space in SPACES)
+    tag = chosen_tag(snapshot_tags(snapshot), view.tag) if tagging else None
+    by_clip = clip_tags(spaces) if tagging else {}
     for col, panel in enumerate(PANELS, start=1):
-        points = space_points(snapshot, panel.space)
+        points = spaces[panel.space]
         if panel.space == "lora":
             points = only_layers(points, view.layers)
-        trace = panel_trace(panel, points, col, _DOMAINS[col - 1], view.colour_for(panel.space))
+        if view.colour_for(panel.space) == "tag":
+            points = with_tag_flags(points, panel.space, tag, by_clip)
+        trace = panel_trace(panel, points, col, _DOMAINS[col - 1], view.colour_for(panel.space), tag)
+        _note_method(layout, col, space_method(snapshot, panel.space), len(points["x"]))
         highlight(trace, view.selected)
         fig["data"].append(trace)
         if panel.space == "lora" and view.selected and view.trajectories:
@@ -259,6 +296,17 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -
     layout["uirevision"] = f"run:{run}"  # zoom and pan survive updates until the run changes
     layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}
     return fig
+
+
+def _note_method(layout: dict, col: int, method: str | None, shown: int) -> None:
+    """A panel drawn by PCA says so in its title, and its axes are principal components."""
+    note = method_note(method, shown)
+    if note is None:
+        return
+    title = layout["annotations"][col - 1]
+    title["text"] = f"{title['text']} · {note}"
+    layout[_axis_name("xaxis", col)]["title"]["text"] = "PC-1"
+    layout[_axis_name("yaxis", col)]["title"]["text"] = "PC-2"
 
 
 def empty_figure() -> dict:

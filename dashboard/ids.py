@@ -43,6 +43,7 @@ GUIDE = "viz-guide"
 RUN_SELECT = "viz-run-select"  # value None: follow the most recently active run
 COLOUR_SELECTS = {"latent": "viz-colour-latent", "lora": "viz-colour-lora", "prompt": "viz-colour-prompt"}
 LAYER_FILTER = "viz-layer-filter"  # LoRA layers to show; empty: all layers mixed
+TAG_SELECT = "viz-tag-select"  # the prompt tag "Prompt tag" colours by; None: the most common
 TRAJECTORY_TOGGLE = "viz-trajectory-toggle"
 CLEAR_SELECTION_BUTTON = "viz-clear-selection"
 

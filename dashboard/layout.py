@@ -112,6 +112,13 @@ def view_controls() -> dbc.Card:
             dcc.Dropdown(id=ids.LAYER_FILTER, options=[], value=[], multi=True, placeholder="All layers",
                          className="viz-dropdown viz-layer-filter"),
         ], className="d-flex align-items-center"),
+        html.Div([
+            dbc.Label("Tag", html_for=ids.TAG_SELECT, className="viz-muted mb-0 me-2"),
+            dcc.Dropdown(id=ids.TAG_SELECT, options=[], value=None, placeholder="Most common tag",
+                         className="viz-dropdown viz-tag-select"),
+        ], className="d-flex align-items-center", title="Colour by \"Prompt tag\": points whose prompt has this tag "
+                                                         "stand apart from the rest (latent and LoRA points: "
+                                                         "any of the clip's prompt texts)"),
         dbc.Checklist(id=ids.TRAJECTORY_TOGGLE, options=[{"label": "Trajectories of selected clips", "value": 1}],
                       value=[1], switch=True, className="viz-muted"),
         dbc.Button("Clear Selection", id=ids.CLEAR_SELECTION_BUTTON, color="secondary", outline=True, size="sm",
@@ -184,12 +191,19 @@ GUIDE_PANELS = (
      "how the adapter layers transform representations as training goes on. If every layer looks "
      "the same, or nothing changes from step to step, the adapter may not be learning."),
     ("Prompt Embeddings",
-     "Each point is a text prompt as the (frozen) text encoder sees it. Similar prompts cluster; "
-     "well separated prompt clusters make it easier for the adapter to tell styles apart."),
+     "Each point is a text prompt as the (frozen) text encoder sees it. ACE-Step shuffles a clip's tags "
+     "and picks among its captions on every visit, so a clip has several prompt points (the newest "
+     "few texts); they share the clip and are selected together. Similar prompts cluster; well "
+     "separated prompt clusters make it easier for the adapter to tell styles apart."),
     ("Colours",
      "By default latent and prompt points are coloured by training step (dark points are early, bright "
      "points are late; structure should grow over time) and LoRA points by layer. Each panel's colour "
-     "select switches it to loss, timestep, layer, the prompt's first tag (often the genre) or the clip."),
+     "select switches it to loss, timestep, layer, prompt tag or the clip. With prompt tag, pick a tag "
+     "(a genre, an instrument) in the Tag list: points whose prompt has it stand apart from the rest; a "
+     "latent or LoRA point has it when any of its clip's prompt texts does."),
+    ("Small data sets",
+     "PaCMAP needs about ten points. A space with fewer (from 3) is laid out by PCA instead, and its "
+     "panel title says so, e.g. \"PCA (5 points)\"; PaCMAP takes over once the space has grown."),
     ("Selection and trajectories",
      "Click a point, or use the box or lasso tool, to pick clips: the same clips light up in all three "
      "panels and the card below lists them. In the LoRA panel a line joins each picked clip's points in "

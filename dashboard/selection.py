@@ -2,7 +2,8 @@
 
 A clip is identified by its key (``id``), which is the same in all three spaces, so selecting
 points in one panel highlights the same clips in the other two. In the LoRA panel a clip has one
-point per (layer, step); its trajectory joins them in step order.
+point per (layer, step); its trajectory joins them in step order. In the prompt panel a clip has
+one point per prompt text it was trained with; they share its id, so they are selected together.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from acestep_viz.dashboard.view import MAX_SELECTED
 MAX_TRAJECTORIES = 40  # lines drawn at most: (clip, layer) pairs
 MAX_DETAIL_ROWS = 20
 DETAIL_PROMPT_CHARS = 160
+MAX_DETAIL_PROMPTS = 8  # prompt texts listed per clip
 TRAJECTORY_COLOUR = "rgba(229, 231, 235, 0.85)"
 
 
@@ -59,7 +61,7 @@ def trajectories(points: Mapping[str, Sequence], selected: frozenset[str], xaxis
 
 
 def details(spaces: Mapping[str, Mapping[str, Sequence]], selected: Iterable[str]) -> list[dict]:
-    """One row per selected clip: key, prompt, training steps seen, newest and mean loss, layers.
+    """One row per selected clip: key, its prompt texts, training steps seen, newest and mean loss, layers.
 
     ``spaces`` maps a space name to its point columns (see figures.space_points).
     """
@@ -79,11 +81,12 @@ def _indices_by_key(ids: Sequence[Any], wanted: list[str]) -> dict[str, list[int
 
 def _detail_row(key: str, spaces: Mapping[str, Mapping[str, Sequence]], hits: Mapping[str, list[int]]) -> dict:
     """``hits``: {space: indices of the clip's points}, only spaces where it has some, in ``spaces`` order."""
-    prompt, steps, losses, layers = None, set(), [], set()
+    prompts, steps, losses, layers = {}, set(), [], set()
     for space, indices in hits.items():
         points = spaces[space]
         for i in indices:
-            prompt = prompt or points["prompt"][i]
+            if points["prompt"][i]:
+                prompts.setdefault(" ".join(str(points["prompt"][i]).split()), None)
             if points["step"][i] is not None:
                 steps.add(int(points["step"][i]))
             if points["loss"][i] is not None:
@@ -93,12 +96,21 @@ def _detail_row(key: str, spaces: Mapping[str, Mapping[str, Sequence]], hits: Ma
     losses.sort()
     return {
         "key": key,
-        "prompt": _cut(prompt),
+        "prompt": _prompt_list(list(prompts)),
         "steps": _steps_text(steps),
         "loss": f"{losses[-1][1]:.4f} (mean {sum(v for _, v in losses) / len(losses):.4f})" if losses else "–",
         "layers": len(layers),
         "spaces": ", ".join(hits),
     }
+
+
+def _prompt_list(prompts: list[str]) -> str:
+    """A clip's distinct prompt texts: the one text, or "N texts: a | b | ..."."""
+    if len(prompts) <= 1:
+        return _cut(prompts[0] if prompts else None)
+    shown = " | ".join(_cut(p) for p in prompts[:MAX_DETAIL_PROMPTS])
+    more = " | …" if len(prompts) > MAX_DETAIL_PROMPTS else ""
+    return f"{len(prompts)} texts: {shown}{more}"
 
 
 def _cut(prompt: Any) -> str:

@@ -67,11 +67,14 @@ def badge_for(current: Mapping[str, Any] | None, auto_update_paused: bool) -> Ba
     return Badge(base.label, base.color, f"{base.title} {detail}".strip() if detail else base.title)
 
 
-def stat_text(counts: Mapping[str, int]) -> str:
-    """ "N samples", plus " (projected)" once a projection of that space exists."""
+def stat_text(counts: Mapping[str, Any]) -> str:
+    """ "N samples", plus " (projected)" once a projection of that space exists, " (projected by PCA)" when
+    the space is too small for PaCMAP."""
     n = int(counts.get("buffered") or 0)
     text = f"{n:,} sample" + ("" if n == 1 else "s")
-    return text + (" (projected)" if counts.get("projected") else "")
+    if not counts.get("projected"):
+        return text
+    return text + (" (projected by PCA)" if counts.get("method") == "pca" else " (projected)")
 
 
 def stat_texts(snapshot: Mapping[str, Any]) -> dict[str, str]:

@@ -27,6 +27,7 @@ class View:
     layers: frozenset[str] = frozenset()  # empty: every layer
     selected: frozenset[str] = frozenset()
     trajectories: bool = True
+    tag: str | None = None  # the tag "Prompt tag" colours by; None: the most common one
 
     def colour_for(self, space: str) -> str:
         choice = self.colour_by.get(space)
@@ -34,7 +35,7 @@ class View:
 
 
 def view_from_controls(colours: Iterable[Any], layers: Iterable[Any] | None, selected: Iterable[Any] | None,
-                       trajectories: Any) -> View:
+                       trajectories: Any, tag: Any = None) -> View:
     """A View from raw control values (None where a control has no value yet)."""
     spaces = tuple(DEFAULT_COLOUR_BY)
     colour_by = {space: (value if value in COLOUR_CHOICES else DEFAULT_COLOUR_BY[space])
@@ -42,13 +43,4 @@ def view_from_controls(colours: Iterable[Any], layers: Iterable[Any] | None, sel
     return View(colour_by=colour_by,
                 layers=frozenset(str(layer) for layer in layers or ()),
                 selected=frozenset(list(str(s) for s in selected or ())[:MAX_SELECTED]),
-                trajectories=bool(trajectories))
-
-
-def prompt_tag(prompt: Any) -> str | None:
-    """The first tag of an ACE-Step style prompt ("lo-fi hip hop, chill, 80 bpm" -> "lo-fi hip hop")."""
-    if not prompt:
-        return None
-    head = str(prompt).replace(";", ",").split(",")[0]
-    tag = " ".join(head.split()).lower()
-    return tag or None
+                trajectories=bool(trajectories), tag=str(tag) if tag else None)

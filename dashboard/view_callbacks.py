@@ -14,7 +14,7 @@ from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.callbacks import snapshot_key
 from acestep_viz.dashboard.client import CollectorClient, CollectorError
-from acestep_viz.dashboard.figures import SPACES, build_figure, layer_names, space_points
+from acestep_viz.dashboard.figures import SPACES, build_figure, layer_names, snapshot_tags, space_points
 from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.scrubber import (
     is_live,
@@ -34,7 +34,7 @@ from dash.exceptions import PreventUpdate
 log = logging.getLogger(__name__)
 
 PLAY_LABEL, STOP_LABEL = "▶ Play", "■ Stop"
-DETAIL_COLUMNS = (("key", "Clip"), ("prompt", "Prompt"), ("steps", "Steps seen"), ("loss", "Loss (newest)"),
+DETAIL_COLUMNS = (("key", "Clip"), ("prompt", "Prompt texts"), ("steps", "Steps seen"), ("loss", "Loss (newest)"),
                   ("layers", "LoRA layers"), ("spaces", "Spaces"))
 NO_SELECTION = ("Click a point, or draw a box or lasso (toolbar above the maps), to pick clips: they are "
                 "highlighted in all three panels and listed here.")
@@ -68,15 +68,15 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
         frame = cache.fetch(("frame", run, space, version),
                             lambda s=space, v=version: client.history(run, s, v)["frame"])
         n = len(frame["points"]["x"])
-        spaces[space] = {"buffered": n, "projected": n, "points": frame["points"]}
+        spaces[space] = {"buffered": n, "projected": n, "method": frame.get("method"), "points": frame["points"]}
     return {"run": run, "version": max([v for v in versions.values() if v is not None], default=None),
             "spaces": spaces}
 
 
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
-                   shown_layers: list | None = None) -> tuple:
-    """(figure, LoRA layer options, details card) for the live map or the scrubbed step."""
+                   shown_layers: list | None = None, shown_tags: list | None = None) -> tuple:
+    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step."""
     try:
         if is_live(history, position):
             snapshot = live_snapshot(client, cache, seen)
@@ -89,9 +89,16 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
         log.info("cannot draw: %s", exc)
         raise PreventUpdate from None
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
+    tags = tag_options(snapshot)
     return (build_figure(snapshot, view),
             no_update if layers == (shown_layers or []) else layers,
-            details_card(snapshot, view.selected))
+            details_card(snapshot, view.selected),
+            no_update if tags == (shown_tags or []) else tags)
+
+
+def tag_options(snapshot: Mapping[str, Any] | None) -> list[dict]:
+    """The tag picker's options: every tag of the run's prompt texts, most common first, with its count."""
+    return [{"label": f"{tag} ({count})", "value": tag} for tag, count in snapshot_tags(snapshot)]
 
 
 def details_card(snapshot: Mapping[str, Any] | None, selected: frozenset[str]) -> Any:
@@ -122,13 +129,16 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
 
     @app.callback(
         Output(ids.GRAPH, "figure"), Output(ids.LAYER_FILTER, "options"), Output(ids.DETAILS, "children"),
+        Output(ids.TAG_SELECT, "options"),
         Input(ids.VERSION_STORE, "data"), Input(ids.SCRUBBER, "value"), *colour_inputs,
         Input(ids.LAYER_FILTER, "value"), Input(ids.SELECTION_STORE, "data"), Input(ids.TRAJECTORY_TOGGLE, "value"),
-        State(ids.HISTORY_STORE, "data"), State(ids.LAYER_FILTER, "options"),
+        Input(ids.TAG_SELECT, "value"),
+        State(ids.HISTORY_STORE, "data"), State(ids.LAYER_FILTER, "options"), State(ids.TAG_SELECT, "options"),
     )
-    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, history, shown_layers):
-        view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories)
-        return render_outputs(client, cache, seen, history, position, view, shown_layers)
+    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
+               shown_layers, shown_tags):
+        view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),

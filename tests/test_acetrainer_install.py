@@ -272,7 +272,7 @@ def test_trainer_hookup_round_trip(tmp_path):
     assert "from acestep_viz import EmbeddingMonitor  # acestep-viz\n" in text
     assert "callbacks=[checkpoint_callback, lr_monitor_callback, EmbeddingMonitor()],  # acestep-viz\n" in text
     ours = [line for line in text.splitlines() if "EmbeddingMonitor" in line]
-    assert len(ours) == 2 and all(line.endswith("  # acestep-viz") for line in ours)
+    assert len(ours) == 3 and all(line.endswith("  # acestep-viz") for line in ours)  # import, fallback, call
     assert "already installed" in cli("install", root, "--acestep", acestep).stdout
 
     result = cli("uninstall", root, "--acestep", acestep)
@@ -290,6 +290,7 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
 
     acestep = checkout(tmp_path, "ace-step")
     acetrainer.apply(acetrainer.plan_hookup(acestep))
+    monkeypatch.setenv("ACESTEP_VIZ_AUTOSTART", "0")  # this test starts no sidecar
     seen = {}
 
     class RecordingTrainer:
@@ -309,6 +310,37 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
     kinds = [type(callback).__name__ for callback in seen["callbacks"]]
     assert kinds == ["ModelCheckpoint", "LearningRateMonitor", "EmbeddingMonitor"]
     assert isinstance(seen["callbacks"][-1], EmbeddingMonitor)
+
+
+def test_patched_trainer_still_trains_where_acestep_viz_cannot_be_imported(tmp_path, monkeypatch, capsys):
+    """ACE-Step's Python may lack acestep_viz: the guarded import falls back to Lightning's no-op Callback."""
+    pl = pytest.importorskip("pytorch_lightning")
+    import argparse
+    import runpy
+
+    acestep = checkout(tmp_path, "ace-step")
+    acetrainer.apply(acetrainer.plan_hookup(acestep))
+    for name in [n for n in sys.modules if n == "acestep_viz" or n.startswith("acestep_viz.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "acestep_viz", None)  # "import acestep_viz" raises ImportError
+    seen = {}
+
+    class RecordingTrainer:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def fit(self, model, ckpt_path=None):
+            seen["fitted"] = True
+
+    monkeypatch.setattr(pl, "Trainer", RecordingTrainer)
+    namespace = runpy.run_path(str(acestep / "trainer.py"), run_name="acestep_trainer")
+    namespace["main"](argparse.Namespace(
+        learning_rate=1e-4, max_steps=2, every_n_train_steps=10, logger_dir=str(tmp_path / "logs"),
+        exp_name="t", accelerator="cpu", devices=1, precision="32", accumulate_grad_batches=1, ckpt_path=None,
+        gradient_clip_val=0.5))
+    assert seen["fitted"]
+    assert type(seen["callbacks"][-1]) is pl.Callback  # a no-op callback in the monitor's place
+    assert "no embedding monitor, training goes on without it" in capsys.readouterr().out
 
 
 TRAINER_SHAPES = {
@@ -338,7 +370,7 @@ def monitor_is_last_callback(source: str) -> bool:
     call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
                 and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Trainer")
     last = next(k for k in call.keywords if k.arg == "callbacks").value.elts[-1]
-    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "acestep_viz"]
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "acestep_viz"]
     return isinstance(last, ast.Call) and last.func.id == "EmbeddingMonitor" and len(imports) == 1
 
 
@@ -367,3 +399,13 @@ def test_trainer_patch_refuses_what_it_cannot_do_safely(source, reason):
                        .replace("]", r"\]")) as caught:
         acetrainer.patch_trainer(source)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_the_patched_trainer_turns_autostart_on_unless_the_user_said_otherwise(preset, expected):
+    code = "\n".join(acetrainer.IMPORT_BLOCK) + "\nprint(EmbeddingMonitor.__name__, os.environ['ACESTEP_VIZ_AUTOSTART'])"
+    env = {k: v for k, v in child_env().items() if k != "ACESTEP_VIZ_AUTOSTART"}
+    if preset is not None:
+        env["ACESTEP_VIZ_AUTOSTART"] = preset
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["EmbeddingMonitor", expected], done.stderr

@@ -100,3 +100,33 @@ def test_a_frame_that_repeats_a_key_keeps_one_row_for_it():
     buf = SpaceBuffer("latent", capacity=10)
     assert buf.add(frame("latent", ["a", "b", "a"])) == 2
     assert buf.snapshot()[1] == ["a", "b"]
+
+
+def prompt_frame(pairs, step=0):
+    return Frame(run="r", space="prompt", step=step, ids=[clip for clip, _ in pairs],
+                 meta=[{"prompt": text} for _, text in pairs], vectors=np.ones((len(pairs), 4), np.float16))
+
+
+def test_each_prompt_text_of_a_clip_is_a_row_with_the_clip_as_its_id():
+    buf = SpaceBuffer("prompt", capacity=100)
+    assert buf.add(prompt_frame([("a", "rock, loud"), ("b", "jazz")])) == 2
+    assert buf.add(prompt_frame([("a", "loud, rock"), ("a", "rock, loud")], step=1)) == 1  # one new text
+    _, keys, meta = buf.snapshot()
+    assert len(set(keys)) == 3
+    assert [m["id"] for m in meta] == ["a", "b", "a"]
+    assert [m["prompt"] for m in meta] == ["rock, loud", "jazz", "loud, rock"]
+
+
+def test_prompt_variants_per_clip_are_bounded_oldest_first():
+    buf = SpaceBuffer("prompt", capacity=100, variants_per_clip=3)
+    for step in range(5):
+        buf.add(prompt_frame([("a", f"text {step}"), ("b", "only")], step=step))
+    buf.add(prompt_frame([("a", "x"), ("a", "y"), ("a", "z"), ("a", "w")], step=9))  # more than the bound at once
+    _, _, meta = buf.snapshot()
+    assert sorted(m["prompt"] for m in meta if m["id"] == "a") == ["w", "y", "z"]  # the newest three
+    assert [m["prompt"] for m in meta if m["id"] == "b"] == ["only"]
+    assert buf.size == 4
+    latent = SpaceBuffer("latent", capacity=100, variants_per_clip=1)
+    latent.add(Frame(run="r", space="latent", step=0, ids=["a", "a"], meta=[{"prompt": "1"}, {"prompt": "2"}],
+                     vectors=np.ones((2, 4), np.float16)))
+    assert latent.size == 1  # a latent row is the clip, whatever its prompt

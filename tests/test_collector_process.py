@@ -142,3 +142,20 @@ def test_exports_and_run_listing(collector, tmp_path):
     assert '<script src="http' not in page  # plotly.js is inside the file: it opens offline
     listing = cli("runs", "--store", str(collector.store_dir))
     assert "run-6" in listing
+
+
+def test_five_clips_give_three_maps_drawn_by_pca_and_prompt_variants_share_their_clip(collector):
+    """A LoRA dataset of 5 clips: every panel gets a map; a clip seen with two prompt texts has two prompt points."""
+    frames = synthetic_frames(run="small", n_clips=5, steps=1, lora_layers=1)
+    reworded = [f for f in synthetic_frames(run="small", n_clips=5, steps=1, lora_layers=1, prompt_suffix=", live")
+                if f.space == "prompt"]
+    send_frames(collector.ingest, frames + reworded)
+    snap = wait_for(lambda: all_projected(collector.query, minimum=5), timeout=60)
+    wait_for(lambda: query(collector.query, {"op": "snapshot", "since": None})["spaces"]["prompt"]["projected"] == 10)
+    snap = query(collector.query, {"op": "snapshot", "since": None})
+    assert {s: snap["spaces"][s]["method"] for s in SPACES} == dict.fromkeys(SPACES, "pca")
+    assert {s: snap["spaces"][s]["projected"] for s in SPACES} == {"latent": 5, "lora": 5, "prompt": 10}
+    prompt = snap["spaces"]["prompt"]["points"]
+    assert len(set(prompt["id"])) == 5 and len(set(prompt["prompt"])) == 10
+    frames_of_latent = query(collector.query, {"op": "history", "space": "latent"})["frames"]
+    assert frames_of_latent[-1]["method"] == "pca"

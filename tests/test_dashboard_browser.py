@@ -349,6 +349,23 @@ def test_colour_by_clip(playwright_browser, stack, new_run):
         assert page.input_value(f"#{ids.COLOUR_SELECTS['latent']}") == "clip"
 
 
+def test_tag_picker_colours_points_with_the_picked_tag_apart(playwright_browser, stack, new_run):
+    feeder = new_run().feed(steps=2, new_clips=12)
+    with dashboard_page(playwright_browser, stack, feeder) as watched:
+        page = watched.page
+        page.select_option(f"#{ids.COLOUR_SELECTS['prompt']}", "tag")
+        page.wait_for_function(f"{GRAPH_JS}.data[2].marker.colorbar.title.text.startsWith('Tag: ')",
+                               timeout=SHORT_MS)
+        page.click(f"#{ids.TAG_SELECT}")
+        page.keyboard.type("upright bass")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"{GRAPH_JS}.data[2].marker.colorbar.title.text === 'Tag: upright bass'",
+                               timeout=SHORT_MS)
+        prompt = traces(page)[2]
+        expected = [1 if "upright bass" in feeder.prompts[clip].split(", ") else 0 for clip in prompt["customdata"]]
+        assert prompt["colours"] == expected and 0 < sum(expected) < len(expected)
+
+
 def test_screenshot_with_data_and_a_selection(playwright_browser, stack, new_run):
     """The one screenshot of the whole page: test-artifacts/dashboard.png (and docs/ on request)."""
     feeder = new_run(seed=3).feed(steps=5, new_clips=12)

@@ -16,7 +16,8 @@ from acestep_viz.dashboard.export_callbacks import export_outputs
 from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.scrubber import history_store, is_live, marks, next_position, position_label, versions_at
 from acestep_viz.dashboard.selection import details, selected_ids, trajectories
-from acestep_viz.dashboard.view import View, prompt_tag, view_from_controls
+from acestep_viz.dashboard.tags import chosen_tag, clip_tags, has_tag, prompt_tags, tag_counts
+from acestep_viz.dashboard.view import View, view_from_controls
 from acestep_viz.dashboard.view_callbacks import render_outputs, scrubber_outputs
 from dash import no_update
 from dash.exceptions import PreventUpdate
@@ -35,7 +36,7 @@ def figure(snap, **view) -> go.Figure:
                                            ("layer", "Layer"), ("tag", "Prompt tag"), ("clip", "Clip")])
 def test_every_colour_choice_colours_the_lora_panel_and_names_its_bar(choice, title):
     fig = figure(snapshot(), colour_by={"latent": "step", "lora": choice, "prompt": "step"})
-    assert fig.data[LORA].marker.colorbar.title.text == title
+    assert fig.data[LORA].marker.colorbar.title.text == ("Tag: 120 bpm" if choice == "tag" else title)
     assert len(fig.data[LORA].marker.color) == len(fig.data[LORA].x)
 
 
@@ -52,15 +53,43 @@ def test_a_field_a_space_does_not_have_falls_back_to_step_and_says_so():
 
 def test_categories_get_readable_inert_tick_labels():
     snap = snapshot(prompt="<b>rock</b>, loud")
-    fig = figure(snap, colour_by={"latent": "tag", "lora": "layer", "prompt": "step"})
-    assert list(fig.data[0].marker.colorbar.ticktext) == ["&lt;b&gt;rock&lt;/b&gt;"]
+    fig = figure(snap, colour_by={"latent": "tag", "lora": "layer", "prompt": "step"}, tag="<b>rock</b>")
+    assert list(fig.data[0].marker.colorbar.ticktext) == ["without &lt;b&gt;rock&lt;/b&gt;",
+                                                         "with &lt;b&gt;rock&lt;/b&gt;"]
     paths = ["transformers.transformer_blocks.0.attn.to_out.0", "transformers.transformer_blocks.12.attn.to_out.0"]
     assert tick_names(paths) == ["0.attn.to_out.0", "12.attn.to_out.0"]
 
 
-def test_prompt_tag_is_the_first_tag():
-    assert prompt_tag("Lo-Fi  Hip Hop, chill; 80 bpm") == "lo-fi hip hop"
-    assert prompt_tag("") is None and prompt_tag(None) is None
+def test_prompt_tags_are_the_comma_separated_parts_in_any_order():
+    assert prompt_tags("Lo-Fi  Hip Hop, chill; 80 bpm") == ["lo-fi hip hop", "chill", "80 bpm"]
+    assert prompt_tags("") == [] and prompt_tags(None) == []
+    prompts = ["rock, loud", "loud, rock", "jazz, calm", "a rock song with a loud guitar " * 3]
+    assert tag_counts(prompts) == [("loud", 2), ("rock", 2), ("calm", 1), ("jazz", 1)]  # no sentence-long tags
+    assert chosen_tag(tag_counts(prompts), None) == "loud" and chosen_tag(tag_counts(prompts), "Jazz") == "jazz"
+    assert chosen_tag([], None) is None
+
+
+def test_a_chosen_tag_splits_prompt_points_by_text_and_clip_points_by_the_clips_texts():
+    spaces = {"prompt": {"id": ["a", "a", "b", "c"], "prompt": ["rock, loud", "a rock song", "jazz", None]},
+              "latent": {"id": ["a", "b", "c"], "prompt": ["a rock song", "jazz", None]}}
+    by_clip = clip_tags(spaces)
+    assert has_tag(spaces["prompt"], "rock", None) == [True, False, False, None]  # each text on its own
+    assert has_tag(spaces["latent"], "rock", by_clip) == [True, False, None]  # clip a has a text with "rock"
+
+
+def test_colour_by_tag_in_the_figure_uses_the_picked_tag():
+    snap = snapshot()
+    prompt_points = snap["spaces"]["prompt"]["points"]
+    prompt_points["prompt"] = ["metal, loud" if i % 3 == 0 else "folk, calm" for i in range(30)]
+    latent_points = snap["spaces"]["latent"]["points"]
+    latent_points["prompt"] = ["folk, calm"] * 30  # the clips' first texts; clip 0, 3, ... also had "metal"
+    tagged = {"latent": "tag", "lora": "layer", "prompt": "tag"}
+    fig = figure(snap, colour_by=tagged, tag="metal")
+    assert list(fig.data[2].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
+    assert list(fig.data[0].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
+    assert fig.data[2].marker.colorbar.title.text == "Tag: metal"
+    common = figure(snap, colour_by=tagged)  # nothing picked: the most common tag
+    assert common.data[2].marker.colorbar.title.text.startswith("Tag: ")
 
 
 def test_unknown_control_values_fall_back_to_the_defaults():
@@ -124,6 +153,14 @@ def test_details_list_each_clip_with_prompt_steps_and_loss():
     assert row["spaces"] == "latent, lora, prompt"
 
 
+def test_details_list_every_prompt_text_of_a_clip():
+    spaces = {"prompt": {"id": ["a", "a", "b"], "prompt": ["rock, loud", "loud,  rock", "jazz"],
+                         "step": [0, 4, 1], "loss": [None] * 3, "layer": [None] * 3},
+              "latent": {"id": ["a"], "prompt": ["rock, loud"], "step": [0], "loss": [None], "layer": [None]}}
+    [row] = details(spaces, ["a"])
+    assert row["prompt"] == "2 texts: rock, loud | loud, rock"
+
+
 # -- the step scrubber ---------------------------------------------------------------------------------
 SUMMARIES = {"latent": [{"version": 1, "step": 0}, {"version": 4, "step": 10}],
              "lora": [{"version": 2, "step": 0, "lora_drift": 0.0}, {"version": 5, "step": 10, "lora_drift": 0.2},
@@ -173,9 +210,10 @@ def test_render_draws_the_live_map_from_the_cache_without_asking_again():
     snap = snapshot()
     cache, client = ReplyCache(), StubClient(fail=True)
     cache.put(("snapshot", "run-a", 7), snap)
-    fig, layers, _card = render_outputs(client, cache, {"run": "run-a", "version": 7}, None, None, View())
+    fig, layers, _card, tags = render_outputs(client, cache, {"run": "run-a", "version": 7}, None, None, View())
     assert [len(t["x"]) for t in fig["data"][:3]] == [30, 90, 30] and client.requests == []
     assert [o["value"] for o in layers] == figures.layer_names(snap)
+    assert [o["value"] for o in tags] == ["120 bpm", "jazz song"]
 
 
 def test_render_of_a_past_step_uses_one_history_frame_per_space():
@@ -183,7 +221,8 @@ def test_render_of_a_past_step_uses_one_history_frame_per_space():
     pts = {space: snapshot()["spaces"][space]["points"] for space in figures.SPACES}
     frames = {("latent", 1): pts["latent"], ("lora", 2): pts["lora"], ("prompt", 3): pts["prompt"]}
     client = StubClient(frames=frames)
-    fig, _layers, _card = render_outputs(client, ReplyCache(), {"run": "run-a", "version": 9}, store, 0, View())
+    fig, _layers, _card, _tags = render_outputs(client, ReplyCache(), {"run": "run-a", "version": 9}, store, 0,
+                                                View())
     assert sorted(r for r in client.requests) == [("history", "latent", 1), ("history", "lora", 2),
                                                   ("history", "prompt", 3)]
     assert [len(t["x"]) for t in fig["data"][:3]] == [30, 90, 30]

@@ -121,12 +121,12 @@ def test_long_prompts_are_cut_to_60_characters():
     assert "Prompt: " + "x" * 60 + "…" in text and "x" * 61 not in text
 
 
-def test_fewer_than_ten_points_shows_the_notice_in_that_subplot():
-    fig = build_figure(snapshot(sizes=(30, 9, 30)))
+def test_fewer_than_three_points_shows_the_notice_in_that_subplot():
+    fig = build_figure(snapshot(sizes=(30, 2, 30)))
     notices = [a for a in fig.layout.annotations if a.text == INSUFFICIENT]
-    assert INSUFFICIENT == "Insufficient data (need >= 10 samples per space)"
+    assert INSUFFICIENT == "Insufficient data (need >= 3 samples per space)"
     assert len(notices) == 1 and notices[0].xref == "x2 domain" and notices[0].yref == "y2 domain"
-    assert len(fig.data[1].x) == 9  # the few points are still drawn
+    assert len(fig.data[1].x) == 2  # the few points are still drawn
 
 
 def test_buffered_but_not_yet_projected_says_so():
@@ -198,3 +198,23 @@ def test_dashboard_never_imports_heavy_or_trainer_modules():
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_pca_map_says_so_in_its_title_axes_and_stat_box():
+    snap = snapshot(sizes=(5, 15, 5))
+    for space in ("latent", "prompt"):
+        snap["spaces"][space]["method"] = snap["counts"][space]["method"] = "pca"
+    snap["spaces"]["lora"]["method"] = "pacmap"
+    fig = build_figure(snap)
+    assert annotation_texts(fig)[:3] == ["Latent Space (Audio) · PCA (5 points)", "LoRA Layer Outputs",
+                                         "Prompt Embeddings · PCA (5 points)"]
+    assert (fig.layout.xaxis.title.text, fig.layout.xaxis2.title.text) == ("PC-1", "PaCMAP-1")
+    assert not any("Insufficient" in text for text in annotation_texts(fig))
+    assert status.stat_texts(snap) == {"latent": "5 samples (projected by PCA)", "lora": "15 samples (projected)",
+                                       "prompt": "5 samples (projected by PCA)"}
+
+
+def test_two_samples_are_insufficient_and_three_are_enough():
+    fig = build_figure(snapshot(sizes=(2, 3, 0), buffered=(2, 3, 0)))
+    texts = annotation_texts(fig)
+    assert texts.count(INSUFFICIENT) == 2  # latent (2 rows) and prompt (none); LoRA's 3 are drawn

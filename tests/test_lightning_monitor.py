@@ -1,4 +1,5 @@
 """EmbeddingMonitor under a real pytorch_lightning.Trainer on the ACE-Step twin."""
+import logging
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +18,7 @@ from tests.test_publisher import SubCollector
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*module\\(s\\) in eval mode",
                                           "ignore:.*LeafSpec")
 
-ENV = ("ENABLED", "ENDPOINT", "RUN", "EVERY_N_STEPS", "LORA_LAYERS", "LORA_OUTPUT", "ALL_RANKS")
+ENV = ("ENABLED", "ENDPOINT", "RUN", "EVERY_N_STEPS", "LORA_LAYERS", "LORA_OUTPUT", "ALL_RANKS", "STRICT")
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +53,7 @@ def hook_count(model):
 def test_frames_of_all_three_spaces_reach_a_subscriber():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     pipeline = twin()
+    pipeline = twin(repeat_count=1)  # four steps of two clips: each of the 8 clips visited once
     monitor = EmbeddingMonitor(endpoint=endpoint, run="lightning-test")
     with SubCollector(endpoint) as collector:
         fit(pipeline, monitor, steps=4)
@@ -66,6 +68,8 @@ def test_frames_of_all_three_spaces_reach_a_subscriber():
     lora = collector.rows("lora")
     assert Counter((r["step"], r["micro_batch"]) for r in lora) == {(0, 0): 6, (1, 1): 6, (2, 2): 6, (3, 3): 6}
     assert all(len(r["vector"]) == 64 and {"timestep", "loss", "layer", "prompt"} <= set(r) for r in lora)
+    # timesteps come from the transformer's timestep= argument (the twin, like ACE-Step, keeps them in a local)
+    assert all(isinstance(r["timestep"], float) and 0 < r["timestep"] <= 1000 for r in lora)
     stats = monitor.stats()
     assert stats["errors"] == {} and stats["frames_dropped"] == 0 and stats["frames_sent"] == 12
     assert hook_count(pipeline) == 0 and "plot_step" not in vars(pipeline)  # teardown cleaned up
@@ -126,8 +130,9 @@ def test_disabled_monitor_attaches_nothing(monkeypatch):
     assert monitor.tap is None and hook_count(pipeline) == 0 and monitor.stats() == {"active": False}
 
 
-def test_bad_settings_fail_setup_saying_what_to_fix(monkeypatch):
+def test_bad_settings_fail_setup_saying_what_to_fix_when_strict(monkeypatch):
     pipeline = twin()
+    monkeypatch.setenv("ACESTEP_VIZ_STRICT", "1")
     monkeypatch.setenv("ACESTEP_VIZ_LORA_OUTPUT", "sideways")
     with pytest.raises(SettingError, match="ACESTEP_VIZ_LORA_OUTPUT.*output, delta, both"):
         EmbeddingMonitor().setup(stub_trainer(), pipeline, "fit")
@@ -139,7 +144,22 @@ def test_bad_settings_fail_setup_saying_what_to_fix(monkeypatch):
         EmbeddingMonitor(endpoint="localhost:5557").setup(stub_trainer(), pipeline, "fit")
     with pytest.raises(TypeError, match="unknown option"):
         EmbeddingMonitor(frozen=True).setup(stub_trainer(), pipeline, "fit")
+    monkeypatch.delenv("ACESTEP_VIZ_STRICT")
+    with pytest.raises(ValueError, match="Closest module names"):
+        EmbeddingMonitor(spaces={"prompt": ["text_encoder"]}, strict=True).setup(stub_trainer(), pipeline, "fit")
     assert hook_count(pipeline) == 0
+
+
+@pytest.mark.parametrize("wrong", [dict(spaces={"prompt": ["text_encoder"]}), dict(endpoint="localhost:5557"),
+                                   dict(frozen=True), dict(lora_output="sideways")])
+def test_misconfigured_monitor_warns_once_and_training_finishes(monkeypatch, caplog, wrong):
+    monitor, pipeline = EmbeddingMonitor(**wrong), twin()
+    with caplog.at_level(logging.WARNING, logger="acestep_viz"):
+        trainer = fit(pipeline, monitor, steps=2)
+    warnings = [r.getMessage() for r in caplog.records if "without the embedding monitor" in r.getMessage()]
+    assert len(warnings) == 1 and "EmbeddingMonitor" in warnings[0]
+    assert trainer.global_step == 2
+    assert monitor.stats() == {"active": False} and hook_count(pipeline) == 0
 
 
 @pytest.mark.slow

@@ -174,3 +174,34 @@ def test_the_fit_sample_above_the_cap_stays_the_same_as_clips_arrive():
     meta += [{"id": f"late{i}"} for i in range(10)]
     after = {meta[i]["id"] for i in cap_rows(meta, cap=100)}
     assert len(before) == len(after) == 100 and len(before & after) >= 90
+
+
+def test_five_clips_give_three_maps_drawn_by_pca_and_the_method_is_recorded():
+    rng = np.random.default_rng(5)
+    state = CollectorState()
+    for space in ("latent", "prompt", "lora"):
+        state.accept(frame(space, [f"c{i}" for i in range(5)], rng))
+    jobs = state.due_fits(1.0, 0.0)
+    assert sorted(j.space for j in jobs) == ["latent", "lora", "prompt"]  # all at once: PCA costs no PaCMAP turn
+    assert all(j.full and j.method == "pca" for j in jobs)
+    for job in jobs:
+        install_fake(state, job)
+    snapshot = state.snapshot("run", None)
+    for space in ("latent", "prompt", "lora"):
+        assert snapshot["spaces"][space]["method"] == "pca" and len(snapshot["spaces"][space]["points"]["x"]) == 5
+        assert snapshot["counts"][space] == {"buffered": 5, "projected": 5, "method": "pca"}
+    assert state.history("run", "latent", None)["frames"][-1]["method"] == "pca"
+
+
+def test_two_rows_draw_no_map_and_a_grown_space_gets_its_first_pacmap_fit():
+    rng = np.random.default_rng(6)
+    state = CollectorState()
+    state.accept(frame("latent", ["a", "b"], rng))
+    assert state.due_fits(1.0, 0.0) == []  # a map needs 3 rows
+    state.accept(frame("latent", ["c"], rng))
+    (job,) = state.due_fits(2.0, 0.0)
+    assert job.method == "pca"
+    install_fake(state, job)
+    state.accept(frame("latent", [f"n{i}" for i in range(20)], rng))
+    (job,) = state.due_fits(3.0, 0.0)
+    assert job.full and job.method == "pacmap" and job.reason == "grown"  # never placed on a PCA map

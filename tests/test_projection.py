@@ -1,6 +1,14 @@
 import numpy as np
 import pytest
-from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter, procrustes, warm_start
+from acestep_viz.collector.projection import (
+    align_to_previous,
+    fit_layout,
+    layout_diameter,
+    pca_layout,
+    procrustes,
+    projection_method,
+    warm_start,
+)
 
 
 def rotation(theta):
@@ -58,3 +66,19 @@ def test_pacmap_separates_clusters():
 def test_too_few_points_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 10"):
         fit_layout(np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("rows, n_neighbors, method", [(3, 10, "pca"), (9, 10, "pca"), (10, 10, "pca"),
+                                                       (11, 10, "pacmap"), (10, 5, "pacmap"), (9, 5, "pca")])
+def test_small_spaces_are_laid_out_by_pca(rows, n_neighbors, method):
+    assert projection_method(rows, n_neighbors) == method
+
+
+def test_pca_layout_of_three_points_keeps_their_distances_order():
+    vectors = np.array([[0.0, 0, 0, 0], [1, 0, 0, 0], [10, 1, 0, 0]])
+    coords = pca_layout(vectors)
+    assert coords.shape == (3, 2) and np.isfinite(coords).all()
+    distance = lambda a, b: np.linalg.norm(coords[a] - coords[b])  # noqa: E731
+    assert distance(0, 1) < distance(0, 2) and distance(1, 2) < distance(0, 2)
+    np.testing.assert_allclose(distance(0, 2), np.linalg.norm(vectors[0] - vectors[2]), rtol=1e-3)
+    assert pca_layout(np.ones((3, 4))).tolist() == [[0.0, 0.0]] * 3  # identical rows: one spot, no NaN

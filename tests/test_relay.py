@@ -102,7 +102,7 @@ def test_the_relay_delivers_the_vectors_and_metadata_the_in_process_path_builds(
                 tap.disarm()
             loss.backward()
             for tap in (relayed, direct):
-                tap.flush(loss=loss, timesteps=pipeline.last_timesteps, sample_losses=pipeline.last_sample_losses)
+                tap.flush(loss=loss)
         relayed.close()
         direct.close()
         expected = {space: [(row["id"], row["step"], row.get("layer"), row.get("prompt"), row.get("loss"),

@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
 from acestep_viz.collector.saved_maps import MapSaver, SavedMap, load_map, save_due, save_map
+from acestep_viz.collector.state import CollectorState
+
+from acestep_viz.wire import Frame
 
 
 def a_map(n=3):
@@ -16,6 +19,19 @@ def test_a_saved_map_loads_back_without_pickle(tmp_path):
     assert loaded.keys == ["clip0", "clip1", "clip2"] and loaded.coords.tolist() == a_map().coords.tolist()
     assert loaded.meta == a_map().meta and loaded.step == 2 and loaded.quality == {"neighbour_overlap": 0.8}
     assert not list(path.parent.glob("*.tmp"))
+    assert loaded.method == "pacmap"
+
+
+def test_a_pca_map_stays_a_pca_map_after_a_restart(tmp_path):
+    path = tmp_path / "latent.npz"
+    small = a_map()
+    small.method = "pca"
+    save_map(path, small)
+    assert load_map(path).method == "pca"
+    state = CollectorState()
+    state.accept(Frame(run="r", space="latent", step=0, ids=small.keys, meta=[{}] * 3,
+                       vectors=np.ones((3, 4), np.float16)))
+    assert state.restore("r", "latent", load_map(path)).method == "pca"
 
 
 def test_a_corrupt_or_inconsistent_file_is_a_value_error(tmp_path):

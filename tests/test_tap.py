@@ -50,7 +50,7 @@ def train_step(pipeline, tap, batch, step=0, batch_idx=0, disarm=True):
         tap.disarm()
     loss.backward()
     pipeline.zero_grad(set_to_none=True)
-    tap.flush(loss=loss, timesteps=pipeline.last_timesteps, sample_losses=pipeline.last_sample_losses)
+    tap.flush(loss=loss)
 
 
 def frames_of(publisher, space):
@@ -58,7 +58,7 @@ def frames_of(publisher, space):
 
 
 def hook_count(model):
-    return sum(len(m._forward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def monitor(pipeline, **kw):
@@ -144,6 +144,7 @@ def test_evaluation_forwards_are_not_captured(pipeline, songs):
 
 @pytest.mark.parametrize("frozen_once", [True, False])
 def test_frozen_spaces_are_published_once_per_clip(fast, songs, frozen_once):
+    """Latents once per clip; prompts once per (clip, prompt text): clip 2 comes back with a new text."""
     first, overlapping = batch_of(songs, [0, 1, 2]), batch_of(songs, [2, 3, 4])
     tap, publisher = monitor(fast, frozen_once=frozen_once)
     with tap:
@@ -153,9 +154,13 @@ def test_frozen_spaces_are_published_once_per_clip(fast, songs, frozen_once):
     prompt = [(f.step, f.ids) for f in frames_of(publisher, "prompt")]
     if frozen_once:
         expected = [(0, first["keys"]), (2, overlapping["keys"][1:])]
+        seen_texts = set(zip(first["keys"], first["prompts"]))
+        again = [k for k, p in zip(overlapping["keys"], overlapping["prompts"]) if (k, p) not in seen_texts]
+        expected_prompt = [(0, first["keys"]), (2, again)]
     else:
-        expected = [(0, first["keys"]), (1, first["keys"]), (2, overlapping["keys"])]
-    assert latent == prompt == expected
+        expected = expected_prompt = [(0, first["keys"]), (1, first["keys"]), (2, overlapping["keys"])]
+    assert latent == expected
+    assert prompt == expected_prompt
     assert [f.step for f in frames_of(publisher, "lora")] == [0, 1, 2]  # LoRA outputs evolve: every step
 
 
@@ -206,7 +211,7 @@ def test_bfloat16_activations_are_captured(fast, songs):
         tap.disarm()
         loss.float().backward()
         fast.zero_grad(set_to_none=True)
-        tap.flush(loss=loss, timesteps=fast.last_timesteps, sample_losses=fast.last_sample_losses)
+        tap.flush(loss=loss)
         stats = tap.stats()
     spy.remove()
     assert torch.bfloat16 in dtypes
@@ -235,20 +240,79 @@ def test_training_finishes_with_no_collector_and_drops_are_counted(fast, songs):
 
 # ---------------------------------------------------------------------------- LoRA rows
 
-def test_lora_rows_carry_layer_timestep_and_per_sample_loss(fast, songs):
+def test_lora_rows_carry_layer_and_the_timesteps_the_transformer_got(fast, songs):
     batch = batch_of(songs, [3, 8, 10])
+    given = []
+    spy = fast.transformers.register_forward_pre_hook(
+        lambda m, args, kwargs: given.append(kwargs["timestep"].detach().clone()), with_kwargs=True)
     tap, publisher = monitor(fast)
-    with tap:
-        train_step(fast, tap, batch, step=7, batch_idx=2)
+    try:
+        with tap:
+            train_step(fast, tap, batch, step=7, batch_idx=2)  # passes no timesteps: the tap reads them
+    finally:
+        spy.remove()
     (lora,) = frames_of(publisher, "lora")
     assert (lora.step, lora.micro_batch) == (7, 2)
     assert lora.ids == batch["keys"] * 3
     assert [m["layer"] for m in lora.meta] == [f"transformers.transformer_blocks.{i}.attn.to_out.0"
                                                for i in (0, 2, 3) for _ in range(3)]
-    timesteps, losses = fast.last_timesteps.tolist(), fast.last_sample_losses.tolist()
-    assert [m["timestep"] for m in lora.meta[:3]] == pytest.approx(timesteps)
-    assert [m["loss"] for m in lora.meta[:3]] == pytest.approx(losses)
-    assert len(set(timesteps)) > 1 or len(set(losses)) > 1  # rows are told apart by their own values
+    (timesteps,) = given  # one training forward (plot_step is stubbed out here)
+    assert [m["timestep"] for m in lora.meta] == pytest.approx(timesteps.tolist() * 3)
+    assert len(set(timesteps.tolist())) > 1  # rows carry their own sample's timestep
+    assert len({m["loss"] for m in lora.meta}) == 1  # the step's one loss: no per-sample loss exists
+
+
+def test_timesteps_ignore_plot_step_and_checkpoint_recompute(pipeline, songs):
+    """plot_step calls the transformer first (inference timesteps); only the training forward counts."""
+    batch = batch_of(songs, [0, 1, 2])
+    given = []
+    spy = pipeline.transformers.register_forward_pre_hook(
+        lambda m, args, kwargs: given.append((torch.is_grad_enabled(), kwargs["timestep"].detach().clone())),
+        with_kwargs=True)
+    tap, publisher = monitor(pipeline)
+    try:
+        with tap:
+            train_step(pipeline, tap, batch, step=0)
+    finally:
+        spy.remove()
+    training = [t for grad, t in given if grad]
+    assert len(given) > len(training) == 1  # plot_step ran the transformer under no_grad first
+    (lora,) = frames_of(publisher, "lora")
+    assert [m["timestep"] for m in lora.meta[:3]] == pytest.approx(training[0].tolist())
+
+
+def test_explicit_per_row_values_from_note_win(fast, songs):
+    batch = batch_of(songs, [0, 1, 2])
+    tap, publisher = monitor(fast)
+    with tap:
+        tap.arm(0, 0, batch)
+        loss = fast.training_step(batch, 0)
+        tap.note(timesteps=torch.tensor([1.0, 2.0, 3.0]), sample_losses=torch.tensor([0.1, 0.2, 0.3]))
+        tap.disarm()
+        loss.backward()
+        fast.zero_grad(set_to_none=True)
+        tap.flush(loss=loss)
+    (lora,) = frames_of(publisher, "lora")
+    assert [m["timestep"] for m in lora.meta[:3]] == [1.0, 2.0, 3.0]
+    assert [m["loss"] for m in lora.meta[:3]] == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_each_prompt_text_of_a_clip_is_its_own_prompt_row_once(fast):
+    """ACE-Step draws a new prompt text for a clip on every visit: each distinct text is sent once, the
+    latent once per clip."""
+    songs = SyntheticSongs(n_clips=3, repeat_count=4)
+    tap, publisher = monitor(fast)
+    visits = []
+    with tap:
+        for step in range(8):
+            batch = collate([songs[i] for i in range(3)])
+            visits += list(zip(batch["keys"], batch["prompts"]))
+            train_step(fast, tap, batch, step=step)
+    prompt_rows = [(f.ids[i], m["prompt"]) for f in frames_of(publisher, "prompt") for i, m in enumerate(f.meta)]
+    latent_ids = [i for f in frames_of(publisher, "latent") for i in f.ids]
+    assert sorted(prompt_rows) == sorted(set(visits))  # every distinct (clip, text), each once
+    assert len(set(visits)) > 3  # the clips did come back with other texts
+    assert sorted(latent_ids) == sorted({key for key, _ in visits})
 
 
 def test_delta_is_the_adapter_contribution_times_scaling(fast, songs):
@@ -287,9 +351,31 @@ def test_delta_is_the_adapter_contribution_times_scaling(fast, songs):
 
 def test_unknown_module_path_lists_close_matches(pipeline):
     with pytest.raises(ValueError, match="dcae.dcae.encoder") as error:
-        attach(pipeline, spaces={"latent": ["dcae.dcae.encodr"]}, publisher=MemoryPublisher())
+        attach(pipeline, spaces={"latent": ["dcae.dcae.encodr"]}, publisher=MemoryPublisher(), strict=True)
     assert "latent" in str(error.value)
     assert hook_count(pipeline) == 0
+
+
+@pytest.mark.parametrize("wrong", [dict(spaces={"latent": ["dcae.dcae.encodr"]}), dict(every_n_steps=0),
+                                   dict(endpoint="localhost:5557"), dict(sender="carrier pigeon")])
+def test_misconfigured_attach_warns_once_and_training_goes_on(fast, songs, caplog, monkeypatch, wrong):
+    monkeypatch.delenv("ACESTEP_VIZ_STRICT", raising=False)
+    with caplog.at_level(logging.WARNING, logger="acestep_viz"):
+        tap = attach(fast, run="bad", **wrong)
+    warnings = [r for r in caplog.records if "training goes on without the embedding monitor" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not tap.active and hook_count(fast) == 0
+    with tap:
+        for step in range(2):
+            train_step(fast, tap, batch_of(songs, [0, 1, 2]), step=step)
+        assert tap.stats()["frames_queued"] == 0
+
+
+def test_strict_environment_makes_misconfiguration_an_error(fast, monkeypatch):
+    monkeypatch.setenv("ACESTEP_VIZ_STRICT", "1")
+    with pytest.raises(ValueError, match="every_n_steps"):
+        attach(fast, run="bad", every_n_steps=0)
+    assert hook_count(fast) == 0
 
 
 def test_lora_globs_select_peft_layers_by_type(pipeline):
@@ -425,7 +511,8 @@ def test_outputs_with_strides_of_their_own_reach_the_relay_with_the_right_values
 
 def test_delta_of_a_plain_module_is_a_clear_error(pipeline):
     with pytest.raises(ValueError, match="not a peft LoRA layer"):
-        attach(pipeline, spaces={"lora": ["transformers.proj_in"]}, lora_output="delta", publisher=MemoryPublisher())
+        attach(pipeline, spaces={"lora": ["transformers.proj_in"]}, lora_output="delta", publisher=MemoryPublisher(),
+               strict=True)
 
 
 # ---------------------------------------------------------------------------- lifecycle
@@ -433,10 +520,10 @@ def test_delta_of_a_plain_module_is_a_clear_error(pipeline):
 def test_close_twice_is_safe_and_removes_every_hook(pipeline):
     tap, _ = monitor(pipeline, lora_output="both")
     tap.arm(0, 0)
-    assert hook_count(pipeline) == 8  # latent, prompt, 3 layers x (output, delta)
+    assert hook_count(pipeline) == 9  # latent, prompt, 3 layers x (output, delta), the timestep pre-hook
     tap.close()  # inside an armed step
     tap.close()
-    assert all(not m._forward_hooks for m in pipeline.modules())
+    assert hook_count(pipeline) == 0
     assert "plot_step" not in vars(pipeline)
 
 
@@ -460,7 +547,7 @@ def test_hooked_modules_run_hook_free_outside_armed_steps_and_in_backward(fast, 
     tap, publisher = monitor(fast, every_n_steps=2, eval_methods=())
     with tap:
         assert hook_count(fast) == 0
-        assert tap.arm(0, 0, batch) and hook_count(fast) == 5  # latent, prompt, three LoRA layers
+        assert tap.arm(0, 0, batch) and hook_count(fast) == 6  # latent, prompt, three LoRA layers, timesteps
         loss = fast.training_step(batch, 0)
         tap.disarm()
         hooks_in_recompute = []

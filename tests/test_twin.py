@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,9 +117,7 @@ def test_trainer_fits_three_steps_on_cpu():
     assert math.isfinite(summary["final_loss"])
     assert summary["plot_steps"] == [0]
     assert summary["run"].startswith("demo-")
-    module = grab.module
-    assert module.last_timesteps.shape == module.last_sample_losses.shape == (2,)
-    assert torch.isfinite(module.last_sample_losses).all()
+    assert not hasattr(grab.module, "last_timesteps")  # the real Pipeline keeps timesteps in a local too
     after = grab.lora_b.state_dict()
     assert any(not torch.equal(after[k], v) for k, v in grab.before.items()), "LoRA weights trained"
 
@@ -126,7 +125,7 @@ def test_trainer_fits_three_steps_on_cpu():
 def test_dataset_is_deterministic_and_genre_structured():
     a, b = SyntheticSongs(seed=3), SyntheticSongs(seed=3)
     assert torch.equal(a[7]["wav"], b[7]["wav"]) and a[7]["prompt"] == b[7]["prompt"]
-    assert a[1]["key"] == "metal_00" and a[1]["prompt"].startswith("heavy metal, ")
+    assert a[1]["key"] == "metal_00" and "heavy metal" in a[1]["prompt"]
     items = [a[i] for i in range(4)]
     batch = collate(items)
     assert set(batch) == {"keys", "target_wavs", "wav_lengths", "prompts", "lyric_token_ids", "lyric_masks",
@@ -134,3 +133,37 @@ def test_dataset_is_deterministic_and_genre_structured():
     assert batch["target_wavs"].shape == (4, 2, int(batch["wav_lengths"].max()))
     assert batch["lyric_masks"].sum(1).tolist() == [len(it["lyric_token_ids"]) for it in items]
     assert batch["speaker_embs"].shape == (4, 512)
+
+
+def test_a_clip_comes_back_with_other_prompt_texts_like_acesteps_dataset():
+    """Text2MusicDataset shuffles a clip's tags and picks among its recaptions on every visit;
+    convert2hf_dataset repeats each clip repeat_count times under the same key. The audio stays."""
+    songs = SyntheticSongs(n_clips=6, repeat_count=3)
+    assert len(songs) == 18
+    visits = [songs[i] for i in (1, 7, 13, 1, 1, 1, 1, 1)]  # clip 1 eight times
+    assert {v["key"] for v in visits} == {"metal_00"}
+    assert all(torch.equal(v["wav"], visits[0]["wav"]) for v in visits)
+    texts = {v["prompt"] for v in visits}
+    assert len(texts) > 2
+    shuffled = [t for t in texts if t.count(", ") >= 4]
+    assert shuffled and all(set(t.split(", ")) == set(shuffled[0].split(", ")) for t in shuffled)
+    assert any(", " not in t for t in texts)  # a recaption was picked
+    again = SyntheticSongs(n_clips=6, repeat_count=3)
+    assert [again[i]["prompt"] for i in (1, 7, 13, 1, 1, 1, 1, 1)] == [v["prompt"] for v in visits]
+
+
+def test_prompt_texts_keep_genre_structure_across_visits():
+    """The demo's prompt map still shows genres although each visit draws another text."""
+    pipeline = build_pipeline()
+    songs = SyntheticSongs(n_clips=24, repeat_count=3)
+    items = [songs[i] for i in range(len(songs))]
+    texts, genres = [it["prompt"] for it in items], np.array([it["key"].split("_")[0] for it in items])
+    with torch.no_grad():
+        tokens = pipeline.text_tokenizer(texts, return_tensors="pt", padding=True)
+        hidden = pipeline.text_encoder_model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"][..., None].float()
+        vectors = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    distances = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    assert len(set(texts)) > 24  # clips came back with other texts
+    assert (genres[distances.argmin(1)] == genres).mean() > 0.8  # nearest text: same genre

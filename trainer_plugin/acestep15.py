@@ -22,9 +22,9 @@ import logging
 import weakref
 from typing import Any
 
+from acestep_viz.trainer_plugin.guard import start_or_warn
 from acestep_viz.trainer_plugin.presets import find_dit
 from acestep_viz.trainer_plugin.settings import TRAINER_SETTINGS
-from acestep_viz.trainer_plugin.strict import warn_unless_strict
 from acestep_viz.trainer_plugin.tap import Tap, attach, check_run_name, default_rank, default_run_name
 
 from acestep_viz.settings import resolve
@@ -77,12 +77,9 @@ def watch(module: Any, fabric: Any = None, **options: Any) -> Tap | Unwatched:
     ``ACESTEP_VIZ_STRICT`` is set: a problem is logged once and an ``Unwatched`` is returned.
     """
     strict = options.pop("strict", None)
-    try:
-        return _watch(module, fabric, options)
-    except Exception as exc:
-        warn_unless_strict(f"could not attach to {type(module).__name__} (preset acestep15)", exc,
-                           None if strict is None else bool(strict))
-        return Unwatched()
+    watching = start_or_warn(lambda: _watch(module, fabric, options),
+                             f"watch({type(module).__name__}) (preset acestep15)", strict)
+    return Unwatched() if watching is None else watching
 
 
 def _watch(module: Any, fabric: Any, options: dict) -> Tap | Unwatched:

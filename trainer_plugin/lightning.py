@@ -1,8 +1,9 @@
 """``EmbeddingMonitor``: the Lightning callback adapter around ``attach``.
 
 ``__init__`` only stores configuration; ``setup`` resolves settings (explicit arguments over
-``ACESTEP_VIZ_*`` variables over defaults), validates them with errors that say what to fix,
-and attaches the hooks. Capture is armed per training batch, disarmed before backward
+``ACESTEP_VIZ_*`` variables over defaults), validates them with messages that say what to fix,
+and attaches the hooks. A misconfiguration logs one warning and training goes on without the
+monitor, unless ``strict`` (trainer_plugin/guard.py). Capture is armed per training batch, disarmed before backward
 (gradient-checkpoint recompute), flushed at batch end, and closed at teardown or on exception.
 Frames are keyed by (global_step, batch_idx): global_step repeats under gradient accumulation.
 """
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import pytorch_lightning as pl
 import torch
+from acestep_viz.trainer_plugin.guard import start_or_warn, strict_from_env
 from acestep_viz.trainer_plugin.settings import TRAINER_SETTINGS
 from acestep_viz.trainer_plugin.tap import Tap, attach, check_run_name, default_run_name
 
@@ -21,7 +23,7 @@ from acestep_viz.settings import resolve
 log = logging.getLogger("acestep_viz")
 
 ATTACH_OPTIONS = ("frozen_once", "warn_after_steps", "publisher", "publisher_options")
-SETTING_OPTIONS = ("enabled", "lora_layers", "sender", "autostart")
+SETTING_OPTIONS = ("enabled", "lora_layers", "sender", "autostart", "strict")
 
 
 class EmbeddingMonitor(pl.Callback):
@@ -45,6 +47,10 @@ class EmbeddingMonitor(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or (self.tap is not None and not self.tap.closed):
             return
+        self.tap = start_or_warn(lambda: self._attach(trainer, pl_module), "EmbeddingMonitor",
+                                 strict_from_env(self.explicit["strict"]))
+
+    def _attach(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tap | None:
         unknown = sorted(set(self.options) - set(ATTACH_OPTIONS))
         if unknown:
             raise TypeError(f"EmbeddingMonitor got unknown option(s) {', '.join(unknown)}; known options: "
@@ -52,14 +58,14 @@ class EmbeddingMonitor(pl.Callback):
         config = resolve(TRAINER_SETTINGS, flags=self.explicit)
         if not config["enabled"]:
             log.info("acestep_viz: EmbeddingMonitor disabled (ACESTEP_VIZ_ENABLED=false)")
-            return
+            return None
         try:
-            self.tap = attach(
+            return attach(
                 pl_module, preset=self.preset, spaces=self.spaces, endpoint=config["endpoint"],
                 run=config["run"] or _default_run(trainer), every_n_steps=config["every_n_steps"],
                 lora_output=config["lora_output"], lora_layers=config["lora_layers"] or None,
                 all_ranks=config["all_ranks"], rank=trainer.global_rank, eval_methods=self.eval_methods,
-                sender=config["sender"], autostart=config["autostart"],
+                sender=config["sender"], autostart=config["autostart"], strict=True,
                 **self.options)
         except ValueError as exc:
             raise ValueError(f"EmbeddingMonitor could not attach to {type(pl_module).__name__}: {exc}") from None
@@ -76,8 +82,7 @@ class EmbeddingMonitor(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.tap is not None:
-            self.tap.flush(loss=_loss_of(outputs), timesteps=getattr(pl_module, "last_timesteps", None),
-                           sample_losses=getattr(pl_module, "last_sample_losses", None))
+            self.tap.flush(loss=_loss_of(outputs))  # timesteps: read from the transformer's timestep= argument
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.close()

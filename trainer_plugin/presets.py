@@ -48,6 +48,8 @@ ACESTEP15_DEFAULT_LORA_LAYERS = (
     "layers.{last}.self_attn.o_proj",
 )
 ACESTEP15_TIMESTEP_MODULE = "time_embed"  # called as time_embed(timestep) in the DiT's forward
+# ACE-Step's run_step keeps the step's timesteps in a local and passes them as transformers(timestep=...).
+ACESTEP_TIMESTEP_ROOT = ACESTEP_LORA_ROOT
 PRESETS = ("acestep", "acestep15")
 PRESET_MODELS = {"acestep": "acestep", "acestep15": "acestep15"}  # the wire header's model name
 _PLACEHOLDER = re.compile(r"\{(first|mid|last)\}")
@@ -120,6 +122,20 @@ def space_specs(model: nn.Module, preset: str | None = "acestep",
     return specs
 
 
+def timestep_module(model: nn.Module, preset: str | None) -> nn.Module | None:
+    """The module the step's timesteps are passed to (None: not known): v1's transformer, as its
+    ``timestep=`` keyword; 1.5's DiT ``time_embed``, as its argument."""
+    if preset == "acestep15":
+        module = getattr(find_dit(model)[1], ACESTEP15_TIMESTEP_MODULE, None)
+        return module if isinstance(module, nn.Module) else None
+    if preset != "acestep":
+        return None
+    try:
+        return model.get_submodule(ACESTEP_TIMESTEP_ROOT)
+    except AttributeError:
+        return None
+
+
 def select_bindings(model: nn.Module, specs: Mapping[str, SpaceSpec], lora_output: str = "output") -> list[Binding]:
     """Resolve every space's paths to hook points; raise ValueError naming close matches if one is missing."""
     if lora_output not in LORA_OUTPUTS:
@@ -151,14 +167,6 @@ def find_dit(model: nn.Module) -> tuple[str, nn.Module]:
     raise ValueError(f"preset 'acestep15': no {ACESTEP15_DIT_CLASS} inside this {type(model).__name__}; pass "
                      "the training module (whose .model is the AceStepConditionGenerationModel), the generation "
                      "model or its decoder")
-
-
-def preset_timestep_module(model: nn.Module, preset: str | None) -> nn.Module | None:
-    """The module whose first argument is the step's timesteps, for presets that have one."""
-    if preset != "acestep15":
-        return None
-    module = getattr(find_dit(model)[1], ACESTEP15_TIMESTEP_MODULE, None)
-    return module if isinstance(module, nn.Module) else None
 
 
 def _below(name: str, root: str) -> str:

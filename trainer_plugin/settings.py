@@ -16,8 +16,9 @@ def _run_name(value) -> str | None:
     return None if value is None else run_name_problem(value)
 
 
-STRICT = Setting("strict", False, "ACE-Step 1.5's `watch` only: make a misconfigured monitor an error; by default it "
-                 "logs one warning and training goes on without it.", parse_bool)
+STRICT = Setting("strict", False, "Make a misconfigured monitor (a bad setting, a module path not found, an invalid "
+                 "endpoint) an error; by default it logs one warning and training goes on without the monitor.",
+                 parse_bool)
 
 TRAINER_SETTINGS = [
     Setting("enabled", True, "Capture embeddings during training; false turns the monitor off entirely.",

@@ -18,12 +18,17 @@ default publisher (``relay``) queues it and, when its batch is due, encodes the 
 a child process, which builds the frames; a batch with copies still in flight goes to its thread,
 so the training thread never waits for the device. Metadata tensors are copied at ``note``: the
 loop may reuse them before the step's batch is sent.
-With ``frozen_once`` (the default) a frozen module's firing whose clips were all sent already
-is dropped before any tensor work.
+With ``frozen_once`` (the default) a frozen module's firing whose rows were all sent already
+is dropped before any tensor work. A latent row is sent once per clip; a prompt row once per
+(clip, prompt text): ACE-Step's dataset shuffles a clip's tags and picks among its recaptions on
+every visit, so one clip has many prompt texts, each its own point.
 Spaces a preset reads from the batch instead of a module (ACE-Step 1.5's precomputed latents and
-condition) are taken at ``arm`` and pooled with the hooks' firings; a forward pre-hook on the module
-that receives the timesteps (1.5: the DiT's ``time_embed``) records them for the step.
-No exception escapes a hook or a public method except configuration errors from ``attach``.
+condition) are taken at ``arm`` and pooled with the hooks' firings.
+The step's timesteps are read by a forward pre-hook where the real trainers pass them: the
+``timestep=`` keyword of v1's transformer call (``run_step`` keeps them in a local), the argument of
+1.5's ``time_embed(timestep)``.
+No exception escapes a hook or a public method. A misconfigured ``attach`` warns and returns a
+disabled tap (trainer_plugin/guard.py), or raises when strict.
 """
 from __future__ import annotations
 
@@ -38,14 +43,9 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from acestep_viz.trainer_plugin.guard import start_or_warn
 from acestep_viz.trainer_plugin.pooling import pool_sum
-from acestep_viz.trainer_plugin.presets import (
-    PRESET_MODELS,
-    Binding,
-    preset_timestep_module,
-    select_bindings,
-    space_specs,
-)
+from acestep_viz.trainer_plugin.presets import PRESET_MODELS, Binding, select_bindings, space_specs, timestep_module
 from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
 from acestep_viz.trainer_plugin.relay import RelayPublisher
 from acestep_viz.trainer_plugin.settings import SENDERS
@@ -60,6 +60,7 @@ from acestep_viz.trainer_plugin.step_record import (
 )
 from torch import nn
 
+from acestep_viz.settings import zmq_endpoint
 from acestep_viz.wire import DEFAULT_INGEST, FROZEN_SPACES, MAX_NAME_CHARS, run_name_problem
 
 log = logging.getLogger("acestep_viz")
@@ -76,8 +77,10 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
            eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
-           sender: str = "process", autostart: bool = False) -> "Tap":
-    """Hook ``model`` and return a ``Tap``. Raises ValueError if a setting or module path is wrong.
+           sender: str = "process", autostart: bool = False, strict: bool | None = None) -> "Tap":
+    """Hook ``model`` and return a ``Tap``. If a setting or module path is wrong, log one warning and return
+    a disabled tap (training goes on without the monitor); with ``strict`` (default: $ACESTEP_VIZ_STRICT)
+    raise ValueError instead.
 
     spaces: {"latent"|"lora"|"prompt": [module paths or globs]}, replacing the preset's entries.
     lora_output: "output" (the LoRA layer's output), "delta" (the adapter's own contribution,
@@ -91,15 +94,31 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     autostart: on the publishing rank, start the sidecar (``acestep-viz up``) when no collector answers
     (trainer_plugin/autostart.py); a failure is one warning, never an error.
     """
+    def start() -> Tap:
+        return _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks,
+                       rank, publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, sender,
+                       autostart)
+
+    tap = start_or_warn(start, f"attach({type(model).__name__})", strict)
+    if tap is None:
+        if publisher is not None:
+            publisher.close()
+        return Tap([], None, run="disabled", active=False)
+    return tap
+
+
+def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks, rank,
+            publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, sender, autostart) -> "Tap":
     if int(every_n_steps) < 1:
         raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
     if int(warn_after_steps) < 1:
         raise ValueError(f"warn_after_steps={warn_after_steps!r}: must be at least 1")
     if sender not in SENDERS:
         raise ValueError(f"sender={sender!r}: must be one of {', '.join(SENDERS)}")
+    if publisher is None and zmq_endpoint(endpoint):
+        raise ValueError(f"endpoint={endpoint!r}: {zmq_endpoint(endpoint)}")
     run = check_run_name(run or default_run_name())
     bindings = select_bindings(model, space_specs(model, preset, spaces, lora_layers), lora_output)
-    timestep_module = preset_timestep_module(model, preset)
     rank = default_rank() if rank is None else int(rank)
     active = bool(all_ranks) or rank == 0
     if active and autostart:
@@ -109,7 +128,8 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
         options = {"model": PRESET_MODELS[preset]} if preset in PRESET_MODELS else {}
         publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **{**options, **dict(publisher_options or {})})
     tap = Tap(bindings, publisher, run=run, rank=rank, active=active, every_n_steps=int(every_n_steps),
-              frozen_once=frozen_once, warn_after_steps=int(warn_after_steps), timestep_module=timestep_module)
+              frozen_once=frozen_once, warn_after_steps=int(warn_after_steps),
+              timestep_module=timestep_module(model, preset))
     tap.suspend_during(model, eval_methods)
     return tap
 
@@ -212,6 +232,7 @@ class _StepState:
     loss: Any = None
     timesteps: Any = None
     sample_losses: Any = None
+    timestep_input: Any = None  # the transformer's timestep= tensor, read by the pre-hook; copied at disarm
 
 
 class Tap:
@@ -239,7 +260,7 @@ class Tap:
         self._suspend_depth = 0
         self._capturing = False  # armed and not suspended: the one flag a hook reads
         self._closed = False
-        self._seen_frozen: set[tuple[str, str, str]] = set()
+        self._seen_frozen: set[tuple] = set()  # (space, label, clip) or, for prompts, (..., prompt text)
         self._silent_steps: Counter[str] = Counter()
         self._warned_silent: set[str] = set()
         self._captures = dict.fromkeys(self._labels_by_space, 0)  # hook firings captured, per space
@@ -328,8 +349,13 @@ class Tap:
         if self._armed:
             self._place_hooks(False)
         self._armed = self._capturing = False
-        if self._state is not None and self._state.firings:
-            self._pool_firings(self._state)
+        state = self._state
+        if state is not None and state.firings:
+            self._pool_firings(state)
+        if state is not None and state.timestep_input is not None:
+            timesteps, state.timestep_input = state.timestep_input, None
+            if state.timesteps is None:  # timesteps given to ``note`` win
+                self.note(timesteps=timesteps)
 
     def _place_hooks(self, placed: bool) -> None:
         """Put the hooks into their modules' forward-hook dicts, or take them out: they are in place only
@@ -352,7 +378,7 @@ class Tap:
             try:
                 first_key = fired.get(label, 0)
                 fired[label] = first_key + (x.shape[0] if x.dim() > 1 else 1)
-                if point.once and self._all_sent(space, label, state, first_key):
+                if point.once and self._all_sent(point, state, first_key):
                     continue  # a clip already sent: no pooling, no copy
                 captured[space] += 1
                 if x._version != version:
@@ -371,7 +397,8 @@ class Tap:
                 self._errors.record(f"capture:{space}", exc)
 
     def note(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> None:
-        """Attach the step's loss, per-row timesteps and per-row losses (tensors are fine)."""
+        """Attach the step's loss, per-row timesteps and per-row losses (tensors are fine). The timesteps
+        default to the ``timestep=`` the preset's transformer got; per-row losses exist only if given here."""
         state = self._state
         if state is None:
             return
@@ -427,7 +454,7 @@ class Tap:
                 continue
             keep = []
             for offset in range(pooled[2]):
-                seen = (point.space, point.label, row_id(state.keys, state.step, state.micro_batch, pooled[1] + offset))
+                seen = _frozen_key(point, state, pooled[1] + offset)
                 if seen not in self._seen_frozen:
                     self._seen_frozen.add(seen)
                     marked.append(seen)
@@ -544,26 +571,22 @@ class Tap:
         return hook
 
     def _timestep_hook(self, module, args, kwargs):
-        """Forward pre-hook on the module called with the step's timesteps (ACE-Step 1.5: the DiT's
-        ``time_embed(timestep)``): the first call of an armed training forward gives the step's timesteps."""
+        """Forward pre-hook on the module that receives the step's timesteps (presets.timestep_module): keep the
+        training forward's ``timestep=`` keyword (v1's transformer), else its one-dimensional first argument
+        (1.5's ``time_embed(timestep)``)."""
         if not self._capturing or not torch.is_grad_enabled() or _graph_task_id() != -1:
-            return None
-        state = self._state
-        if state is None or state.timesteps is not None:
-            return None
-        try:
-            timesteps = args[0] if args else kwargs.get("timestep")
-            if isinstance(timesteps, torch.Tensor):
-                self.note(timesteps=timesteps)
-        except Exception as exc:
-            self._errors.record("capture:timestep", exc)
+            return None  # not armed, an evaluation forward (plot_step), or a recompute inside backward
+        timestep = kwargs.get("timestep") if kwargs else None
+        if timestep is None and args and isinstance(args[0], torch.Tensor) and args[0].ndim == 1:
+            timestep = args[0]
+        if isinstance(timestep, torch.Tensor) and self._state is not None and self._state.timestep_input is None:
+            self._state.timestep_input = timestep  # the first call of the step is the training forward
         return None
 
-    def _all_sent(self, space: str, label: str, state: _StepState, first_key: int) -> bool:
+    def _all_sent(self, point: _HookPoint, state: _StepState, first_key: int) -> bool:
         """True when the rows a frozen module's firing would add were all sent already (frozen_once)."""
-        fired = state.rows_fired[label]
-        return all((space, label, row_id(state.keys, state.step, state.micro_batch, key)) in self._seen_frozen
-                   for key in range(first_key, fired))
+        fired = state.rows_fired[point.label]
+        return all(_frozen_key(point, state, key) in self._seen_frozen for key in range(first_key, fired))
 
     def _warn_if_silent(self, state: _StepState) -> None:
         if len(state.rows_fired) == len(self._points):  # every module fired: no space is silent
@@ -655,6 +678,14 @@ def _hook_switches(handles: Sequence[Any]) -> list[tuple[dict, int, Any]]:
             return []
         switches.append((hooks, key, hooks[key]))
     return switches
+
+
+def _frozen_key(point: _HookPoint, state: _StepState, key_index: int) -> tuple:
+    """What a frozen row is sent once for: its clip, and for the prompt space its prompt text too."""
+    clip = row_id(state.keys, state.step, state.micro_batch, key_index)
+    if point.space == "prompt" and state.prompts:
+        return point.space, point.label, clip, state.prompts[key_index % len(state.prompts)]
+    return point.space, point.label, clip
 
 
 def _wait(state: _StepState) -> None:

@@ -43,11 +43,23 @@ TAB_NAMES = ("embeddings", "embeddings-live")
 DASHBOARD_PORT = PORT.default
 
 IMPORT_LINE = "from acestep_viz import EmbeddingMonitor"
+# The import is guarded: where ACE-Step's Python cannot import acestep_viz, EmbeddingMonitor() is Lightning's
+# no-op Callback and training runs as before (trainer.py imports pytorch_lightning anyway). Where it can, the
+# monitor starts the sidecar when none runs (autostart), unless ACESTEP_VIZ_AUTOSTART=0 says otherwise.
+IMPORT_BLOCK = (
+    "try:",
+    f"    {IMPORT_LINE}",
+    "    import os",
+    '    os.environ.setdefault("ACESTEP_VIZ_AUTOSTART", "1")',
+    "except Exception as error:",
+    '    print(f"acestep-viz: no embedding monitor, training goes on without it ({error!r})")',
+    "    from pytorch_lightning import Callback as EmbeddingMonitor",
+)
 MONITOR_CALL = "EmbeddingMonitor()"
 MANUAL_HOOKUP = (
     "To capture embeddings, add the EmbeddingMonitor to ACE-Step's trainer.py (or rerun with --acestep PATH):\n"
-    "  1. with the other imports:\n"
-    f"       {IMPORT_LINE}  {PY_MARK}\n"
+    "  1. with the other imports (guarded: training goes on where acestep_viz cannot be imported):\n"
+    + "".join(f"       {line}  {PY_MARK}\n" for line in IMPORT_BLOCK) +
     "  2. in main()'s Trainer(...) call, at the end of the callbacks list:\n"
     f"       callbacks=[checkpoint_callback, {MONITOR_CALL}],  {PY_MARK}\n"
     "  and make acestep_viz importable by ACE-Step's Python: pip install /path/to/acestep-viz[trainer]"
@@ -388,7 +400,7 @@ def add_import(text: str, tree: ast.Module, newline: str) -> str:
             number += 1
     at = starts[number]
     before = newline if at == len(text) and text and not text.endswith(("\n", "\r")) else ""
-    return insert(text, at, f"{before}{IMPORT_LINE}  {PY_MARK}{newline}")
+    return insert(text, at, before + "".join(f"{line}  {PY_MARK}{newline}" for line in IMPORT_BLOCK))
 
 
 def patch_trainer(text: str, where: str = "trainer.py") -> str:
@@ -404,6 +416,7 @@ def patch_trainer(text: str, where: str = "trainer.py") -> str:
     return patched
 
 
+_OWN_LINES = frozenset([*(line.strip() for line in IMPORT_BLOCK), f"{MONITOR_CALL},"])
 MARKED_PY_LINE = re.compile(r"[^\r\n]*  " + re.escape(PY_MARK) + r"(?:\r\n|\n|\r|$)")
 
 
@@ -414,7 +427,7 @@ def unpatch_trainer(text: str) -> str:
         body = line.rstrip("\r\n")
         ending = line[len(body):]
         body = body[: -len(f"  {PY_MARK}")]
-        if body.strip() in (IMPORT_LINE, f"{MONITOR_CALL},"):
+        if body.strip() in _OWN_LINES:
             return ""
         for added in (f", {MONITOR_CALL}", f" {MONITOR_CALL},", MONITOR_CALL):
             if added in body:

@@ -1,9 +1,12 @@
 """Synthetic "songs" from six genres, each with its own sound and prompt vocabulary.
 
 Clips are short stereo waveforms at a low sample rate, rendered on demand from a per-clip seed,
-so the dataset is deterministic, cheap and needs no files. Batches carry the keys ACE-Step's
-Text2MusicDataset collates: keys, target_wavs, wav_lengths, prompts, lyric_token_ids,
-lyric_masks, speaker_embs.
+so the dataset is cheap and needs no files. Batches carry the keys ACE-Step's Text2MusicDataset
+collates: keys, target_wavs, wav_lengths, prompts, lyric_token_ids, lyric_masks, speaker_embs.
+Prompts behave like ACE-Step's: each clip has fixed tags and recaptions, and every visit shuffles
+the tags and picks at random among the recaptions and the shuffled tags, so the same clip comes
+back with different prompt texts; the dataset repeats each clip ``repeat_count`` times under the
+same key, as ``convert2hf_dataset.py`` does. The audio of a clip never changes.
 """
 from __future__ import annotations
 
@@ -100,41 +103,59 @@ def lyric_tokens(words: list[str]) -> list[int]:
 
 
 class SyntheticSongs(Dataset):
-    """`n_clips` clips cycling through the genres; item i is the same every time for a given seed."""
+    """`n_clips` clips cycling through the genres, each `repeat_count` times; a clip's audio is the same on
+    every visit, its prompt text is drawn anew (from a generator seeded by `seed`: reproducible per run)."""
 
     def __init__(self, n_clips: int = 48, sample_rate: int = 4000, min_seconds: float = 1.0,
-                 max_seconds: float = 3.0, seed: int = 0):
+                 max_seconds: float = 3.0, seed: int = 0, repeat_count: int = 1):
         self.n_clips = n_clips
+        self.repeat_count = repeat_count
         self.sample_rate = sample_rate
         self.min_seconds = min_seconds
         self.max_seconds = max_seconds
         self.seed = seed
+        self._visits = np.random.default_rng([seed, 1 << 20])  # prompt draws, one per visit
 
     def __len__(self) -> int:
-        return self.n_clips
+        return self.n_clips * self.repeat_count
 
     def genre_of(self, index: int) -> Genre:
-        return GENRES[index % len(GENRES)]
+        return GENRES[index % self.n_clips % len(GENRES)]
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.n_clips:
+        if not 0 <= index < len(self):
             raise IndexError(index)
-        genre = self.genre_of(index)
-        rng = np.random.default_rng([self.seed, index])
+        clip = index % self.n_clips
+        genre = self.genre_of(clip)
+        rng = np.random.default_rng([self.seed, clip])
         seconds = rng.uniform(self.min_seconds, self.max_seconds)
         wav = render(genre, rng, self.sample_rate, seconds)
-        tags = list(rng.choice(genre.tags, size=3, replace=False)) + [str(rng.choice(SHARED_TAGS))]
+        tags = [genre.name, *rng.choice(genre.tags, size=3, replace=False), str(rng.choice(SHARED_TAGS))]
         bpm = int(rng.integers(*genre.bpm))
+        tags.append(f"{bpm} bpm")
         words = list(rng.choice(genre.lyric_words, size=int(rng.integers(8, 33))))
         speaker = rng.standard_normal(SPEAKER_DIM) * 0.5
         speaker[GENRES.index(genre) :: len(GENRES)] += 1.0  # a genre-flavoured "voice"
         return {
-            "key": f"{genre.key}_{index // len(GENRES):02d}",
-            "prompt": f"{genre.name}, {', '.join(tags)}, {bpm} bpm",
+            "key": f"{genre.key}_{clip // len(GENRES):02d}",
+            "prompt": visit_prompt(tags, recaptions(genre, tags), self._visits),
             "wav": torch.from_numpy(wav),
             "lyric_token_ids": torch.tensor(lyric_tokens(words), dtype=torch.long),
             "speaker_emb": torch.from_numpy(speaker.astype(np.float32)),
         }
+
+
+def recaptions(genre: Genre, tags: list[str]) -> list[str]:
+    """A clip's rewritten captions, in the spirit of the ``recaption`` field of ACE-Step's datasets."""
+    return [f"a {genre.name} track with {tags[1]} and {tags[2]}", f"{tags[3]} {genre.name} at {tags[-1]}"]
+
+
+def visit_prompt(tags: list[str], captions: list[str], rng: np.random.Generator) -> str:
+    """One visit's prompt text, drawn as Text2MusicDataset.process draws it: the tags shuffled and joined
+    with ", ", then one of the recaptions or that joined text, chosen at random."""
+    shuffled = [tags[i] for i in rng.permutation(len(tags))]
+    choices = [*captions, ", ".join(shuffled)]
+    return choices[int(rng.integers(len(choices)))]
 
 
 def collate(items: list[dict]) -> dict:

@@ -53,7 +53,7 @@ class FlowMatchSchedule:
 class Pipeline(pl.LightningModule):
     def __init__(self, learning_rate: float = 1e-3, weight_decay: float = 1e-2, every_plot_step: int = 25,
                  shift: float = 3.0, T: int = 1000, warmup_steps: int = 10, max_steps: int = 200,
-                 adapter_name: str = "lora_adapter", batch_size: int = 2, n_clips: int = 48,
+                 adapter_name: str = "lora_adapter", batch_size: int = 2, n_clips: int = 48, repeat_count: int = 2,
                  sample_rate: int = 4000, infer_steps: int = 3, guidance_scale: float = 3.0, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
@@ -66,8 +66,6 @@ class Pipeline(pl.LightningModule):
         self.dcae = modules["dcae"].requires_grad_(False).eval()
         self.text_encoder_model = modules["text_encoder"].requires_grad_(False).eval()
         self.text_tokenizer = WordTokenizer(TEXT_VOCAB_SIZE)
-        self.last_timesteps: torch.Tensor | None = None
-        self.last_sample_losses: torch.Tensor | None = None
         self.plot_steps: list[int] = []  # global steps at which plot_step ran an evaluation
 
     # ------------------------------------------------------------------ conditioning
@@ -122,10 +120,7 @@ class Pipeline(pl.LightningModule):
         # Preconditioning as in EDM section 5: the model predicts a velocity, compare in x0 space.
         model_pred = output.sample * (-sigmas) + noisy
         mask = attention_mask[:, None, None, :].expand_as(target)
-        sample_losses = ((model_pred - target) ** 2 * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
-        loss = sample_losses.mean()
-        self.last_timesteps = timesteps.detach()
-        self.last_sample_losses = sample_losses.detach()
+        loss = (((model_pred - target) ** 2 * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)).mean()
         self.log("train/denoising_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bsz)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bsz)
         return loss
@@ -149,7 +144,7 @@ class Pipeline(pl.LightningModule):
 
     def train_dataloader(self):
         dataset = SyntheticSongs(n_clips=self.hparams.n_clips, sample_rate=self.hparams.sample_rate,
-                                 seed=self.hparams.seed)
+                                 seed=self.hparams.seed, repeat_count=self.hparams.repeat_count)
         generator = torch.Generator().manual_seed(self.hparams.seed)
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True, num_workers=0,
                           collate_fn=collate, generator=generator)
