@@ -403,7 +403,8 @@ def test_trainer_patch_refuses_what_it_cannot_do_safely(source, reason):
 
 @pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
 def test_the_patched_trainer_turns_autostart_on_unless_the_user_said_otherwise(preset, expected):
-    code = "\n".join(acetrainer.IMPORT_BLOCK) + "\nprint(EmbeddingMonitor.__name__, os.environ['ACESTEP_VIZ_AUTOSTART'])"
+    shown = "print(EmbeddingMonitor.__name__, os.environ['ACESTEP_VIZ_AUTOSTART'])"
+    code = "\n".join([*acetrainer.IMPORT_BLOCK, shown])
     env = {k: v for k, v in child_env().items() if k != "ACESTEP_VIZ_AUTOSTART"}
     if preset is not None:
         env["ACESTEP_VIZ_AUTOSTART"] = preset
