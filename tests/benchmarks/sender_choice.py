@@ -6,21 +6,21 @@ frames built by the relay process); "thread" (``sender="thread"``: frames built 
 training process); "thread_hooks_in_place" (the thread sender with the tap's hooks left in their
 modules for the whole step, as without the tap's hook-dict switching: torch's slower path for a
 module with hooks then runs in the backward's checkpoint recompute too, where the hook bodies return
-at once). Every
-mode captures every space every step (``frozen_once=False``, the worst case) and has its own publisher,
-sent every ``batch_steps`` steps of that mode (``overhead.Batched``).
+at once). Every mode captures every space every step (``frozen_once=False``, the worst case) and has
+its own publisher, woken every ``batch_steps`` steps of that mode (``overhead.Batched``).
 
 Twins: "fast" is the demo's default size (fp32, about 35-40 ms a step here); "realistic" scales the
 transformer up (12 blocks of width 384, 6 heads), uses 5-10 s clips (two to three times the demo's
 latent length) and runs the training step under ``torch.autocast("cpu", dtype=torch.bfloat16)``, as the
-real trainers run bf16-mixed on a GPU (a few hundred ms a step here; this CPU emulates bf16 matmuls).
+real trainers run bf16-mixed on a GPU (a few hundred ms a step here, about as long as in fp32; the
+fast twin stays fp32, as the demo runs: autocast's casts would triple its step).
 The text and lyric encoders and the DCAE keep the demo's size.
 
 Figures per twin and mode: the overhead against "off" in percent, ``paired_pct`` (paired differences
-per place in the sender-batch cycle, medians) with its bootstrap 95 % interval, and the median of
-per-group ratios with its interval; plus how noisy the machine was (spread of the off steps, load).
-Each twin runs for ``--seconds`` of wall clock after its warm-up. JSON on stdout; keys are flat, so
-``run_all.py`` can ``record`` them.
+per place in the sender-batch cycle, medians) with its bootstrap 95 % interval, the same as
+milliseconds a step, and the median of per-group ratios with its interval; plus how noisy the
+machine was (spread and drift of the off steps, load average). Each twin runs for ``--seconds`` of
+wall clock after its warm-up. JSON on stdout; keys are flat, so ``run_all.py`` can ``record`` them.
 
     python tests/benchmarks/sender_choice.py [--twins fast,realistic] [--seconds 420]
 """
@@ -128,7 +128,10 @@ def summarise(twin_name: str, times: dict, group: int) -> dict:
                prefix + "rounds": len(times["off"]), prefix + "steps_per_sender_batch": group}
     for mode in MODES[1:]:
         results[prefix + f"step_ms_{mode}"] = round(1000 * statistics.median(times[mode]), 2)
-        results.update({prefix + f"{mode}_{key}": value for key, value in mode_estimates(times, mode, group).items()})
+        estimates = mode_estimates(times, mode, group)
+        results.update({prefix + f"{mode}_{key}": value for key, value in estimates.items()})
+        # the same in milliseconds a step: what carries over to a step of another length (a GPU's)
+        results[prefix + f"{mode}_extra_ms"] = round(estimates["pct"] * results[prefix + "step_ms_off"] / 100, 3)
     results.update({prefix + f"noise_{key}": value for key, value in noise(times["off"]).items()})
     return results
 
