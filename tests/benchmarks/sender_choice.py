@@ -31,6 +31,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import time
 from contextlib import ExitStack
 
@@ -142,6 +143,19 @@ def publishers(stack: ExitStack, endpoint: str) -> dict:
             for mode in MODES[1:]}
 
 
+def counts(name: str, sent: dict, errors: dict) -> dict:
+    """Frames each mode's publisher sent and dropped, and the errors of taps and publishers (listed on stderr)."""
+    results = {}
+    for mode, stats in sent.items():
+        results[f"sender_{name}_{mode}_frames_sent"] = stats["sent"]
+        results[f"sender_{name}_{mode}_frames_dropped"] = stats["dropped"]
+        errors.update({f"{mode}:{kind}": count for kind, count in stats["errors"].items()})
+    results[f"sender_{name}_errors"] = sum(errors.values())
+    if errors:
+        print(f"{name} twin: errors {errors}", file=sys.stderr)
+    return results
+
+
 def run_twin(name: str, seconds: float) -> dict:
     pipeline, optimizer, batches = twin(name)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -164,8 +178,8 @@ def run_twin(name: str, seconds: float) -> dict:
                         keep_hooks_in_place(tap)
                 times[mode].append(train_step(pipeline, optimizer, batch, step, tap, held.get(mode)))
                 if tap is not None:
-                    for kind, count in tap._errors.as_dict().items():  # the publisher's are counted below
-                        errors[kind] = errors.get(kind, 0) + count
+                    for kind, count in tap._errors.as_dict().items():  # the publisher's are counted apart
+                        errors[f"{mode}:{kind}"] = errors.get(f"{mode}:{kind}", 0) + count
                     tap.close()
             step += 1
         for holder in held.values():
@@ -173,10 +187,9 @@ def run_twin(name: str, seconds: float) -> dict:
         time.sleep(1.0)
     sent = {mode: publisher.stats() for mode, publisher in senders.items()}  # final counts: closed now
     results = summarise(name, times, group)
-    results[f"sender_{name}_load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    results[f"sender_{name}_frames"] = {mode: {key: stats[key] for key in ("sent", "dropped", "errors")}
-                                        for mode, stats in sent.items()}
-    results[f"sender_{name}_errors"] = errors
+    results.update(counts(name, sent, errors))
+    results[f"sender_{name}_load_avg_start"] = round(load_before, 2)
+    results[f"sender_{name}_load_avg_end"] = round(os.getloadavg()[0], 2)
     return results
 
 
