@@ -40,10 +40,11 @@ import torch
 import zmq
 from acestep_viz.trainer_plugin import attach
 from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
-from acestep_viz.trainer_plugin.presets import FROZEN_SPACES
 from acestep_viz.trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
 from acestep_viz.trainer_plugin.relay import RelayPublisher
 from common import pause_projections, quiet_collector, record
+
+from acestep_viz.wire import FROZEN_SPACES
 
 
 class Batched:

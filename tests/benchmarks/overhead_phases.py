@@ -20,11 +20,12 @@ import time
 
 import numpy as np
 from acestep_viz.trainer_plugin import attach
-from acestep_viz.trainer_plugin.presets import FROZEN_SPACES
 from acestep_viz.trainer_plugin.publisher import MemoryPublisher
 from acestep_viz.trainer_plugin.relay import RelayPublisher
 from common import pause_projections, quiet_collector
 from overhead import Batched, make_batches, timed_twin
+
+from acestep_viz.wire import FROZEN_SPACES
 
 PHASES = ("batch", "forward", "flush", "backward", "optimizer", "step")
 
