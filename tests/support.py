@@ -229,3 +229,12 @@ def send_frames(ingest_endpoint: str, frames: list[Frame], timeout: float = 10.0
             sock.send_multipart(encode(frame), copy=False)
     finally:
         sock.close()
+
+
+def projected_snapshot(query_endpoint: str, run: str, minimum: int = 10) -> dict | None:
+    """``run``'s snapshot once every space shows at least ``minimum`` points, else None (for ``wait_for``)."""
+    snap = query(query_endpoint, {"op": "snapshot", "run": run, "since": None})
+    spaces = (snap.get("spaces") or {}).values()
+    ready = snap.get("run") == run and len(spaces) == 3 and all(s["projected"] >= minimum for s in spaces)
+    return snap if ready else None
+

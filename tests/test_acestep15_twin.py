@@ -10,7 +10,7 @@ from acestep_viz.trainer_plugin.demo.acestep15.run import run_demo
 from acestep_viz.trainer_plugin.demo.data import GENRES
 from acestep_viz.trainer_plugin.presets import is_lora_layer
 from acestep_viz.trainer_plugin.publisher import MemoryPublisher
-from support import CollectorProcess, ManagedProcess, query, wait_for
+from support import CollectorProcess, ManagedProcess, projected_snapshot, query, wait_for
 
 SPACES = ("latent", "lora", "prompt")
 
@@ -114,12 +114,7 @@ def test_demo_acestep15_fills_all_three_spaces(tmp_path):
         demo = ManagedProcess([sys.executable, "-m", "acestep_viz", "demo", "--model", "acestep15", "--endpoint",
                                collector.ingest, "--steps", "20", "--run", "e2e-15"], log_path=tmp_path / "demo.log")
         with demo:
-            def projected():
-                snap = query(collector.query, {"op": "snapshot", "run": "e2e-15", "since": None})
-                spaces = snap.get("spaces") or {}
-                return snap if snap.get("run") == "e2e-15" and all(
-                    spaces[s]["projected"] >= 10 for s in SPACES) else None
-            snap = wait_for(projected, timeout=240, interval=1)
+            snap = wait_for(lambda: projected_snapshot(collector.query, "e2e-15"), timeout=240, interval=1)
             demo.proc.wait(300)
         assert demo.proc.returncode == 0, demo.log_text()
         assert query(collector.query, {"op": "stats"})["models"]["e2e-15"] == "acestep15"

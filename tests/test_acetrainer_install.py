@@ -280,17 +280,13 @@ def test_trainer_hookup_round_trip(tmp_path):
     assert digest(acestep) == before
 
 
-def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
-    """Run the patched stand-in's main(): Trainer(...) receives an EmbeddingMonitor among its callbacks."""
-    pl = pytest.importorskip("pytorch_lightning")
+def run_patched_main(acestep: Path, monkeypatch) -> dict:
+    """Run the patched stand-in trainer.py's main() with Lightning's Trainer replaced by a recorder; returns
+    the keyword arguments the Trainer got, and whether fit ran."""
     import argparse
     import runpy
 
-    from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
-
-    acestep = checkout(tmp_path, "ace-step")
-    acetrainer.apply(acetrainer.plan_hookup(acestep))
-    monkeypatch.setenv("ACESTEP_VIZ_AUTOSTART", "0")  # this test starts no sidecar
+    pl = pytest.importorskip("pytorch_lightning")
     seen = {}
 
     class RecordingTrainer:
@@ -303,9 +299,20 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
     monkeypatch.setattr(pl, "Trainer", RecordingTrainer)
     namespace = runpy.run_path(str(acestep / "trainer.py"), run_name="acestep_trainer")
     namespace["main"](argparse.Namespace(
-        learning_rate=1e-4, max_steps=2, every_n_train_steps=10, logger_dir=str(tmp_path / "logs"),
+        learning_rate=1e-4, max_steps=2, every_n_train_steps=10, logger_dir=str(acestep / "logs"),
         exp_name="t", accelerator="cpu", devices=1, precision="32", accumulate_grad_batches=1, ckpt_path=None,
         gradient_clip_val=0.5))
+    return seen
+
+
+def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
+    """Run the patched stand-in's main(): Trainer(...) receives an EmbeddingMonitor among its callbacks."""
+    from acestep_viz.trainer_plugin.lightning import EmbeddingMonitor
+
+    acestep = checkout(tmp_path, "ace-step")
+    acetrainer.apply(acetrainer.plan_hookup(acestep))
+    monkeypatch.setenv("ACESTEP_VIZ_AUTOSTART", "0")  # this test starts no sidecar
+    seen = run_patched_main(acestep, monkeypatch)
     assert seen["fitted"]
     kinds = [type(callback).__name__ for callback in seen["callbacks"]]
     assert kinds == ["ModelCheckpoint", "LearningRateMonitor", "EmbeddingMonitor"]
@@ -315,29 +322,12 @@ def test_patched_trainer_passes_the_monitor_to_lightning(tmp_path, monkeypatch):
 def test_patched_trainer_still_trains_where_acestep_viz_cannot_be_imported(tmp_path, monkeypatch, capsys):
     """ACE-Step's Python may lack acestep_viz: the guarded import falls back to Lightning's no-op Callback."""
     pl = pytest.importorskip("pytorch_lightning")
-    import argparse
-    import runpy
-
     acestep = checkout(tmp_path, "ace-step")
     acetrainer.apply(acetrainer.plan_hookup(acestep))
     for name in [n for n in sys.modules if n == "acestep_viz" or n.startswith("acestep_viz.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "acestep_viz", None)  # "import acestep_viz" raises ImportError
-    seen = {}
-
-    class RecordingTrainer:
-        def __init__(self, **kwargs):
-            seen.update(kwargs)
-
-        def fit(self, model, ckpt_path=None):
-            seen["fitted"] = True
-
-    monkeypatch.setattr(pl, "Trainer", RecordingTrainer)
-    namespace = runpy.run_path(str(acestep / "trainer.py"), run_name="acestep_trainer")
-    namespace["main"](argparse.Namespace(
-        learning_rate=1e-4, max_steps=2, every_n_train_steps=10, logger_dir=str(tmp_path / "logs"),
-        exp_name="t", accelerator="cpu", devices=1, precision="32", accumulate_grad_batches=1, ckpt_path=None,
-        gradient_clip_val=0.5))
+    seen = run_patched_main(acestep, monkeypatch)
     assert seen["fitted"]
     assert type(seen["callbacks"][-1]) is pl.Callback  # a no-op callback in the monitor's place
     assert "no embedding monitor, training goes on without it" in capsys.readouterr().out

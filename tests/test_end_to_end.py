@@ -2,7 +2,7 @@
 import sys
 
 import pytest
-from support import CollectorProcess, ManagedProcess, query, wait_for
+from support import CollectorProcess, ManagedProcess, projected_snapshot, wait_for
 
 pytestmark = pytest.mark.slow
 SPACES = ("latent", "lora", "prompt")
@@ -13,12 +13,7 @@ def test_demo_training_fills_all_three_spaces(tmp_path):
         demo = ManagedProcess([sys.executable, "-m", "acestep_viz", "demo", "--endpoint", collector.ingest,
                                "--steps", "60", "--run", "e2e-run"], log_path=tmp_path / "demo.log")
         with demo:
-            def projected():
-                snap = query(collector.query, {"op": "snapshot", "run": "e2e-run", "since": None})
-                spaces = snap.get("spaces") or {}
-                return snap if snap.get("run") == "e2e-run" and all(
-                    spaces[s]["projected"] >= 10 for s in SPACES) else None
-            snap = wait_for(projected, timeout=240, interval=1)
+            snap = wait_for(lambda: projected_snapshot(collector.query, "e2e-run"), timeout=240, interval=1)
             demo.proc.wait(300)
         assert demo.proc.returncode == 0, demo.log_text()
     lora = snap["spaces"]["lora"]["points"]
