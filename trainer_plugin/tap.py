@@ -190,7 +190,7 @@ class _HookPoint(NamedTuple):
 # ten times as long as the next ones, and each hook would pay that.
 # ``disarm`` pools each firing to a plain tuple too, (hook point index, first key, rows, host sums,
 # divisor: a length or the mask weights on the host, keep: row offsets to send or None for all);
-# its header and numpy arrays are made when the step is sent, with the other steps of its batch:
+# its vectors are made on the publisher's sender thread, with the other steps of its batch:
 # Python that runs once per step right after the model's work costs several times as much.
 
 
