@@ -280,8 +280,10 @@ def test_a_misconfigured_watch_warns_once_and_training_goes_on(module, songs, ca
     with caplog.at_level(logging.WARNING, logger="acestep_viz"):
         monitor = watch(nn.Linear(2, 2), publisher=MemoryPublisher())
         bad_endpoint = watch(module, endpoint="not-an-endpoint")
-    assert isinstance(monitor, Unwatched) and isinstance(bad_endpoint, Unwatched)
-    assert caplog.text.count("training goes on without the embedding monitor") == 2
+        unknown = watch(module, sender="thread", publisher=MemoryPublisher())
+    assert all(isinstance(m, Unwatched) for m in (monitor, bad_endpoint, unknown))
+    assert caplog.text.count("training goes on without the embedding monitor") == 3
+    assert "unknown option(s) sender" in caplog.text
     with monitor.step(0, 0, collate([songs[0]])):
         loss = module.training_step(collate([songs[0]]))
     assert torch.isfinite(loss)
@@ -295,6 +297,8 @@ def test_strict_makes_misconfiguration_an_error(monkeypatch):
     monkeypatch.delenv("ACESTEP_VIZ_STRICT")
     with pytest.raises(ValueError, match="AceStepDiTModel"):
         watch(nn.Linear(2, 2), publisher=MemoryPublisher(), strict=True)
+    with pytest.raises(TypeError, match="unknown option"):
+        watch(nn.Linear(2, 2), sender="thread", strict=True)
 
 
 def test_disabled_watch_hooks_nothing(module):

@@ -73,7 +73,7 @@ def test_attach_starts_the_sidecar_only_from_the_publishing_rank(monkeypatch, ra
     calls = []
     monkeypatch.setattr(autostart, "ensure_collector", lambda *args, **kw: calls.append(args) or ("running", None))
     with attach(build_pipeline(batch_size=2), endpoint=f"tcp://127.0.0.1:{free_port()}", rank=rank,
-                autostart=True, sender="thread"):
+                autostart=True):
         pass
     assert bool(calls) is expected
 
@@ -88,8 +88,7 @@ def test_a_sidecar_that_cannot_start_is_one_warning_and_the_hooks_still_attach(m
 
     monkeypatch.setattr(autostart, "ensure_collector", refuse)
     with caplog.at_level("WARNING", logger="acestep_viz"):
-        with attach(build_pipeline(batch_size=2), endpoint=f"tcp://127.0.0.1:{free_port()}", autostart=True,
-                    sender="thread") as tap:
+        with attach(build_pipeline(batch_size=2), endpoint=f"tcp://127.0.0.1:{free_port()}", autostart=True) as tap:
             assert tap.hooked
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "exited with code 2" in warnings[0] and "training goes on" in warnings[0]

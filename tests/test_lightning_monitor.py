@@ -151,7 +151,7 @@ def test_bad_settings_fail_setup_saying_what_to_fix_when_strict(monkeypatch):
 
 
 @pytest.mark.parametrize("wrong", [dict(spaces={"prompt": ["text_encoder"]}), dict(endpoint="localhost:5557"),
-                                   dict(frozen=True), dict(lora_output="sideways")])
+                                   dict(frozen=True), dict(sender="thread"), dict(lora_output="sideways")])
 def test_misconfigured_monitor_warns_once_and_training_finishes(monkeypatch, caplog, wrong):
     monitor, pipeline = EmbeddingMonitor(**wrong), twin()
     with caplog.at_level(logging.WARNING, logger="acestep_viz"):

@@ -1,57 +1,21 @@
 """Process control on POSIX and Windows. No Windows machine runs these tests: the Windows branches run
-here with the platform faked (``processes.on_windows``, ``os.name``) and kernel32 replaced by a
-recorder, so they check which calls are made with which arguments, not Windows itself."""
+here with the platform faked (``processes.on_windows``, ``os.name``), so they check which calls are made
+with which arguments, not Windows itself."""
 import os
 import signal
 import subprocess
-import threading
 
 import pytest
-import zmq
 from acestep_viz.collector import options as collector_options
 from acestep_viz.collector import store
-from acestep_viz.trainer_plugin import relay
-from support import free_port
 
 from acestep_viz import processes, settings
-
-WAIT_TIMEOUT = 0x102
-
-
-class FakeKernel32:
-    """Records kernel32 calls; the parent process "exits" when ``exited`` is set."""
-
-    def __init__(self, open_handle=77):
-        self.calls = []
-        self.open_handle = open_handle
-        self.exited = False
-
-    def OpenProcess(self, access, inherit, pid):
-        self.calls.append(("OpenProcess", access, inherit, pid))
-        return self.open_handle
-
-    def WaitForSingleObject(self, handle, timeout_ms):
-        self.calls.append(("WaitForSingleObject", handle, timeout_ms))
-        return 0 if self.exited else WAIT_TIMEOUT
-
-    def CloseHandle(self, handle):
-        self.calls.append(("CloseHandle", handle))
-        return 1
-
-    def GetCurrentProcess(self):
-        return -1
-
-    def SetPriorityClass(self, handle, priority):
-        self.calls.append(("SetPriorityClass", handle, priority))
-        return 1
 
 
 @pytest.fixture
 def windows(monkeypatch):
-    """The Windows branches, with kernel32 faked and the POSIX-only calls made to fail loudly."""
-    kernel32 = FakeKernel32()
+    """The Windows branches, with the POSIX-only calls made to fail loudly."""
     monkeypatch.setattr(processes, "on_windows", lambda: True)
-    monkeypatch.setattr(processes, "_kernel32", lambda: kernel32)
     monkeypatch.setattr(signal, "SIGBREAK", 21, raising=False)
     monkeypatch.setattr(signal, "CTRL_BREAK_EVENT", 1, raising=False)
 
@@ -59,7 +23,6 @@ def windows(monkeypatch):
         raise AssertionError("a POSIX-only call on Windows")
     for name in ("kill", "getppid", "nice", "killpg"):
         monkeypatch.setattr(os, name, posix_only, raising=False)
-    return kernel32
 
 
 class FakeChild:
@@ -74,35 +37,6 @@ class FakeChild:
 
     def terminate(self):
         self.terminated = True
-
-
-def test_windows_watch_follows_the_parents_process_handle_and_never_probes_with_os_kill(windows):
-    with processes.ParentWatch(4242) as watch:
-        assert watch.alive()
-        windows.exited = True
-        assert not watch.alive()
-    assert windows.calls[0] == ("OpenProcess", processes._SYNCHRONIZE, False, 4242)
-    assert ("WaitForSingleObject", 77, 0) in windows.calls
-    watch.close()  # twice is safe: the handle is closed once
-    assert windows.calls.count(("CloseHandle", 77)) == 1
-
-
-def test_windows_watch_that_cannot_open_the_parent_keeps_the_relay_running(windows):
-    windows.open_handle = 0  # OpenProcess failed (access denied, or the parent already gone)
-    watch = processes.ParentWatch(4242)
-    windows.exited = True
-    assert watch.alive()
-    watch.close()
-    assert not any(call[0] == "CloseHandle" for call in windows.calls)
-
-
-def test_posix_watch_notices_the_orphan_being_adopted(monkeypatch):
-    monkeypatch.setattr(processes, "on_windows", lambda: False)
-    parents = iter([4242, 1])
-    monkeypatch.setattr(os, "getppid", lambda: next(parents))
-    watch = processes.ParentWatch(4242)
-    assert watch.alive()
-    assert not watch.alive()
 
 
 def test_windows_children_get_their_own_group_and_are_asked_with_ctrl_break(windows):
@@ -134,56 +68,6 @@ def test_stop_signal_handlers_call_back(monkeypatch):
     assert set(installed) == set(processes.stop_signals())
     installed[signal.SIGTERM](signal.SIGTERM, None)
     assert stopped == [True]
-
-
-def test_windows_priority_is_lowered_with_set_priority_class(windows):
-    assert processes.lower_priority(10)
-    assert windows.calls == [("SetPriorityClass", -1, processes._BELOW_NORMAL_PRIORITY_CLASS)]
-
-
-def test_posix_priority_uses_nice_and_a_refusal_is_not_an_error(monkeypatch):
-    monkeypatch.setattr(processes, "on_windows", lambda: False)
-    niced = []
-    monkeypatch.setattr(os, "nice", lambda n: niced.append(n))
-    assert processes.lower_priority(10) and niced == [10]
-
-    def refuse(n):
-        raise PermissionError("not allowed")
-    monkeypatch.setattr(os, "nice", refuse)
-    assert not processes.lower_priority(10)
-
-
-def test_the_relay_loop_ends_when_its_watch_reports_the_training_process_gone(monkeypatch):
-    watched = []
-
-    class GoneOnSecondLook:
-        def __init__(self, pid):
-            watched.append(pid)
-
-        def alive(self):
-            watched.append("look")
-            return watched.count("look") < 2
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            watched.append("closed")
-
-    monkeypatch.setattr(relay, "ParentWatch", GoneOnSecondLook)
-    monkeypatch.setattr(relay, "PARENT_CHECK_S", 0.01)
-    link = zmq.Context.instance().socket(zmq.PAIR)
-    port = link.bind_to_random_port("tcp://127.0.0.1")
-    result = []
-    loop = threading.Thread(target=lambda: result.append(
-        relay.serve(f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{free_port()}", 4242, {})))
-    try:
-        loop.start()
-        loop.join(30)
-        assert result == [0]
-        assert watched[0] == 4242 and watched[-1] == "closed"
-    finally:
-        link.close(linger=0)
 
 
 def test_windows_store_and_kernel_cache_default_to_local_app_data(monkeypatch):

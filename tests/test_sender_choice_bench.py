@@ -12,24 +12,24 @@ from acestep_viz.trainer_plugin.publisher import MemoryPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
-from sender_choice import MODES, keep_hooks_in_place, noise, summarise  # noqa: E402
+from sender_choice import MODES, hooked_modules, noise, noop_hooks, summarise  # noqa: E402
 
 
 def synthetic_times(rounds: int = 400, group: int = 4) -> dict:
     """Off steps of 100 ms drifting by 30 % with 10 % jitter; each mode pays a fixed share on top, the
-    relay 2 %, the thread sender 5 % only on the first step of each sender batch (20 % there)."""
+    the no-op hooks 2 %, the tap 5 % only on the first step of each sender batch (20 % there)."""
     rng = np.random.default_rng(1)
     drift = 1 + 0.3 * np.sin(np.arange(rounds) / 25)
     off = 0.1 * drift * rng.uniform(0.95, 1.05, rounds)
     batch_step = (np.arange(rounds) % group == 0)
     jitter = {mode: rng.normal(0, 0.002, rounds) for mode in MODES}
-    extra = {"off": 0, "relay": 0.02 * off, "thread": 0.2 * off * batch_step, "thread_hooks_in_place": 0.1 * off}
+    extra = {"off": 0, "noop_hooks": 0.02 * off, "tap": 0.2 * off * batch_step}
     return {mode: list(off + extra[mode] + jitter[mode] * (mode != "off")) for mode in MODES}
 
 
 def test_summary_recovers_known_overheads_with_intervals_around_them():
     results = summarise("fast", synthetic_times(), group=4)
-    for mode, expected in (("relay", 2.0), ("thread", 5.0), ("thread_hooks_in_place", 10.0)):
+    for mode, expected in (("noop_hooks", 2.0), ("tap", 5.0)):
         low, high = results[f"sender_fast_{mode}_ci95_low"], results[f"sender_fast_{mode}_ci95_high"]
         assert abs(results[f"sender_fast_{mode}_pct"] - expected) < 1.0, mode
         assert low <= expected <= high, (mode, low, high)
@@ -45,22 +45,22 @@ def test_noise_reports_spread_and_drift_of_the_off_steps():
     assert slowing["drift_pct"] > 50
 
 
-def test_hooks_in_place_mode_keeps_the_taps_hooks_between_steps_and_still_captures():
+def test_noop_hooks_sit_on_the_modules_the_tap_hooks_and_leave_training_unchanged():
     torch.manual_seed(0)
     pipeline = build_pipeline(every_plot_step=10**9)
     pipeline.log = lambda *a, **k: None
     batch = collate([SyntheticSongs()[i] for i in range(2)])
     publisher = MemoryPublisher()
-    tap = attach(pipeline, run="hooks-in-place", frozen_once=False, publisher=publisher)
-    hooked = [binding.module for binding in tap.bindings]
-    assert not any(module._forward_hooks for module in hooked)  # the tap takes them out between steps
-    keep_hooks_in_place(tap)
-    for step in range(2):
-        with tap.step(step, 0, batch):
-            loss = pipeline.training_step(batch, step)
-        loss.backward()
-        assert all(len(module._forward_hooks) == 1 for module in hooked)
-    assert {frame.space for frame in publisher.frames} == {"latent", "lora", "prompt"}
-    assert tap.stats()["steps_captured"] == 2
-    tap.close()
+    with attach(pipeline, run="probe", frozen_once=False, publisher=publisher) as tap:
+        expected = {binding.module for binding in tap.bindings if binding.module is not None}
+    hooked = hooked_modules(pipeline)
+    assert set(hooked) == expected and not any(module._forward_hooks for module in pipeline.modules())
+    torch.manual_seed(1)
+    plain = pipeline.training_step(batch, 0).item()
+    handles = noop_hooks(hooked)
+    assert all(len(module._forward_hooks) == 1 for module in hooked)
+    torch.manual_seed(1)
+    assert pipeline.training_step(batch, 0).item() == plain
+    for handle in handles:
+        handle.remove()
     assert not any(module._forward_hooks for module in pipeline.modules())

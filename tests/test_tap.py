@@ -7,7 +7,6 @@ import torch
 from acestep_viz.trainer_plugin import attach
 from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from acestep_viz.trainer_plugin.publisher import MemoryPublisher
-from acestep_viz.trainer_plugin.step_record import decode_records, link_message
 from acestep_viz.trainer_plugin.tap import output_tensor
 
 from tests.support import free_port
@@ -357,7 +356,7 @@ def test_unknown_module_path_lists_close_matches(pipeline):
 
 
 @pytest.mark.parametrize("wrong", [dict(spaces={"latent": ["dcae.dcae.encodr"]}), dict(every_n_steps=0),
-                                   dict(endpoint="localhost:5557"), dict(sender="carrier pigeon")])
+                                   dict(endpoint="localhost:5557"), dict(lora_output="sideways")])
 def test_misconfigured_attach_warns_once_and_training_goes_on(fast, songs, caplog, monkeypatch, wrong):
     monkeypatch.delenv("ACESTEP_VIZ_STRICT", raising=False)
     with caplog.at_level(logging.WARNING, logger="acestep_viz"):
@@ -442,14 +441,14 @@ class Strided(torch.nn.Module):
                 self.channels(x.permute(1, 0, 2).unsqueeze(1)))
 
 
-class LinkPublisher:
-    """Takes each step the way the relay does: ready for the link, then decoded as the relay process would."""
+class RecordPublisher:
+    """Takes each step the way the publisher's sender thread does: calls it for its step record."""
 
     def __init__(self):
         self.records = []
 
     def publish(self, item) -> bool:
-        self.records += decode_records(*link_message([item.link_step()]))
+        self.records.append(item())
         return True
 
     def stats(self) -> dict:
@@ -459,8 +458,8 @@ class LinkPublisher:
         pass
 
 
-class HeldPublisher(LinkPublisher):
-    """Holds steps until ``send``, as the relay holds them until their batch is due."""
+class HeldPublisher(RecordPublisher):
+    """Holds steps until ``send``, as the publisher holds them until their batch is due."""
 
     def __init__(self):
         super().__init__()
@@ -471,7 +470,7 @@ class HeldPublisher(LinkPublisher):
         return True
 
     def send(self) -> None:
-        self.records += decode_records(*link_message([item.link_step() for item in self.held]))
+        self.records += [item() for item in self.held]
         self.held.clear()
 
 
@@ -495,9 +494,9 @@ def test_metadata_tensors_reused_in_place_after_the_step_are_sent_with_the_steps
     assert (second.timesteps, second.sample_losses, second.loss) == ([1100.0, 1200.0], [1000.25, 1000.5], [1001.5])
 
 
-def test_outputs_with_strides_of_their_own_reach_the_relay_with_the_right_values():
+def test_outputs_with_strides_of_their_own_reach_the_publisher_with_the_right_values():
     model = Strided()
-    publisher = LinkPublisher()
+    publisher = RecordPublisher()
     tap = attach(model, preset=None, frozen_once=False, publisher=publisher,
                  spaces={"latent": ["rows", "channels"], "prompt": ["sequence"]})
     x = torch.randn(5, 3, 4)  # (features, rows, time)
@@ -539,30 +538,24 @@ def test_every_n_steps_skips_steps(fast, songs):
     assert (stats["steps_seen"], stats["steps_captured"]) == (4, 2)
 
 
-def test_hooked_modules_run_hook_free_outside_armed_steps_and_in_backward(fast, songs):
-    # torch calls a module that has a forward hook on a slower path, so the hooks are in place only
-    # while a training step is armed: not between steps, in skipped steps, or in backward's recompute
+def test_hooks_stay_in_place_and_capture_only_armed_training_forwards_until_close(pipeline, songs):
+    """attach registers the hooks once; their guards alone keep forwards between steps, skipped steps,
+    evaluation (plot_step) and backward's recompute out of the captures."""
     batch = batch_of(songs, [0, 1, 2])
-    layer = fast.get_submodule(LORA_LAYER)
-    tap, publisher = monitor(fast, every_n_steps=2, eval_methods=())
+    tap, publisher = monitor(pipeline, every_n_steps=2, frozen_once=False)
+    one_step = {"latent": 3, "prompt": 1, "lora": 3}
     with tap:
-        assert hook_count(fast) == 0
-        assert tap.arm(0, 0, batch) and hook_count(fast) == 6  # latent, prompt, three LoRA layers, timesteps
-        loss = fast.training_step(batch, 0)
-        tap.disarm()
-        hooks_in_recompute = []
-        spy = layer.register_forward_hook(lambda module, *a: hooks_in_recompute.append(len(module._forward_hooks)))
-        try:
-            loss.backward()
-        finally:
-            spy.remove()
-        fast.zero_grad(set_to_none=True)
-        tap.flush(loss=loss)
-        assert hooks_in_recompute == [1]  # recomputed once, with the spy as its only hook
-        assert hook_count(fast) == 0
-        assert not tap.arm(1, 0, batch) and hook_count(fast) == 0  # a skipped step
-        tap.flush()
-    assert len(frames_of(publisher, "lora")) == 1 and frames_of(publisher, "lora")[0].vectors.shape[0] == 9
+        assert hook_count(pipeline) == 6  # latent, prompt, three LoRA layers, the timestep pre-hook
+        pipeline.preprocess(batch)  # a forward between steps
+        assert tap.stats()["captures"] == {}
+        train_step(pipeline, tap, batch, step=0, disarm=False)  # plot_step, the forward and the recompute, armed
+        assert tap.stats()["captures"] == one_step
+        train_step(pipeline, tap, batch, step=1)  # skipped: every_n_steps=2
+        assert tap.stats()["captures"] == one_step and hook_count(pipeline) == 6
+    assert hook_count(pipeline) == 0
+    pipeline.preprocess(batch)
+    assert tap.stats()["captures"] == one_step
+    assert [f.vectors.shape[0] for f in publisher.frames] == [3, 3, 9]
 
 
 def test_a_hook_that_replaces_the_output_does_not_change_what_is_captured(fast, songs):

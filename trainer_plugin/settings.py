@@ -9,7 +9,6 @@ from acestep_viz.settings import Setting, one_of, parse_bool, parse_list, positi
 from acestep_viz.wire import DEFAULT_INGEST, run_name_problem
 
 LORA_OUTPUTS = ("output", "delta", "both")
-SENDERS = ("process", "thread")
 
 
 def _run_name(value) -> str | None:
@@ -37,9 +36,6 @@ TRAINER_SETTINGS = [
             "<store>/sidecar.log) when no collector answers on ACESTEP_VIZ_COLLECTOR; a second run reuses it.",
             parse_bool),
     Setting("all_ranks", False, "With several GPUs (DDP), publish from every rank, not only rank 0.", parse_bool),
-    Setting("sender", "process", "Where frames are built and sent: 'process' (a relay process the plugin starts, so "
-            "the work never holds the training process's GIL) or 'thread' (a thread of the training process; "
-            "for setups that may not start processes).", str, one_of(*SENDERS)),
     Setting("curve_dir", None, "Folder with CurveZMQ keys made by `acestep-viz keys` (client.key_secret, server.key) "
             "for a collector started with --curve-dir; read by the publisher (argument: "
             "publisher_options={'curve_dir': ...}).", str),

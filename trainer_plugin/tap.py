@@ -1,9 +1,8 @@
 """Forward hooks that capture pooled activations of exactly one training forward per step.
 
-Capture is armed for one training step (``arm`` / ``step``). The hooks are in their modules only
-while a step is armed: torch calls a module that has a forward hook on a slower path, and between
-steps (evaluation, skipped steps) and during backward's checkpoint recompute they would only cost.
-Every hook body is gated as well:
+Capture is armed for one training step (``arm`` / ``step``). ``attach`` registers the hooks once
+(``register_forward_hook(..., with_kwargs=True)``) and they stay in their modules until ``close``;
+each hook body is gated:
 - nothing outside an armed step, nothing while an evaluation method (``plot_step``) runs;
 - nothing inside the autograd engine: with non-reentrant gradient checkpointing, hooks inside
   a checkpointed block fire a second time during backward (recompute);
@@ -13,9 +12,8 @@ Every hook body is gated as well:
 Hook bodies only keep a reference to the output (no torch call); when the forward ends (``disarm``,
 before backward, or ``flush``) the step's outputs are pooled back to back on their device (one
 reduction each: sums, with the division left to numpy where frames are built) and a non-blocking
-copy to the host starts. ``flush`` hands the step to the publisher as a deferred record. The
-default publisher (``relay``) queues it and, when its batch is due, encodes the batch's steps for
-a child process, which builds the frames; a batch with copies still in flight goes to its thread,
+copy to the host starts. ``flush`` hands the step to the publisher (trainer_plugin/publisher.py) as
+a deferred record: its sender thread waits for the copies, divides the sums and builds the frames,
 so the training thread never waits for the device. Metadata tensors are copied at ``note``: the
 loop may reuse them before the step's batch is sent.
 With ``frozen_once`` (the default) a frozen module's firing whose rows were all sent already
@@ -36,7 +34,7 @@ import functools
 import logging
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -47,17 +45,7 @@ from acestep_viz.trainer_plugin.guard import start_or_warn
 from acestep_viz.trainer_plugin.pooling import pool_sum
 from acestep_viz.trainer_plugin.presets import PRESET_MODELS, Binding, select_bindings, space_specs, timestep_module
 from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
-from acestep_viz.trainer_plugin.relay import RelayPublisher
-from acestep_viz.trainer_plugin.settings import SENDERS
-from acestep_viz.trainer_plugin.step_record import (
-    CAPTURE_FIELDS,
-    CaptureRows,
-    StepRecord,
-    capture_header,
-    row_id,
-    scaled_rows,
-    step_header,
-)
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, row_id, scaled_rows
 from torch import nn
 
 from acestep_viz.settings import zmq_endpoint
@@ -69,7 +57,6 @@ PROMPT_CHARS = 200
 OUTPUT_KEYS = ("last_hidden_state", "sample")  # transformers ModelOutput / diffusers BaseOutput
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)  # -1: not inside backward
-_ROWS, _SCALE = (CAPTURE_FIELDS.index(name) for name in ("rows", "scale"))
 
 
 def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str, Any] | None = None,
@@ -77,7 +64,7 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
            eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
-           sender: str = "process", autostart: bool = False, strict: bool | None = None) -> "Tap":
+           autostart: bool = False, strict: bool | None = None) -> "Tap":
     """Hook ``model`` and return a ``Tap``. If a setting or module path is wrong, log one warning and return
     a disabled tap (training goes on without the monitor); with ``strict`` (default: $ACESTEP_VIZ_STRICT)
     raise ValueError instead.
@@ -89,15 +76,12 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     preset "acestep15" (ACE-Step 1.5): ``model`` is the training module, the generation model or its
     decoder, before or after ``fabric.setup``; latent and prompt (condition) rows come from the batch
     given to ``step``, the timesteps from a forward pre-hook on the DiT's ``time_embed``.
-    sender: "process" (frames are built and sent by a relay process, off this process's GIL) or
-    "thread" (by a thread of this process: no child process, but its Python work competes with training).
     autostart: on the publishing rank, start the sidecar (``acestep-viz up``) when no collector answers
     (trainer_plugin/autostart.py); a failure is one warning, never an error.
     """
     def start() -> Tap:
         return _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks,
-                       rank, publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, sender,
-                       autostart)
+                       rank, publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart)
 
     tap = start_or_warn(start, f"attach({type(model).__name__})", strict)
     if tap is None:
@@ -108,13 +92,11 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
 
 
 def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks, rank,
-            publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, sender, autostart) -> "Tap":
+            publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart) -> "Tap":
     if int(every_n_steps) < 1:
         raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
     if int(warn_after_steps) < 1:
         raise ValueError(f"warn_after_steps={warn_after_steps!r}: must be at least 1")
-    if sender not in SENDERS:
-        raise ValueError(f"sender={sender!r}: must be one of {', '.join(SENDERS)}")
     if publisher is None and zmq_endpoint(endpoint):
         raise ValueError(f"endpoint={endpoint!r}: {zmq_endpoint(endpoint)}")
     run = check_run_name(run or default_run_name())
@@ -124,9 +106,8 @@ def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lo
     if active and autostart:
         start_sidecar(endpoint)
     if active and publisher is None:
-        kind = RelayPublisher if sender == "process" else Publisher
         options = {"model": PRESET_MODELS[preset]} if preset in PRESET_MODELS else {}
-        publisher = kind(endpoint, frozen_spaces=FROZEN_SPACES, **{**options, **dict(publisher_options or {})})
+        publisher = Publisher(endpoint, frozen_spaces=FROZEN_SPACES, **{**options, **dict(publisher_options or {})})
     tap = Tap(bindings, publisher, run=run, rank=rank, active=active, every_n_steps=int(every_n_steps),
               frozen_once=frozen_once, warn_after_steps=int(warn_after_steps),
               timestep_module=timestep_module(model, preset))
@@ -177,24 +158,18 @@ def check_run_name(run: str) -> str:
     return run
 
 
-def _capture_parts(point: "_HookPoint", pooled: tuple) -> tuple[list, list[np.ndarray]]:
-    """A pooled firing's ``capture_header`` and its arrays (sums, then weights for a masked sequence), as numpy;
-    the step's device copies must be done. Made when the step is sent, not when it is pooled: the relay
-    divides the sums, by the length (times LoRA scaling) or row by row by the mask weights' sums."""
+def _capture_rows(point: "_HookPoint", pooled: tuple) -> CaptureRows:
+    """A pooled firing's vectors: its sums divided by the length (times LoRA scaling) or row by row by the
+    mask weights' sums. Runs on the publisher's sender thread; the step's device copies must be done."""
     _, first_key, _, host, divisor, keep = pooled
     scale = 1.0 if point.lora_layer is None else float(point.lora_layer.scaling[point.adapter])
+    sums = host.numpy()
+    rows = sums.shape[0] if sums.ndim > 1 else 1
     if isinstance(divisor, torch.Tensor):
-        return (capture_header(point.space, point.label, first_key, host.shape, point.order, keep, scale,
-                               divisor.shape[1]), [host.numpy(), divisor.numpy()])
-    return (capture_header(point.space, point.label, first_key, host.shape, point.order, keep, scale / divisor),
-            [host.numpy()])
-
-
-def _capture_rows(point: "_HookPoint", pooled: tuple) -> CaptureRows:
-    """Its vectors, divided here (the in-process sender's path); the step's copies must be done."""
-    header, arrays = _capture_parts(point, pooled)
-    vectors = scaled_rows(arrays[0], header[_ROWS], header[_SCALE], arrays[1] if len(arrays) > 1 else None)
-    return CaptureRows(point.space, point.label, pooled[1], vectors, point.order, pooled[5])
+        vectors = scaled_rows(sums, rows, scale, divisor.numpy())
+    else:
+        vectors = scaled_rows(sums, rows, scale / divisor)
+    return CaptureRows(point.space, point.label, first_key, vectors, point.order, keep)
 
 
 class _HookPoint(NamedTuple):
@@ -215,7 +190,7 @@ class _HookPoint(NamedTuple):
 # ten times as long as the next ones, and each hook would pay that.
 # ``disarm`` pools each firing to a plain tuple too, (hook point index, first key, rows, host sums,
 # divisor: a length or the mask weights on the host, keep: row offsets to send or None for all);
-# its header and numpy arrays are made when the step is sent, with the other steps of its batch:
+# its vectors are made on the publisher's sender thread, with the other steps of its batch:
 # Python that runs once per step right after the model's work costs several times as much.
 
 
@@ -274,8 +249,6 @@ class Tap:
                          for i, b in enumerate(self.bindings) if b.module is not None] if active else []
         if active and timestep_module is not None:
             self._handles.append(timestep_module.register_forward_pre_hook(self._timestep_hook, with_kwargs=True))
-        self._switches = _hook_switches(self._handles)
-        self._place_hooks(False)  # in place while a step is armed (``_armed``) only
         if publisher is not None and not active:
             publisher.close()  # this rank does not publish
 
@@ -323,7 +296,6 @@ class Tap:
                 self._take_from_batch(self._state, batch if batch_is_mapping else {})
             self._armed = True
             self._capturing = not self._suspend_depth
-            self._place_hooks(True)
             return True
         except Exception as exc:
             self._errors.record("arm", exc)
@@ -346,8 +318,6 @@ class Tap:
 
     def disarm(self) -> None:
         """Stop capturing and pool this step's firings, kept for ``flush`` (call before backward)."""
-        if self._armed:
-            self._place_hooks(False)
         self._armed = self._capturing = False
         state = self._state
         if state is not None and state.firings:
@@ -356,18 +326,6 @@ class Tap:
             timesteps, state.timestep_input = state.timestep_input, None
             if state.timesteps is None:  # timesteps given to ``note`` win
                 self.note(timesteps=timesteps)
-
-    def _place_hooks(self, placed: bool) -> None:
-        """Put the hooks into their modules' forward-hook dicts, or take them out: they are in place only
-        while a step is armed (see the module docstring)."""
-        if placed:
-            for hooks, key, hook in self._switches:
-                hooks[key] = hook
-                if len(hooks) > 1:  # first: it reads what the module returned, before a hook replaces it
-                    hooks.move_to_end(key, last=False)
-        else:
-            for hooks, key, _ in self._switches:
-                hooks.pop(key, None)
 
     def _pool_firings(self, state: _StepState) -> None:
         firings, state.firings = state.firings, []
@@ -414,8 +372,8 @@ class Tap:
     def flush(self, loss: Any = None, timesteps: Any = None, sample_losses: Any = None) -> int:
         """Disarm and hand this step's captures to the publisher as one deferred record.
 
-        Waiting for device copies happens off the training thread, building frames in the relay process
-        (by default). Returns how many frames the record will make (0: none, or refused)."""
+        Waiting for device copies and building frames happen on the publisher's sender thread. Returns how
+        many frames the record will make (0: none, or refused)."""
         if loss is not None or timesteps is not None or sample_losses is not None:
             self.note(loss, timesteps, sample_losses)
         self.disarm()
@@ -467,8 +425,6 @@ class Tap:
 
     def discard(self) -> None:
         """Drop this step's captures without publishing."""
-        if self._armed:
-            self._place_hooks(False)
         self._state, self._armed, self._capturing = None, False, False
 
     # ------------------------------------------------------------------ evaluation forwards
@@ -629,7 +585,7 @@ class _StepBlock:
 
 class _PendingStep:
     """A flushed step on its way to the publisher. Calling it waits for device copies and returns the
-    ``StepRecord`` (``link_step``: its form for the relay link); ``ready`` says whether that would wait;
+    ``StepRecord``; ``ready`` says whether that would wait;
     ``frames`` is how many frames the record makes."""
 
     def __init__(self, tap: Tap, state: _StepState, frames: int, sent_at: float):
@@ -649,35 +605,6 @@ class _PendingStep:
         return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
                           timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at)
-
-    def link_step(self) -> tuple[tuple, bytes]:
-        """The step ready for the relay link, as ``step_record.encode_step`` makes it, built without a
-        ``StepRecord``: it runs on the training thread, where every object made costs. The payload is a
-        bytes join of the captures' arrays, ten times cheaper than numpy's concatenate: pooling makes
-        each a fresh C-contiguous float32 array."""
-        tap, state = self.tap, self.state
-        _wait(state)
-        headers, arrays, points = [], [], tap._points
-        for pooled in state.pooled:
-            header, capture_arrays = _capture_parts(points[pooled[0]], pooled)
-            headers.append(header)
-            arrays += capture_arrays
-        return step_header(tap.run, tap.rank, state.step, state.micro_batch, state.keys, state.prompts,
-                           _resolve(state.loss), _resolve(state.timesteps), _resolve(state.sample_losses),
-                           self.sent_at, headers), b"".join(arrays)
-
-
-def _hook_switches(handles: Sequence[Any]) -> list[tuple[dict, int, Any]]:
-    """(hook dict, hook id, hook) per registered hook, to take hooks out between armed steps and put them
-    back (``Tap._place_hooks``). Empty if this torch's handles do not expose their dict: hooks then stay."""
-    switches = []
-    for handle in handles:
-        hooks = getattr(handle, "hooks_dict_ref", lambda: None)()
-        key = getattr(handle, "id", None)
-        if not isinstance(hooks, OrderedDict) or key not in hooks:
-            return []
-        switches.append((hooks, key, hooks[key]))
-    return switches
 
 
 def _frozen_key(point: _HookPoint, state: _StepState, key_index: int) -> tuple:

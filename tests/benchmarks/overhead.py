@@ -1,19 +1,18 @@
 """Trainer overhead: twin training-step time with the tap off, ours on, and the seed-style hooks.
 
 All capture the same modules (latent encoder per clip, text encoder, three LoRA layers). "ours"
-captures every space every step (``frozen_once=False``, the worst case) with the default sender,
-the relay process; "thread" is the same with ``sender="thread"`` (frames built and sent by a
-thread of the training process); "default" runs the default settings, where the frozen spaces
+captures every space every step (``frozen_once=False``, the worst case), its frames built and sent
+by the publisher's sender thread; "default" runs the default settings, where the frozen spaces
 (latent, prompt) are sent once per clip and a clip already sent costs no pooling, so after the
 first epoch only the LoRA layers cost anything.
 
 Each round runs one step of each mode, in random order, all on the same batch, so the slow
 phases of a noisy machine (its speed drifts by tens of percent over seconds) cancel out. Part
 of the tap's work is done once per sender batch, every ``batch_s`` (0.5 s) of training: the
-relay sends the steps queued meanwhile in one message (the thread sender wakes and builds their
-frames). With the modes interleaved, a mode gets a fifth of the wall clock, so a wall-clock batch
-would come five times as often per step as in a real run. Instead each mode has its own publisher,
-whose ``batch_s`` never comes: steps are handed to it as in a run (the relay queues each),
+sender thread wakes and builds the frames of the steps queued meanwhile. With the modes
+interleaved, a mode gets a quarter of the wall clock, so a wall-clock batch would come four times
+as often per step as in a real run. Instead each mode has its own publisher, whose ``batch_s``
+never comes: steps are handed to it as in a run (the publisher queues each),
 and its batch is sent when the harness wakes it, at the start of every ``--batch-steps``-th step of
 that mode: by default as many steps as the off mode runs in ``batch_s`` (13 to 15 on this machine),
 measured in the warm-up. The overhead is the median over groups of ``--batch-steps`` rounds of (the
@@ -41,7 +40,6 @@ import zmq
 from acestep_viz.trainer_plugin import attach
 from acestep_viz.trainer_plugin.demo import SyntheticSongs, build_pipeline, collate
 from acestep_viz.trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
-from acestep_viz.trainer_plugin.relay import RelayPublisher
 from common import pause_projections, quiet_collector, record
 
 from acestep_viz.wire import FROZEN_SPACES
@@ -52,7 +50,7 @@ class Batched:
     (``wake``) rather than every ``batch_s`` of wall-clock time, so that each sender batch overlaps a
     step of its mode. Steps are handed over at once, as in a run, and encoded when the batch is sent."""
 
-    def __init__(self, publisher: Publisher | RelayPublisher, every: int):
+    def __init__(self, publisher: Publisher, every: int):
         self.publisher, self.every = publisher, every
         self.steps = 0
 
@@ -174,13 +172,12 @@ def timed_twin() -> tuple:
 def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
     pipeline, optimizer = timed_twin()
     batches = make_batches(64)
-    times = {"off": [], "ours": [], "default": [], "thread": [], "seed": []}
+    times = {"off": [], "ours": [], "default": [], "seed": []}
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round
     never = 3600.0  # a batch goes when the harness wakes the publisher, not when batch_s has passed
     with quiet_collector() as collector, \
-            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as publisher, \
-            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as default_publisher, \
-            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as in_process:
+            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as publisher, \
+            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as default_publisher:
         pause_projections(collector)
         probe = attach(pipeline, run="bench-probe", publisher=MemoryPublisher())
         seed_modules = {b.label.split(":")[0]: b.module for b in probe.bindings}
@@ -188,15 +185,14 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
         warm_up = [train_step(pipeline, optimizer, batches[step], step) for step in range(15)]
         if batch_steps is None:  # one sender batch per batch_s of this mode's own training, as in a real run
             batch_steps = max(1, round(BATCH_S / statistics.median(warm_up[5:])))
-        held = {"ours": Batched(publisher, batch_steps), "default": Batched(default_publisher, batch_steps),
-                "thread": Batched(in_process, batch_steps)}
+        held = {"ours": Batched(publisher, batch_steps), "default": Batched(default_publisher, batch_steps)}
         for step in range(15, 15 + rounds):
             modes = list(times)
             random.shuffle(modes)
             batch = batches[step % len(batches)]
             for mode in modes:
                 tap = seed = None
-                if mode in ("ours", "thread"):
+                if mode == "ours":
                     tap = attach(pipeline, run=f"bench-overhead-{mode}", frozen_once=False, publisher=held[mode])
                 elif mode == "default":
                     # A run keeps one tap; here each round attaches its own (so that "off" steps run
@@ -213,16 +209,15 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
         for holder in held.values():
             holder.publisher.wake()
         time.sleep(1.0)
-    sent = publisher.stats()  # its final report arrived when it closed
+    sent = publisher.stats()
     med = {mode: statistics.median(v) for mode, v in times.items()}
-    ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "thread", "seed")}
+    ratios = {mode: paired_ratios(times, mode, batch_steps) for mode in ("ours", "default", "seed")}
     low, high = bootstrap_ci(ratios["ours"])
     paired_low, paired_high = paired_ci(times, "ours", batch_steps)
     results = {
         "overhead_step_ms_off": round(1000 * med["off"], 2),
         "overhead_step_ms_ours": round(1000 * med["ours"], 2),
         "overhead_step_ms_default": round(1000 * med["default"], 2),
-        "overhead_step_ms_thread": round(1000 * med["thread"], 2),
         "overhead_step_ms_seed": round(1000 * med["seed"], 2),
         "overhead_pct": round(median_pct(ratios["ours"]), 2),
         "overhead_pct_ci95_low": low,
@@ -232,7 +227,6 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
         "overhead_pct_paired_ci95_high": paired_high,
         "overhead_pct_default": round(median_pct(ratios["default"]), 2),
         "overhead_pct_default_paired": round(paired_pct(times, "default", batch_steps), 2),
-        "overhead_pct_thread": round(median_pct(ratios["thread"]), 2),
         "seed_overhead_pct": round(median_pct(ratios["seed"]), 2),
         "overhead_steps_per_mode": len(times["off"]),
         "overhead_steps_per_sender_batch": batch_steps,

@@ -1,10 +1,10 @@
 """Where the trainer overhead lands: each phase of a twin step, tap off vs on, and vs hooks that do nothing.
 
 Modes, interleaved round by round on the same batch as in ``overhead.py``: "off" (no hooks), "ours" (the tap,
-all three spaces every step, its own relay publisher sent every ``--batch-steps`` steps of the mode) and
+all three spaces every step, its own publisher sent every ``--batch-steps`` steps of the mode) and
 "noop" (forward hooks that return at once, on the modules the tap hooks: what torch's hook mechanism costs by
-itself; unlike the tap's, which leave at ``disarm``, they stay in place through the backward, so their
-backward figure includes the checkpoint recompute's hooks). Phases: the sender batch at the step's start, the
+itself). Both keep their hooks in place through the backward, so their backward figures include the
+checkpoint recompute's hook calls. Phases: the sender batch at the step's start, the
 forward (hooks included), ``flush``, the backward (gradient-checkpoint recompute included) and the optimizer
 step. Figures: per phase, the median over groups of ``--batch-steps`` rounds of the mean difference from the
 off steps, in microseconds. Not part of ``make bench``: it explains the overhead figure rather than adding
@@ -20,8 +20,7 @@ import time
 
 import numpy as np
 from acestep_viz.trainer_plugin import attach
-from acestep_viz.trainer_plugin.publisher import MemoryPublisher
-from acestep_viz.trainer_plugin.relay import RelayPublisher
+from acestep_viz.trainer_plugin.publisher import MemoryPublisher, Publisher
 from common import pause_projections, quiet_collector
 from overhead import Batched, make_batches, timed_twin
 
@@ -57,7 +56,7 @@ def main(rounds: int, batch_steps: int) -> None:
     batches = make_batches(64)
     times = {"off": [], "ours": [], "noop": []}
     with quiet_collector() as collector, \
-            RelayPublisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=3600.0) as publisher:
+            Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=3600.0) as publisher:
         pause_projections(collector)
         probe = attach(pipeline, run="phases-probe", publisher=MemoryPublisher())
         hooked = [binding.module for binding in probe.bindings]

@@ -1,13 +1,10 @@
-"""Which sender machinery earns its keep: the tap's overhead with each sender, on a fast and a realistic twin.
+"""The tap's overhead against forward hooks that do nothing, on a fast and a realistic twin.
 
 Modes, interleaved round by round in random order on the same batch, as in ``overhead.py`` (whose
-harness and estimators this reuses): "off" (no hooks); "relay" (``sender="process"``, the default:
-frames built by the relay process); "thread" (``sender="thread"``: frames built by a thread of the
-training process); "thread_hooks_in_place" (the thread sender with the tap's hooks left in their
-modules for the whole step, as without the tap's hook-dict switching: torch's slower path for a
-module with hooks then runs in the backward's checkpoint recompute too, where the hook bodies return
-at once). Every mode captures every space every step (``frozen_once=False``, the worst case) and has
-its own publisher, woken every ``batch_steps`` steps of that mode (``overhead.Batched``).
+harness and estimators this reuses): "off" (no hooks); "tap" (the tap, capturing every space every
+step, ``frozen_once=False``, the worst case, with its own publisher woken every ``batch_steps`` steps
+of the mode, ``overhead.Batched``); "noop_hooks" (forward hooks that return at once on the modules the
+tap hooks: what torch's hook mechanism costs by itself, the checkpoint recompute's hook calls included).
 
 Twins: "fast" is the demo's default size (fp32, about 35-40 ms a step here); "realistic" scales the
 transformer up (12 blocks of width 384, 6 heads), uses 5-10 s clips (two to three times the demo's
@@ -42,8 +39,7 @@ from acestep_viz.trainer_plugin.demo import SyntheticSongs, collate
 from acestep_viz.trainer_plugin.demo.data import LYRIC_VOCAB_SIZE
 from acestep_viz.trainer_plugin.demo.pipeline import TEXT_DIM
 from acestep_viz.trainer_plugin.demo.twin import TwinTransformer, add_lora
-from acestep_viz.trainer_plugin.publisher import BATCH_S, Publisher
-from acestep_viz.trainer_plugin.relay import RelayPublisher
+from acestep_viz.trainer_plugin.publisher import BATCH_S, MemoryPublisher, Publisher
 from common import pause_projections, quiet_collector, record
 from overhead import (
     Batched,
@@ -59,8 +55,7 @@ from overhead import (
 
 from acestep_viz.wire import FROZEN_SPACES
 
-MODES = ("off", "relay", "thread", "thread_hooks_in_place")
-SENDERS = {"relay": "process", "thread": "thread", "thread_hooks_in_place": "thread"}
+MODES = ("off", "tap", "noop_hooks")
 TWINS = ("fast", "realistic")
 REALISTIC = {"inner_dim": 384, "heads": 6, "num_layers": 12}
 REALISTIC_SECONDS = (5.0, 10.0)
@@ -95,12 +90,15 @@ def twin(name: str) -> tuple:
     return pipeline, optimizer, make_batches(64)
 
 
-def keep_hooks_in_place(tap) -> None:
-    """Put the tap's hooks into their modules and stop it taking them out between armed steps: the
-    tap as it would be without its hook-dict switching (its hook bodies still return at once when
-    not armed, and inside the backward)."""
-    tap._place_hooks(True)
-    tap._switches = []
+def hooked_modules(pipeline) -> list:
+    """The modules the tap hooks on ``pipeline``."""
+    with attach(pipeline, run="bench-probe", publisher=MemoryPublisher()) as probe:
+        return [binding.module for binding in probe.bindings if binding.module is not None]
+
+
+def noop_hooks(modules: list) -> list:
+    """Forward hooks that return at once, registered as the tap registers its own; returns their handles."""
+    return [module.register_forward_hook(lambda *args: None, with_kwargs=True) for module in modules]
 
 
 def mode_estimates(times: dict, mode: str, group: int) -> dict:
@@ -138,9 +136,7 @@ def summarise(twin_name: str, times: dict, group: int) -> dict:
 
 
 def publishers(stack: ExitStack, endpoint: str) -> dict:
-    kinds = {"process": RelayPublisher, "thread": Publisher}
-    return {mode: stack.enter_context(kinds[SENDERS[mode]](endpoint, frozen_spaces=FROZEN_SPACES, batch_s=NEVER))
-            for mode in MODES[1:]}
+    return {"tap": stack.enter_context(Publisher(endpoint, frozen_spaces=FROZEN_SPACES, batch_s=NEVER))}
 
 
 def counts(name: str, sent: dict, errors: dict) -> dict:
@@ -163,6 +159,7 @@ def run_twin(name: str, seconds: float) -> dict:
     with quiet_collector() as collector, ExitStack() as stack:
         pause_projections(collector)
         senders = publishers(stack, collector.ingest)
+        hooked = hooked_modules(pipeline)
         warm_up = [train_step(pipeline, optimizer, batches[step % len(batches)], step) for step in range(10)]
         group = max(1, round(BATCH_S / statistics.median(warm_up[4:])))
         held = {mode: Batched(publisher, group) for mode, publisher in senders.items()}
@@ -171,12 +168,12 @@ def run_twin(name: str, seconds: float) -> dict:
         while time.monotonic() < deadline or len(times["off"]) % group:
             batch = batches[step % len(batches)]
             for mode in random.sample(MODES, len(MODES)):
-                tap = None
-                if mode != "off":
+                tap, handles = None, noop_hooks(hooked) if mode == "noop_hooks" else []
+                if mode == "tap":
                     tap = attach(pipeline, run=f"bench-sender-{name}-{mode}", frozen_once=False, publisher=held[mode])
-                    if mode == "thread_hooks_in_place":
-                        keep_hooks_in_place(tap)
                 times[mode].append(train_step(pipeline, optimizer, batch, step, tap, held.get(mode)))
+                for handle in handles:
+                    handle.remove()
                 if tap is not None:
                     for kind, count in tap._errors.as_dict().items():  # the publisher's are counted apart
                         errors[f"{mode}:{kind}"] = errors.get(f"{mode}:{kind}", 0) + count

@@ -2,8 +2,8 @@
 
 Ours: the trainer plugin's Publisher (background thread, XPUB, raw float16 frames of 6 rows:
 3 LoRA layers x batch 2) into a real collector process, until its stats count every row.
-Relay: the trainer's default path, the same rows as one step record each (float32, as pooled)
-through the RelayPublisher's link to its child process, which builds and publishes the frames.
+Records: the trainer's path, the same rows as one step record each (float32, as pooled) through
+the Publisher, whose sender thread builds the frames from them and publishes them.
 Seed-style: one JSON message per vector built with `.tolist()`, sent over a PUB socket to a
 receiver process that `json.loads` it and makes a numpy array, until it has them all.
 Same vectors, same machine, same run.
@@ -27,7 +27,6 @@ import time
 import numpy as np
 import zmq
 from acestep_viz.trainer_plugin.publisher import Publisher
-from acestep_viz.trainer_plugin.relay import RelayPublisher
 from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord
 from common import HERE, pause_projections, query, quiet_collector, record
 from support import child_env, free_port, wait_for
@@ -66,9 +65,9 @@ def records(vectors: np.ndarray) -> list[StepRecord]:
             for start in range(0, len(vectors) - ROWS_PER_FRAME + 1, ROWS_PER_FRAME)]
 
 
-def relayed(vectors: np.ndarray, buffer_size: int | None = None) -> float:
+def from_records(vectors: np.ndarray, buffer_size: int | None = None) -> float:
     steps = records(vectors)
-    return delivered_per_s("relay", RelayPublisher, steps, len(steps) * ROWS_PER_FRAME, buffer_size)
+    return delivered_per_s("records", Publisher, steps, len(steps) * ROWS_PER_FRAME, buffer_size)
 
 
 def delivered_per_s(label: str, sender_class, items: list, rows: int, buffer_size: int | None) -> float:
@@ -126,12 +125,12 @@ def seed_receiver(port: int, expected: int) -> None:
 def main(n_vectors: int, n_seed: int, buffer_size: int | None = None) -> dict:
     vectors = make_vectors(max(n_vectors, n_seed))
     ours_rate = ours(vectors[:n_vectors], buffer_size)
-    relay_rate = relayed(vectors[:n_vectors], buffer_size)
+    records_rate = from_records(vectors[:n_vectors], buffer_size)
     seed_rate = seed(vectors[:n_seed])
     results = {"transport_vectors_per_s_ours": round(ours_rate), "transport_vectors_per_s_seed": round(seed_rate),
                "transport_ratio": round(ours_rate / seed_rate, 1), "transport_dim": DIM,
-               "transport_vectors_per_s_relay": round(relay_rate),
-               "transport_ratio_relay": round(relay_rate / seed_rate, 1),
+               "transport_vectors_per_s_records": round(records_rate),
+               "transport_ratio_records": round(records_rate / seed_rate, 1),
                "transport_buffer_size": buffer_size or "default", "ingest_vectors_per_s": round(ours_rate)}
     print(json.dumps(results))
     return results
