@@ -243,7 +243,7 @@ def cmd_runs(flags: dict) -> int:
 
 def delete_run(run: str, flags: dict) -> int:
     """Through the collector when one answers (its live view drops the run too), else in the store itself."""
-    from acestep_viz.collector.store import run_dir_name
+    from acestep_viz.collector.store import LOG_NAME, run_dir_name
     from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
 
     cfg = resolve([collector_options.STORE, dashboard_options.COLLECTOR_ENDPOINT, security.CURVE_DIR], flags)
@@ -251,7 +251,7 @@ def delete_run(run: str, flags: dict) -> int:
         reply = CollectorClient(cfg["collector"], curve_dir=cfg["curve_dir"]).request({"op": "delete", "run": run})
     except CollectorUnavailable:
         folder = Path(cfg["store"]) / run_dir_name(run)
-        if not (folder / "frames.avz").exists():
+        if not (folder / LOG_NAME).exists():
             raise CliError(f"no run named {run!r} in {cfg['store']} (see `{PROG} runs`)") from None
         shutil.rmtree(folder)
         print(f"deleted {folder}")

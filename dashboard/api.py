@@ -11,13 +11,12 @@ input), 404 (no such run), 415 (a body that is not JSON) or 503 (the collector d
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import dash
 from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorRequestError, CollectorUnavailable
-from acestep_viz.dashboard.export_callbacks import safe_name, snapshot_html, zip_files
+from acestep_viz.dashboard.export_callbacks import export_download, safe_name, snapshot_html
 from flask import Response, jsonify, request, send_file
 
 from acestep_viz.wire import SPACES, run_name_problem
@@ -131,12 +130,9 @@ def export(client: CollectorClient, fmt: str, run: str | None) -> Response:
         return Response(snapshot_html(snapshot), mimetype="text/html", headers={
             "Content-Disposition": f'attachment; filename="{safe_name(snapshot["run"])}.html"'})
     reply = client.request({"op": "export", "run": run, "format": fmt})
-    files = [Path(f) for f in reply.get("files") or []]
-    if not files or not all(f.is_file() for f in files):
+    download = export_download(reply, fmt)
+    if download is None:
         return error_reply(f"the collector wrote the export on its own machine, at {reply.get('path')}: "
                            "fetch it from there", 409)
-    name = safe_name(reply.get("run"))
-    if len(files) == 1:
-        return send_file(files[0], as_attachment=True, download_name=f"{name}{files[0].suffix}")
-    return send_file(io.BytesIO(zip_files(files)), mimetype="application/zip", as_attachment=True,
-                     download_name=f"{name}-{fmt}.zip")
+    filename, content = download
+    return send_file(io.BytesIO(content), as_attachment=True, download_name=filename)

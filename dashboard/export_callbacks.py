@@ -53,17 +53,28 @@ def zip_files(files: list[Path]) -> bytes:
     return buffer.getvalue()
 
 
+def export_download(reply: Mapping[str, Any], fmt: str) -> tuple[str, bytes] | None:
+    """(file name, content) of a collector's export reply when its files are on this machine (several go into
+    one zip), else None: the collector wrote them on its own machine."""
+    files = [Path(f) for f in reply.get("files") or []]
+    if not files or not all(f.is_file() for f in files):
+        return None
+    name = safe_name(reply.get("run"))
+    if len(files) == 1:
+        return f"{name}{files[0].suffix}", files[0].read_bytes()
+    return f"{name}-{fmt}.zip", zip_files(files)
+
+
 def collector_download(client: CollectorClient, fmt: str, run: str | None) -> tuple[Any, str]:
     """(download or no_update, message) after asking the collector to export."""
     reply = client.export(run, fmt)
-    files = [Path(f) for f in reply.get("files") or []]
     where = f"The collector wrote {EXPORT_LABELS[fmt]} for run {reply.get('run')} to {reply.get('path')}"
-    if not files or not all(f.is_file() for f in files):
+    download = export_download(reply, fmt)
+    if download is None:
         return no_update, where + " (on the collector's machine)."
-    name = safe_name(reply.get("run"))
-    if len(files) == 1:
-        return dcc.send_file(str(files[0]), filename=f"{name}{files[0].suffix}"), where + "; downloading."
-    return dcc.send_bytes(zip_files(files), f"{name}-{fmt}.zip"), where + "; downloading as a zip."
+    filename, content = download
+    zipped = filename.endswith(".zip")  # several files
+    return dcc.send_bytes(content, filename), where + ("; downloading as a zip." if zipped else "; downloading.")
 
 
 def export_outputs(client: CollectorClient, fmt: str, run: str | None,

@@ -29,3 +29,23 @@ def test_tensorboard_projector_files(tmp_path):
     assert len(meta) == 3 and meta[0].startswith("id\tstep")  # a header and one line per row
     assert "heavy metal fast" in meta[1]
     assert len(files) == 3
+
+
+def test_an_export_reply_becomes_one_download_when_its_files_are_on_this_machine(tmp_path):
+    import io
+    import zipfile
+
+    from acestep_viz.dashboard.export_callbacks import export_download
+
+    single = tmp_path / "run.npz"
+    single.write_bytes(b"npz bytes")
+    assert export_download({"run": "my run", "files": [str(single)]}, "npz") == ("my_run.npz", b"npz bytes")
+    (tmp_path / "a.tsv").write_text("1\t2\n")
+    (tmp_path / "b.tsv").write_text("3\t4\n")
+    name, content = export_download({"run": "r", "files": [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")]},
+                                    "tensorboard")
+    assert name == "r-tensorboard.zip"
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert sorted(archive.namelist()) == ["a.tsv", "b.tsv"]
+    elsewhere = {"run": "r", "files": ["/on/the/collectors/machine/run.npz"]}
+    assert export_download(elsewhere, "npz") is None

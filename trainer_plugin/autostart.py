@@ -7,11 +7,13 @@ endpoint, detached so that it outlives the run (a session of its own on POSIX, a
 Windows), logging to ``<store>/sidecar.log``. It waits a bounded time for the ping. The dashboard port and
 the store come to the sidecar through the usual variables (``ACESTEP_VIZ_PORT``, ``ACESTEP_VIZ_STORE``).
 Nothing here binds a port or passes ``--allow-remote``: ``up`` refuses non-loopback addresses without it.
-``ensure_collector`` raises only ``AutostartError``, whose message is the one warning the trainer logs.
+``ensure_collector`` raises only ``AutostartError``; ``start_sidecar``, which ``attach`` calls, turns any
+failure into the one warning the trainer logs.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +23,11 @@ from pathlib import Path
 from typing import Iterator
 
 import zmq
+
+from acestep_viz.security import CURVE_DIR
+from acestep_viz.settings import COLLECTOR_ENDPOINT, STORE, SettingError, resolve
+
+log = logging.getLogger("acestep_viz")
 
 LOG_NAME = "sidecar.log"
 LOCK_NAME = "sidecar.lock"
@@ -138,3 +145,17 @@ def ensure_collector(ingest: str, query: str, store: str, wait_s: float = 30.0,
                                      f"{wait_s:.0f} s; see {log_path}")
             time.sleep(0.2)
     return "started", child.pid
+
+
+def start_sidecar(ingest: str) -> None:
+    """Find or start the sidecar for ``ingest``, with the query endpoint, store and keys from the usual settings."""
+    try:
+        cfg = resolve([COLLECTOR_ENDPOINT, STORE, CURVE_DIR])
+        state, pid = ensure_collector(ingest, cfg["collector"], cfg["store"], curve_dir=cfg["curve_dir"])
+    except (AutostartError, SettingError, OSError) as exc:
+        log.warning("acestep_viz: autostart: %s; training goes on, and its embeddings are dropped until a "
+                    "collector runs (`acestep-viz up`)", exc)
+        return
+    if state == "started":
+        log.info("acestep_viz: started the sidecar (acestep-viz up, pid %d) for %s; its log and the dashboard URL "
+                 "are in %s", pid, ingest, Path(cfg["store"]) / LOG_NAME)

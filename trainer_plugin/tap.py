@@ -41,6 +41,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from acestep_viz.trainer_plugin.autostart import start_sidecar
 from acestep_viz.trainer_plugin.guard import start_or_warn
 from acestep_viz.trainer_plugin.pooling import pool_sum
 from acestep_viz.trainer_plugin.presets import PRESET_MODELS, Binding, select_bindings, space_specs, timestep_module
@@ -113,25 +114,6 @@ def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lo
               timestep_module=timestep_module(model, preset))
     tap.suspend_during(model, eval_methods)
     return tap
-
-
-def start_sidecar(ingest: str) -> None:
-    """Find or start the sidecar for ``ingest``, with the query endpoint, store and keys from the usual settings."""
-    from acestep_viz.trainer_plugin.autostart import AutostartError, ensure_collector
-
-    from acestep_viz.security import CURVE_DIR
-    from acestep_viz.settings import COLLECTOR_ENDPOINT, STORE, SettingError, resolve
-
-    try:
-        cfg = resolve([COLLECTOR_ENDPOINT, STORE, CURVE_DIR])
-        state, pid = ensure_collector(ingest, cfg["collector"], cfg["store"], curve_dir=cfg["curve_dir"])
-    except (AutostartError, SettingError, OSError) as exc:
-        log.warning("acestep_viz: autostart: %s; training goes on, and its embeddings are dropped until a "
-                    "collector runs (`acestep-viz up`)", exc)
-        return
-    if state == "started":
-        log.info("acestep_viz: started the sidecar (acestep-viz up, pid %d) for %s; its log and the dashboard URL "
-                 "are in %s", pid, ingest, os.path.join(cfg["store"], "sidecar.log"))
 
 
 def default_rank() -> int:
