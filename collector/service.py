@@ -14,6 +14,7 @@ import time
 import zmq
 from acestep_viz.collector.buffers import BufferReject
 from acestep_viz.collector.exports import write_gif, write_npz, write_tensorboard
+from acestep_viz.collector.health import frame_health
 from acestep_viz.collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from acestep_viz.collector.placement import RefitPolicy, extend_layout
 from acestep_viz.collector.projection import MIN_POINTS, align_to_previous, pca_layout, warm_start
@@ -253,10 +254,13 @@ class Collector:
 
     def _quality(self, job: FitJob, coords) -> dict:
         quality = {"neighbour_overlap": neighbour_overlap(job.vectors, coords, k=self.n_neighbors)}
+        first = latest = None
         if job.space == "lora":
             latest = latest_by_key(job.vectors, job.meta)
-            quality["lora_drift"] = relative_drift(self.state.first_lora_vectors(job, latest), latest)
-        return {k: round(v, 4) for k, v in quality.items() if v is not None}
+            first = self.state.first_lora_vectors(job, latest)
+            quality["lora_drift"] = relative_drift(first, latest)
+        quality = {k: round(v, 4) for k, v in quality.items() if v is not None}
+        return {**quality, **frame_health(job.space, job.vectors, job.meta, first, latest)}  # collector/health.py
 
     # queries ------------------------------------------------------------------------------
     def _query_loop(self, sock: zmq.Socket) -> None:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import dash
-from acestep_viz.dashboard import callbacks, export_callbacks, model_labels, view_callbacks
+from acestep_viz.dashboard import callbacks, export_callbacks, health_callbacks, model_labels, view_callbacks
 from acestep_viz.dashboard.api import register_api
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
@@ -55,6 +55,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     view_callbacks.register(app, client, cache)
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
+    health_callbacks.register(app, client)
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
     register_api(app, client)  # HTTP JSON API under the same prefix and token (dashboard/api.py)

@@ -60,12 +60,15 @@ PLAY_BUTTON = "viz-play-button"
 PLAY_INTERVAL = "viz-play-interval"
 HISTORY_STORE = "viz-history-store"  # {"run", "steps": [...], "frames": {space: [[version, step], ...]}, "quality"}
 
+COMPARE_RUN = "viz-compare-run"
+
 # linked selection
 SELECTION_STORE = "viz-selection-store"  # sorted list of selected clip ids
 DETAILS = "viz-details"
 
 # quality figures over steps
 QUALITY_GRAPH = "viz-quality-graph"
+HEALTH_GRAPH = "viz-health-graph"  # effective rank, CKA to first, tag silhouette (dashboard/health_charts.py)
 
 # exports
 EXPORT_BUTTONS = {"npz": "viz-export-npz", "tensorboard": "viz-export-tensorboard", "html": "viz-export-html",

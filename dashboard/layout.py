@@ -6,6 +6,7 @@ from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.embed import embed_status, location
 from acestep_viz.dashboard.export_callbacks import EXPORT_LABELS
 from acestep_viz.dashboard.figures import empty_figure
+from acestep_viz.dashboard.health_charts import health_figure
 from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.status import BADGES, WAITING, status
 from acestep_viz.dashboard.view import COLOUR_CHOICES, DEFAULT_COLOUR_BY
@@ -168,7 +169,16 @@ def details_and_quality() -> dbc.Row:
             dcc.Graph(id=ids.QUALITY_GRAPH, figure=quality_figure(None), config={"displayModeBar": False},
                       style={"height": "220px"}),
         ]), className="viz-card h-100"), lg=5, className="mb-3"),
+        dbc.Col(health_card(), lg=12, className="mb-3"),
     ])
+
+
+def health_card() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        html.Div("Is the adapter learning (figures from the original space)", className="viz-stat-label mb-1"),
+        dcc.Graph(id=ids.HEALTH_GRAPH, figure=health_figure(None), config={"displayModeBar": False},
+                  style={"height": "240px"}),
+    ]), className="viz-card")
 
 
 def exports() -> dbc.Card:
@@ -215,6 +225,11 @@ GUIDE_PANELS = (
      "Neighbour overlap is the share of each point's nearest neighbours that stay its neighbours on "
      "the map: near 1 the map is faithful, low values mean distances on the map mislead. LoRA drift is "
      "how far the layer outputs moved from the first map, relative to their size."),
+    ("Health",
+     "Measured in the original space, not on the map. Effective rank: how many directions the points "
+     "spread in; a steady fall in the LoRA panel's space means collapse. CKA to first: how alike the LoRA "
+     "outputs are to the first frame's (1: unchanged for long means the adapter does nothing; a fast fall "
+     "towards 0 means outputs rewritten). Tag silhouette: above 0 the clips with the tag stand apart."),
 )
 
 TUNING_TIPS = (
@@ -250,6 +265,7 @@ def stores_and_timer(interval_s: float) -> html.Div:
         dcc.Store(id=ids.SCRUB_STEP_STORE, data=None),
         dcc.Interval(id=ids.CLOCK, interval=1000, n_intervals=0),
         dcc.Interval(id=ids.PLAY_INTERVAL, interval=900, n_intervals=0, disabled=True),
+        dcc.Store(id=ids.COMPARE_RUN, data=None),
     ])
 
 

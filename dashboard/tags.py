@@ -3,33 +3,16 @@
 ACE-Step prompts are comma-separated tags whose order is shuffled on every visit, so "the first
 tag" of a prompt is random; a user picks a tag instead, and points are coloured by whether their
 prompt has it. A latent or LoRA point stands for a clip, which has several prompt texts: it has
-the tag when any of the clip's prompt texts does. Plain functions of snapshot columns.
+the tag when any of the clip's prompt texts does. Plain functions of snapshot columns; splitting a
+prompt into tags is shared with the collector (acestep_viz/tags.py).
 """
 from __future__ import annotations
 
-import re
-from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-_SEPARATORS = re.compile(r"[,;]")
-MAX_TAG_CHARS = 60  # longer "tags" are sentences (recaptions), not tags
+from acestep_viz.tags import MAX_TAG_CHARS, prompt_tags, tag_counts
 
-
-def prompt_tags(prompt: Any) -> list[str]:
-    """The tags of a prompt: split at commas (and semicolons), trimmed, lower case, blanks dropped."""
-    if not prompt:
-        return []
-    tags = (" ".join(part.split()).lower() for part in _SEPARATORS.split(str(prompt)))
-    return [tag for tag in tags if tag]
-
-
-def tag_counts(prompts: Iterable[Any]) -> list[tuple[str, int]]:
-    """(tag, how many distinct prompt texts have it), most common first, ties by name; sentence-long
-    pieces are left out."""
-    counts: Counter[str] = Counter()
-    for prompt in {str(p) for p in prompts if p}:
-        counts.update({tag for tag in prompt_tags(prompt) if len(tag) <= MAX_TAG_CHARS})
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+__all__ = ["MAX_TAG_CHARS", "chosen_tag", "clip_tags", "has_tag", "prompt_tags", "tag_counts"]
 
 
 def clip_tags(spaces: Mapping[str, Mapping[str, Sequence]]) -> dict[str, set[str]]:
