@@ -13,6 +13,7 @@ from acestep_viz.dashboard.figures import PALETTE, SPACES, TEMPLATE
 from acestep_viz.dashboard.quality_chart import SERIES_COLOURS, SPACE_LABELS
 
 TAG_COLOURS = ("#34d399", "#f472b6", "#60a5fa")
+TOP_TAGS = 8  # how many tags the collector scores per frame (collector/health.py: TOP_TAGS)
 MAX_TOP_TAGS = len(TAG_COLOURS)
 EMPTY_TEXT = "Health figures appear with the first projections."
 DOMAINS = ((0.0, 0.28), (0.36, 0.64), (0.72, 1.0))
@@ -130,7 +131,15 @@ def health_figure(stores: Mapping[str, Mapping[str, Any]] | None, shown: str | N
     if not data:
         layout["annotations"] = [dict(text=EMPTY_TEXT, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
                                       font=dict(color=PALETTE["text"], size=12))]
+    elif tag and not any(t["xaxis"] == "x3" for t in data):
+        layout["annotations"] = [dict(text=unscored_text(tag), xref="x3 domain", yref="y3 domain", x=0.5, y=0.5,
+                                      showarrow=False, font=dict(color=PALETTE["text"], size=10))]
     return {"data": data, "layout": layout}
+
+
+def unscored_text(tag: str) -> str:
+    """Why a picked tag draws no line: the collector scores only each frame's most common tags."""
+    return f"\u201c{tag.lower()}\u201d is not among the<br>{TOP_TAGS} most common tags scored per frame"
 
 
 def stores_for(shown_store: Mapping[str, Any] | None, compared: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:

@@ -366,6 +366,32 @@ def test_tag_picker_colours_points_with_the_picked_tag_apart(playwright_browser,
         assert prompt["colours"] == expected and 0 < sum(expected) < len(expected)
 
 
+HEALTH_JS = f"document.querySelector('#{ids.HEALTH_GRAPH} .js-plotly-plot')"
+
+
+def health_lines(page) -> list[dict]:
+    return page.evaluate(f"{HEALTH_JS}.data.map(t => ({{name: t.name, axis: t.xaxis, n: t.x.length}}))")
+
+
+def test_health_charts_draw_rank_cka_and_tag_silhouette_against_step(playwright_browser, stack, new_run):
+    feeder = new_run(seed=5).feed(steps=3, new_clips=10)
+    with dashboard_page(playwright_browser, stack, feeder) as watched:
+        page = watched.page
+        page.wait_for_function(f"() => {{ const gd = {HEALTH_JS}; return gd && gd.data && "
+                               "['x', 'x2', 'x3'].every(a => gd.data.some(t => t.xaxis === a && t.x.length >= 3)); }",
+                               timeout=SHORT_MS)
+        lines = health_lines(page)
+        assert {line["name"] for line in lines if line["axis"] == "x"} == {"latent", "LoRA", "prompt"}
+        assert [line["name"] for line in lines if line["axis"] == "x2"] == ["CKA"]
+        drawn = page.evaluate(f"{HEALTH_JS}.querySelectorAll('.scatterlayer .trace path.js-line').length")
+        assert drawn >= len(lines)  # lines on the page, not only in the figure's data
+        page.click(f"#{ids.TAG_SELECT}")
+        page.keyboard.type("ambient")  # among the 8 most common tags, which the collector scores
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => {HEALTH_JS}.data.some(t => t.name === 'ambient · prompt')", timeout=SHORT_MS)
+        tag_lines = [line for line in health_lines(page) if line["axis"] == "x3"]
+        assert {line["name"] for line in tag_lines} == {f"ambient · {s}" for s in ("latent", "LoRA", "prompt")}
+
 def test_screenshot_with_data_and_a_selection(playwright_browser, stack, new_run):
     """The one screenshot of the whole page: test-artifacts/dashboard.png (and docs/ on request)."""
     feeder = new_run(seed=3).feed(steps=5, new_clips=12)

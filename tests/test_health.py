@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 from acestep_viz.collector.health import (
+    TOP_TAGS,
     cka_to_first,
     effective_rank,
     frame_health,
@@ -18,6 +19,7 @@ from acestep_viz.collector.health import (
 )
 from acestep_viz.collector.projection import pca_layout
 from acestep_viz.collector.service import Collector
+from acestep_viz.dashboard import health_charts
 from acestep_viz.dashboard.health_callbacks import health_outputs
 from acestep_viz.dashboard.health_charts import health_figure, series, stores_for, top_tags
 from acestep_viz.dashboard.scrubber import history_store
@@ -224,6 +226,12 @@ def test_a_picked_tag_is_drawn_for_every_space_that_scores_it():
     tags = [t for t in fig["data"] if t["xaxis"] == "x3"]
     assert [t["name"] for t in tags] == ["metal · LoRA", "metal · prompt"]
     assert tags[0]["y"] == [0.1, 0.3]
+    rare = health_figure({"run-a": history_store("run-a", SUMMARIES)}, "run-a", tag="kazoo")
+    assert "kazoo" in rare["layout"]["annotations"][0]["text"]  # says why no tag line is drawn
+
+
+def test_the_chart_names_as_many_top_tags_as_the_collector_scores():
+    assert health_charts.TOP_TAGS == TOP_TAGS  # the dashboard cannot import the collector: kept equal here
 
 
 def test_a_compared_run_is_overlaid_dashed():
