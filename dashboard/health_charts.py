@@ -111,6 +111,12 @@ def silhouette_traces(stores: Mapping[str, Mapping[str, Any]], shown: str | None
     return data
 
 
+def silhouette_title(stores: Mapping[str, Mapping[str, Any]], shown: str | None, tag: str | None) -> str:
+    """The tag chart's axis title: which space the top tags come from (a picked tag: every space)."""
+    space = None if tag else tag_space(stores.get(shown) if shown in stores else next(iter(stores.values()), None))
+    return f"tag silhouette ({SPACE_LABELS[space]})" if space else AXIS_TITLES[2]
+
+
 def health_figure(stores: Mapping[str, Mapping[str, Any]] | None, shown: str | None = None,
                   tag: str | None = None) -> dict:
     """Three side-by-side charts against step: effective rank per space, CKA to the first LoRA frame,
@@ -122,7 +128,8 @@ def health_figure(stores: Mapping[str, Mapping[str, Any]] | None, shown: str | N
                         showlegend=True, legend=dict(orientation="h", x=0, y=-0.25, font=dict(size=10)),
                         uirevision="health")
     ranges = (dict(rangemode="tozero"), dict(range=[0, 1.02]), dict(range=[-1.02, 1.02]))
-    for i, (domain, title, extra) in enumerate(zip(DOMAINS, AXIS_TITLES, ranges), start=1):
+    titles = AXIS_TITLES[:2] + (silhouette_title(stores, shown, tag),)
+    for i, (domain, title, extra) in enumerate(zip(DOMAINS, titles, ranges), start=1):
         suffix = "" if i == 1 else str(i)
         layout[f"xaxis{suffix}"] = dict(axis, domain=list(domain), anchor=f"y{suffix}",
                                         title=dict(text="step", font=dict(size=10)))

@@ -103,7 +103,7 @@ def test_cka_to_first_matches_rows_by_clip_and_layer_not_by_order():
     assert cka_to_first(first, current) == pytest.approx(1.0)
     rewritten = dict(zip(keys, RNG.normal(size=(50, 8))))
     assert cka_to_first(first, rewritten) < 0.5
-    assert cka_to_first(first, {"clip0|layer0": base[0]}) is None
+    assert cka_to_first(first, {k: current[k] for k in keys[:2]}) is None  # two rows always give 1: too few
     assert cka_to_first(first, current, cap=20) == pytest.approx(1.0)  # a stable sample of the shared rows
 
 
@@ -125,6 +125,14 @@ def test_silhouette_of_tight_clusters_mixed_clouds_and_too_small_groups():
     big[:1500] += 3.0
     has = np.arange(3000) < 1500
     assert tag_silhouette(big, has) == tag_silhouette(big, has)  # sampled with a fixed seed
+
+
+def test_silhouette_agrees_with_scikit_learn_on_uneven_groups():
+    metrics = pytest.importorskip("sklearn.metrics")
+    x = RNG.normal(size=(120, 10))
+    x[:15] += 1.5
+    has = np.arange(120) < 15
+    assert tag_silhouette(x, has) == pytest.approx(metrics.silhouette_score(x, has, metric="cosine"), abs=1e-6)
 
 
 def test_tag_silhouettes_score_the_most_common_tags_that_split_the_rows():
@@ -218,6 +226,7 @@ def test_health_figure_draws_rank_cka_and_the_top_tags_against_step():
     assert [t.name for t in tags] == ["metal", "jazz", "folk"]  # the prompt space's tags, most frames first
     assert list(tags[0].y) == [0.4, 0.5]
     assert all(t.line.dash == "solid" for t in fig.data)
+    assert fig.layout.yaxis3.title.text == "tag silhouette (prompt)"
     assert top_tags(history_store("run-a", SUMMARIES), "lora", limit=1) == ["jazz"]  # newest frame's order
 
 

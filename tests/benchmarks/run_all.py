@@ -5,6 +5,7 @@ import json
 
 import collector_bench
 import dashboard_bench
+import health_bench
 import overhead
 import transport
 from common import RESULTS, record
@@ -14,6 +15,7 @@ BENCHMARKS = (
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
     ("dashboard: server time per update", lambda: dashboard_bench.main()),
+    ("collector: health figures per fit", lambda: health_bench.main()),
 )
 
 
