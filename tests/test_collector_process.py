@@ -106,6 +106,7 @@ def test_history_quality_and_runtime_settings(collector):
     assert versions == sorted(versions) and history["frames"][-1]["step"] == 2
     latest = history["frames"][-1]
     assert 0 <= latest["neighbour_overlap"] <= 1 and latest["lora_drift"] > 0
+    assert latest["effective_rank"] > 1 and 0 <= latest["cka_to_first"] < 1 and latest["tag_silhouette"]
     frame = query(collector.query, {"op": "history", "run": "run-5", "space": "lora", "version": versions[0]})
     assert len(frame["frame"]["points"]["x"]) == history["frames"][0]["points"]
     assert query(collector.query, {"op": "set", "n_neighbors": 1})["ok"] is False  # validated like the flag
