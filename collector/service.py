@@ -260,7 +260,14 @@ class Collector:
             first = self.state.first_lora_vectors(job, latest)
             quality["lora_drift"] = relative_drift(first, latest)
         quality = {k: round(v, 4) for k, v in quality.items() if v is not None}
-        return {**quality, **frame_health(job.space, job.vectors, job.meta, first, latest)}  # collector/health.py
+        try:  # collector/health.py; a failure costs this frame its health figures, never the map
+            return {**quality, **frame_health(job.space, job.vectors, job.meta, first, latest)}
+        except (ValueError, ArithmeticError) as exc:  # numpy's LinAlgError is a ValueError
+            name = f"health_{type(exc).__name__}"
+            if not self.state.projection_errors[name]:
+                log.error("health figures of %s/%s failed: %s", job.run, job.space, exc)
+            self.state.projection_errors[name] += 1
+            return quality
 
     # queries ------------------------------------------------------------------------------
     def _query_loop(self, sock: zmq.Socket) -> None:

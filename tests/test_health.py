@@ -195,6 +195,23 @@ def test_history_frames_carry_the_health_figures(tmp_path):
     assert "cka_to_first" not in frames["latent"][-1]
 
 
+
+def test_a_failing_health_figure_costs_the_frame_its_figures_not_the_map(tmp_path, caplog):
+    collector = Collector("tcp://127.0.0.1:5998", "tcp://127.0.0.1:5997", str(tmp_path / "store"))
+    try:
+        for frame in synthetic_frames(run="broken", n_clips=20, steps=1):
+            collector.state.accept(frame)
+        job = next(j for j in collector.state.due_fits(time.time(), 0.0, max_full=3) if j.space == "latent")
+        job.vectors = job.vectors.astype(np.float64)
+        job.vectors[0, 0] = np.nan  # the ingest drops such rows; here it stands for any numerical failure
+        for _ in range(2):
+            quality = collector._quality(job, pca_layout(np.nan_to_num(job.vectors)))
+        assert "neighbour_overlap" in quality and "effective_rank" not in quality
+        assert collector.state.stats()["projection_errors"] == {"health_LinAlgError": 2}
+        assert sum("health figures" in r.message for r in caplog.records) == 1  # logged once
+    finally:
+        collector.close()
+
 # -- the charts -------------------------------------------------------------------------------------------
 SUMMARIES = {
     "latent": [{"version": 1, "step": 0, "effective_rank": 20.0}, {"version": 4, "step": 10, "effective_rank": 18.0}],
