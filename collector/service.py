@@ -25,8 +25,18 @@ from acestep_viz.collector.store import RunStore, run_dir_name
 from acestep_viz.collector.upkeep import StoreUpkeep
 
 from acestep_viz import security
-from acestep_viz.wire import (ADAPTER_KIND, FROZEN_SPACES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, AdapterSizes,
-                              ProtocolError, decode, decode_message, is_adapter_topic)
+from acestep_viz.wire import (
+    ADAPTER_KIND,
+    FROZEN_SPACES,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    SPACES,
+    AdapterSizes,
+    ProtocolError,
+    decode,
+    decode_message,
+    is_adapter_topic,
+)
 
 log = logging.getLogger("acestep_viz.collector")
 POLL_MS = 100

@@ -67,6 +67,12 @@ DETAILS = "viz-details"
 # quality figures over steps
 QUALITY_GRAPH = "viz-quality-graph"
 
+# the adapter's update size and the alerts (dashboard/adapter_callbacks.py)
+ADAPTER_GRAPH = "viz-adapter-graph"
+ADAPTER_SEEN = "viz-adapter-seen"  # what the chart and alerts were last drawn from, to skip a redraw
+ALERTS = "viz-alerts"  # the status area's alert list
+COMPARE_RUN = "viz-compare-run"  # a second run to overlay; None: none
+
 # exports
 EXPORT_BUTTONS = {"npz": "viz-export-npz", "tensorboard": "viz-export-tensorboard", "html": "viz-export-html",
                   "gif": "viz-export-gif"}

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from acestep_viz.dashboard.figures import SPACES
 
 MAX_MARKS = 8
-QUALITY_FIELDS = ("neighbour_overlap", "lora_drift")
+QUALITY_FIELDS = ("neighbour_overlap", "lora_drift", "effective_rank")  # effective_rank: the alerts' collapse rule
 
 
 def history_store(run: str | None, summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict:

@@ -3,9 +3,8 @@ import json
 
 import pytest
 from acestep_viz.collector.service import Collector
-from acestep_viz.wire import (AdapterSizes, ProtocolError, decode, decode_adapter, decode_message, encode,
-                              encode_adapter)
 
+from acestep_viz.wire import AdapterSizes, ProtocolError, decode, decode_adapter, decode_message, encode, encode_adapter
 from tests.support import synthetic_frames
 
 
