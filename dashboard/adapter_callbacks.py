@@ -69,7 +69,8 @@ def adapter_outputs(client: CollectorClient, limits: Thresholds, seen: Mapping[s
 
 def register(app: dash.Dash, client: CollectorClient, limits: Thresholds) -> None:
     @app.callback(Output(ids.ADAPTER_GRAPH, "figure"), Output(ids.ALERTS, "children"),
-                  Output(ids.ADAPTER_SEEN, "data"), Input(ids.INTERVAL, "n_intervals"), Input(ids.VERSION_STORE, "data"), Input(ids.HISTORY_STORE, "data"),
+                  Output(ids.ADAPTER_SEEN, "data"), Input(ids.INTERVAL, "n_intervals"),
+                  Input(ids.VERSION_STORE, "data"), Input(ids.HISTORY_STORE, "data"),
                   Input(ids.COMPARE_RUN, "data"), State(ids.ADAPTER_SEEN, "data"))
     def draw(_ticks, seen, history, compare, drawn):
         return adapter_outputs(client, limits, seen, history, compare, drawn)

@@ -15,7 +15,8 @@ is how it learns that a collector is listening, or has restarted:
 
 Items are ``Frame``, ``StepRecord`` or ``AdapterSizes`` objects, or zero-argument callables returning
 one (or None); a record becomes frames through ``build_frames``; adapter messages are sent as they
-are. The callables run on the sender thread: device-to-host waits, row planning and numpy conversion stay off the training thread.
+are. The callables run on the sender thread: device-to-host waits, row planning and numpy conversion
+stay off the training thread.
 ``publish`` is a bounded deque append, with no lock and no wake-up: the
 sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
 whatever queued meanwhile in one go, merged into one frame per run and space (see ``coalesce``),
