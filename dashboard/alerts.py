@@ -118,7 +118,7 @@ def collapse(space: str, series: Series, limits: Thresholds) -> Alert | None:
     if len(pairs) < 2:
         return None
     (first_step, first), (step, latest) = pairs[0], pairs[-1]
-    if first <= 0 or latest >= limits.rank_share * first:
+    if step < limits.warmup_steps or first <= 0 or latest >= limits.rank_share * first:
         return None
     label = SPACE_LABELS.get(space, space)
     return Alert("collapse", f"The {label} space is collapsing",

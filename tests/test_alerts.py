@@ -53,6 +53,11 @@ def test_a_rank_under_the_share_of_its_start_is_a_collapse():
     assert alert.evidence == "effective rank 5.5 at step 400, under 50% of its first value 12 (step 0)"
 
 
+def test_a_falling_rank_during_warm_up_is_not_flagged_yet():
+    quality = {"lora": {"step": [0, 50], "effective_rank": [12.0, 2.0]}}
+    assert alerts(None, quality, LIMITS) == []
+
+
 def test_a_rank_above_the_share_is_fine_and_missing_ranks_are_skipped():
     quality = {"lora": {"step": [0, 200, 400], "effective_rank": [12.0, None, 6.5]},
                "prompt": {"step": [0, 400], "lora_drift": [None, None]}}
