@@ -84,7 +84,7 @@ def test_a_zero_learning_rate_raises_the_adapter_does_not_move_alert(playwright_
 
 def test_a_very_high_learning_rate_raises_the_collapse_alert(playwright_browser, tmp_path):
     """Needs ``effective_rank`` in the collector's history summaries (collector/health.py)."""
-    with demo_stack(tmp_path, "adapter-collapse", "0.05") as (collector, dashboard, demo):
+    with demo_stack(tmp_path, "adapter-collapse", "0.02") as (collector, dashboard, demo):
         with watched_page(playwright_browser, dashboard.url) as watched:
             page = watched.page
             page.wait_for_function(ALERT_JS, arg="The LoRA space is collapsing", timeout=WAIT_MS * 3)

@@ -53,5 +53,5 @@ STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, chec
 MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's trainer.py under a Lightning Trainer) "
                 "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
 LR = Setting("lr", 1e-3, "the demo's peak learning rate (AdamW; the twins' default 1e-3): 0 trains nothing (the "
-             "adapter does not move), 1 or more makes the LoRA outputs collapse", parse=float, check=at_least(0))
+             "adapter does not move), 0.02 or more makes the LoRA outputs collapse", parse=float, check=at_least(0))
 DEMO_SETTINGS = (STEPS, MODEL, LR)
