@@ -92,7 +92,7 @@ class AdapterProbe:
             log.info("acestep_viz: %d LyCORIS modules (LoKr, LoHa, ...) are skipped by the adapter update size, "
                      "which reads peft LoRA layers", lycoris)
         self._weight_norms: list[torch.Tensor] | None = None  # the frozen weights' norms, measured once
-        self.measured = 0
+        self.queued = 0  # messages the publisher took
 
     @property
     def active(self) -> bool:
@@ -118,8 +118,9 @@ class AdapterProbe:
                 host, event = to_host(stacked)
             names = [p.name for p in self.parts]
             message = _Deferred(self.run, int(step), self.rank, names, host, event, time.time())
-            self.measured += 1
-            return bool(self._publish(message))
+            queued = bool(self._publish(message))
+            self.queued += queued
+            return queued
         except Exception as exc:
             self._errors.record("adapter_size", exc)
             return False

@@ -500,7 +500,7 @@ class Tap:
             "active": self.active,
             "steps_seen": self._steps_seen,
             "steps_captured": self._steps_captured,
-            "frames_queued": self._frames_queued,
+            "frames_queued": self._frames_queued + (self.adapter.queued if self.adapter is not None else 0),
             "frames_sent": published.get("sent", 0),
             "frames_dropped": published.get("dropped", 0),
             "frames_resent": published.get("resent", 0),
