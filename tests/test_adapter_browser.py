@@ -12,7 +12,7 @@ import pytest
 from acestep_viz.dashboard import ids
 
 from tests.browser_support import WAIT_MS, chromium, watched_page
-from tests.support import CollectorProcess, DashboardProcess, ManagedProcess, child_env, query
+from tests.support import CollectorProcess, DashboardProcess, ManagedProcess, child_env, query, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -85,6 +85,9 @@ def test_a_zero_learning_rate_raises_the_adapter_does_not_move_alert(playwright_
 def test_a_very_high_learning_rate_raises_the_collapse_alert(playwright_browser, tmp_path):
     """Needs ``effective_rank`` in the collector's history summaries (collector/health.py)."""
     with demo_stack(tmp_path, "adapter-collapse", "0.02") as (collector, dashboard, demo):
+        frames = wait_for(lambda: query(collector.query, {"op": "history", "run": "adapter-collapse",
+                                                          "space": "lora"}).get("frames"), timeout=WAIT_MS / 1000)
+        assert "effective_rank" in frames[-1], "the collector's history summaries carry no effective_rank"
         with watched_page(playwright_browser, dashboard.url) as watched:
             page = watched.page
             page.wait_for_function(ALERT_JS, arg="The LoRA space is collapsing", timeout=WAIT_MS * 3)
