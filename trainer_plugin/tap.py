@@ -122,7 +122,10 @@ def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lo
               timestep_module=timestep_module(model, preset))
     tap.suspend_during(model, eval_methods)
     if active and int(adapter_every) > 0:
-        tap.adapter = AdapterProbe(model, run, int(adapter_every), publisher.publish, tap._errors, rank)
+        try:
+            tap.adapter = AdapterProbe(model, run, int(adapter_every), publisher.publish, tap._errors, rank)
+        except Exception as exc:  # the maps still work without the update size
+            tap._errors.record("adapter_size", exc)
     return tap
 
 
