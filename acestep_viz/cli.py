@@ -186,7 +186,8 @@ def cmd_dashboard(flags: dict) -> int:
         logging.getLogger("acestep_viz").warning(
             "the dashboard on %s has no --token: anyone who can reach the port can see and clear runs", cfg["host"])
     serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"],
-          curve_dir=cfg["curve_dir"], token=cfg["token"], url_prefix=cfg["url_prefix"])
+          curve_dir=cfg["curve_dir"], token=cfg["token"], url_prefix=cfg["url_prefix"],
+          alert_settings={s.name: cfg[s.name] for s in dashboard_options.ALERT_SETTINGS})
     return 0
 
 
@@ -197,7 +198,7 @@ def cmd_demo(flags: dict) -> int:
     else:
         from acestep_viz.trainer_plugin.demo import run_demo
 
-    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"])
+    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"], lr=cfg["lr"])
     print(json.dumps(summary, default=str), flush=True)
     return 0
 

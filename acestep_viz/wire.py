@@ -16,6 +16,10 @@ or Inf (counted in ``Frame.dropped_rows``). ``decode`` never raises anything but
 format version 1 (per-row metadata as a list of objects under ``"meta"``), so run stores
 written before version 2 still replay. This module needs only numpy and the standard library,
 so the trainer side can import it.
+
+A second message kind, ``AdapterSizes`` (``encode_adapter`` / ``decode_message``), carries the
+adapter's own update size per LoRA layer: topic ``"<run>/adapter"``, a JSON header with
+``"kind": "adapter"`` and an empty payload (see docs/wire-format.md).
 """
 from __future__ import annotations
 
@@ -409,3 +413,79 @@ def _clean_ints(key: str, values: list) -> list:
 
 _CLEANERS = {**{k: _clean_text for k in ROW_TEXT_KEYS}, **{k: _clean_numbers for k in ROW_NUMBER_KEYS},
              **{k: _clean_ints for k in ROW_INT_KEYS}}
+
+
+# ---------------------------------------------------------------------------- adapter update sizes
+
+ADAPTER_KIND = "adapter"  # the header's "kind" and the topic's suffix of an adapter message
+MAX_ADAPTER_LAYERS = 4096  # a 24-layer DiT with q/k/v/o in two attentions has 192 LoRA layers
+
+
+@dataclass
+class AdapterSizes:
+    """Each LoRA layer's update size ||scale * B A||_F / ||W||_F at one training step."""
+
+    run: str
+    step: int
+    layers: dict[str, float]  # layer name -> update size (finite, >= 0)
+    rank: int = 0
+    sent_at: float = 0.0
+
+
+def encode_adapter(message: AdapterSizes) -> list[bytes]:
+    """The three message parts of an adapter message; ValueError for a bad run, layer name or value."""
+    problem = run_name_problem(message.run)
+    if problem:
+        raise ValueError(f"run {message.run!r}: {problem}")
+    header = {"v": FORMAT_VERSION, "kind": ADAPTER_KIND, "run": message.run, "step": int(message.step),
+              "rank": int(message.rank), "sent_at": float(message.sent_at),
+              "layers": {str(name): float(value) for name, value in message.layers.items()}}
+    _check_layers(header["layers"], ValueError)
+    raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    return [topic_for(message.run, ADAPTER_KIND), raw, b""]
+
+
+def is_adapter_topic(topic: bytes | memoryview) -> bool:
+    return bytes(topic).endswith(b"/" + ADAPTER_KIND.encode())
+
+
+def decode_message(parts: Sequence[bytes | memoryview | Any]) -> "Frame | AdapterSizes":
+    """A frame (``decode``) or an adapter message, told apart by the topic; only ``ProtocolError`` escapes."""
+    if len(parts) == 3 and is_adapter_topic(_as_buffer(parts[0])):
+        return decode_adapter(parts)
+    return decode(parts)
+
+
+def decode_adapter(parts: Sequence[bytes | memoryview | Any]) -> AdapterSizes:
+    """Parse an adapter message or raise ``ProtocolError`` (finite sizes, bounded names and layer count)."""
+    if len(parts) != 3:
+        raise ProtocolError("part_count", f"expected 3 message parts, got {len(parts)}")
+    topic, header_raw, payload = (_as_buffer(p) for p in parts)
+    if len(header_raw) > MAX_HEADER_BYTES:
+        raise ProtocolError("oversize", f"header of {len(header_raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    if len(payload):
+        raise ProtocolError("size", "an adapter message has an empty payload")
+    header = _parse_header(header_raw)
+    if header.get("v") != FORMAT_VERSION or type(header.get("v")) is not int:
+        raise ProtocolError("version", f"adapter messages are format version {FORMAT_VERSION}, got {header.get('v')!r}")
+    if header.get("kind") != ADAPTER_KIND:
+        raise ProtocolError("kind", f"kind {header.get('kind')!r} is not {ADAPTER_KIND!r}")
+    run = _name(header, "run")
+    if bytes(topic) != topic_for(run, ADAPTER_KIND):
+        raise ProtocolError("topic", "topic does not match the header's run")
+    layers = header.get("layers")
+    _check_layers(layers, lambda message: ProtocolError("layers", message))
+    return AdapterSizes(run=run, step=_int(header, "step"), layers=dict(layers), rank=_int(header, "rank"),
+                        sent_at=_float(header, "sent_at"))
+
+
+def _check_layers(layers: Any, error) -> None:
+    """Raise ``error(message)`` unless ``layers`` maps 1 to MAX_ADAPTER_LAYERS names to finite sizes >= 0."""
+    if not isinstance(layers, dict) or not 1 <= len(layers) <= MAX_ADAPTER_LAYERS:
+        raise error(f"layers must be an object of 1 to {MAX_ADAPTER_LAYERS} layer names")
+    for name, value in layers.items():
+        if not name or len(name) > MAX_NAME_CHARS or _CONTROL_CHARS.search(name):
+            raise error(f"layer names must be 1 to {MAX_NAME_CHARS} characters without control characters")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, int) and abs(value) >= MAX_SAFE_INT) or not math.isfinite(value) or value < 0):
+            raise error(f"layer {name!r}: the update size must be a finite number >= 0, got {value!r}")

@@ -26,7 +26,18 @@ from acestep_viz.collector.store import RunStore, run_dir_name
 from acestep_viz.collector.upkeep import StoreUpkeep
 
 from acestep_viz import security
-from acestep_viz.wire import FROZEN_SPACES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, SPACES, ProtocolError, decode
+from acestep_viz.wire import (
+    ADAPTER_KIND,
+    FROZEN_SPACES,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    SPACES,
+    AdapterSizes,
+    ProtocolError,
+    decode,
+    decode_message,
+    is_adapter_topic,
+)
 
 log = logging.getLogger("acestep_viz.collector")
 POLL_MS = 100
@@ -108,7 +119,11 @@ class Collector:
         count = 0
         for parts in self.store.replay():
             try:
-                self.state.accept(decode(parts))
+                message = decode_message(parts)
+                if isinstance(message, AdapterSizes):
+                    self.state.accept_adapter(message)
+                else:
+                    self.state.accept(message)
                 count += 1
             except (ProtocolError, BufferReject) as exc:
                 self.state.reject(f"store_{exc.reason}")
@@ -184,7 +199,9 @@ class Collector:
         """Validate, store and buffer one wire frame; count a reject instead of raising."""
         self.state.frames_received += 1
         try:
-            frame = decode(parts)
+            frame = decode_message(parts)
+            if isinstance(frame, AdapterSizes):
+                return self._ingest_adapter(frame, parts)
             with self._write_lock:
                 added = self.state.accept(frame)
                 if added or frame.space not in FROZEN_SPACES:
@@ -197,6 +214,14 @@ class Collector:
             self.state.reject("internal_error")
             log.exception("frame rejected by an internal error")
             return False
+        return True
+
+    def _ingest_adapter(self, message: AdapterSizes, parts: list) -> bool:
+        """Keep and store an adapter message (the adapter's update size per layer)."""
+        with self._write_lock:
+            self.state.accept_adapter(message)
+            self.store.append(message.run, parts)
+            self.upkeep.live[message.run] = time.time()
         return True
 
     # projections --------------------------------------------------------------------------
@@ -307,6 +332,7 @@ class Collector:
             "resume": lambda r: self._set_paused(False),
             "refit": lambda r: self._refit(r),
             "history": self._history,
+            "adapter": self._adapter,
             "set": self._set,
             "export": self._export,
             "delete": self._delete,
@@ -316,7 +342,8 @@ class Collector:
         """A request naming a run must name one the collector knows (live, or kept in the store): an unknown
         name is an error, never another run's data."""
         run = _run_arg(request)
-        if run is not None and run not in self.state.run_names(None) and not self.store.has_run(run):
+        if (run is not None and run not in self.state.run_names(None) and run not in self.state.adapter
+                and not self.store.has_run(run)):
             known = ", ".join(sorted(self.state.run_names(None))) or "none"
             raise UnknownRun(f"no run named {run!r} (live runs: {known})")
 
@@ -341,9 +368,11 @@ class Collector:
         run, space = _run_arg(request), _space_arg(request)
         with self._write_lock:
             targets = self.state.run_names(run)
+            if space is None:  # a run may have sent update sizes before any frame
+                targets += [name for name in self.state.adapter if run in (None, name) and name not in targets]
             self.state.clear(run, space)
             for name in targets:
-                for cleared in SPACES if space is None else [space]:
+                for cleared in (*SPACES, ADAPTER_KIND) if space is None else [space]:
                     self.store.mark_cleared(name, cleared)
                 self.maps.discard(name, SPACES if space is None else [space])
         return {"ok": True, "cleared": {"runs": targets, "space": space}}
@@ -381,6 +410,12 @@ class Collector:
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise ValueError("version must be an integer or null")
         return self.state.history(_run_arg(request), space, version)
+
+    def _adapter(self, request: dict) -> dict:
+        run = _run_arg(request)
+        if run is None:
+            raise ValueError("adapter needs the run")
+        return self.state.adapter_reply(run)
 
     def _set(self, request: dict) -> dict:
         """Change projection settings while running; each is validated like its start-up flag."""
@@ -423,6 +458,8 @@ class Collector:
         """The run as its stored frames rebuild it, cleared rows included: what an export holds."""
         rebuilt = CollectorState(buffer_size=self.state.buffer_size)
         for parts in self.store.frames_of(run):
+            if is_adapter_topic(parts[0]):
+                continue  # update sizes, not rows
             try:
                 rebuilt.accept(decode(parts))
             except (ProtocolError, BufferReject) as exc:

@@ -11,12 +11,13 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from acestep_viz.collector.adapter_series import AdapterSeries
 from acestep_viz.collector.buffers import DEFAULT_VARIANTS_PER_CLIP, SpaceBuffer
 from acestep_viz.collector.placement import RefitPolicy, full_fit_reason, map_change
 from acestep_viz.collector.projection import MIN_POINTS, projection_method
 from acestep_viz.collector.quality import cap_rows
 
-from acestep_viz.wire import SPACES, Frame
+from acestep_viz.wire import SPACES, AdapterSizes, Frame
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
 RESTORED = -1  # generation of a map saved by an earlier collector: matches no buffer, so it gets refitted
@@ -111,6 +112,7 @@ class CollectorState:
         self.projection_errors: Counter[str] = Counter()
         self.started_at = time.time()
         self._snapshot_cache: dict[str, tuple[int, dict]] = {}
+        self.adapter: dict[str, AdapterSeries] = {}  # run -> its adapter update sizes (collector/adapter_series.py)
 
     # ingest -------------------------------------------------------------------------------
     def accept(self, frame: Frame) -> int:
@@ -128,6 +130,26 @@ class CollectorState:
             if frame.dropped_rows:
                 self.dropped_rows["non_finite"] += frame.dropped_rows
             return added
+
+    def accept_adapter(self, message: AdapterSizes) -> None:
+        """Keep an adapter message's update sizes in its run's series."""
+        with self.lock:
+            series = self.adapter.get(message.run)
+            if series is None:
+                series = self.adapter[message.run] = AdapterSeries(message.run)
+            series.add(message)
+            self.frames_accepted += 1
+
+    def adapter_reply(self, run: str) -> dict:
+        """The ``adapter`` query's reply: every layer's update sizes against step (none yet: empty)."""
+        with self.lock:
+            series = self.adapter.get(run)
+            return {"ok": True, "run": run, "layers": series.as_reply() if series is not None else {}}
+
+    def adapter_messages(self, run: str) -> list[AdapterSizes]:
+        with self.lock:
+            series = self.adapter.get(run)
+            return series.messages() if series is not None else []
 
     def run_buffers(self, run: str) -> dict[str, tuple[np.ndarray, list[str], list[dict]]] | None:
         """Copies of one run's buffered rows per space, oldest first (None: no such run)."""
@@ -272,6 +294,8 @@ class CollectorState:
                 for name in names:
                     del self.runs[name]
                     removed.append(name)
+                for name in list(self.adapter) if run is None else [run]:
+                    self.adapter.pop(name, None)
             else:
                 for state in self._select(run, space):
                     state.buffer.clear()
@@ -286,6 +310,7 @@ class CollectorState:
         """Drop a run from the live view entirely (its stored data is the store's business)."""
         with self.lock:
             gone = self.runs.pop(run, None) is not None
+            self.adapter.pop(run, None)
             self.version += gone
             return gone
 

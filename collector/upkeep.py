@@ -7,6 +7,7 @@ the collector's write lock, so ingest never appends to a log that is being rewri
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from acestep_viz.collector.errors import CountedErrors
 from acestep_viz.collector.retention import DAY_S, MB, compacted_frames, compaction_due, expired_runs
 from acestep_viz.collector.store import run_dir_name
 
-from acestep_viz.wire import SPACES, encode
+from acestep_viz.wire import SPACES, encode, encode_adapter
 
 log = logging.getLogger("acestep_viz.collector")
 CHECK_EVERY_S = 5.0  # log sizes
@@ -78,7 +79,9 @@ class StoreUpkeep:
                 return None
             before = self.store.log_size(run)
             try:
-                after = self.store.rewrite(run, (encode(frame) for frame in compacted_frames(run, buffers)))
+                records = itertools.chain((encode(frame) for frame in compacted_frames(run, buffers)),
+                                          map(encode_adapter, self.state.adapter_messages(run)))
+                after = self.store.rewrite(run, records)
             except (OSError, ValueError) as exc:
                 self.errors.record(f"cannot compact the log of {run}", exc)
                 return None

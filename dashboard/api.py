@@ -99,6 +99,12 @@ def register_api(app: dash.Dash, client: CollectorClient) -> None:
             raise BadRequest(f"run {run!r}: {problem}")
         return jsonify(client.delete(run))
 
+    def adapter(run: str):
+        problem = run_name_problem(run)
+        if problem:
+            raise BadRequest(f"run {run!r}: {problem}")
+        return jsonify(client.adapter(run))
+
     @server.after_request
     def same_host_reads(response: Response) -> Response:
         if request.method == "GET" and request.path.startswith(f"{prefix}api/"):
@@ -114,6 +120,7 @@ def register_api(app: dash.Dash, client: CollectorClient) -> None:
     route("refit", "POST", control("refit"))
     route("export", "GET", lambda: export(client, export_format(request.args), request.args.get("run") or None))
     route("runs/<path:run>", "DELETE", delete_run)
+    route("adapter/<path:run>", "GET", adapter)
 
 
 def same_host(origin: str, host: str) -> bool:

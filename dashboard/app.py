@@ -11,7 +11,14 @@ import logging
 from pathlib import Path
 
 import dash
-from acestep_viz.dashboard import callbacks, export_callbacks, health_callbacks, model_labels, view_callbacks
+from acestep_viz.dashboard import (
+    adapter_callbacks,
+    callbacks,
+    export_callbacks,
+    health_callbacks,
+    model_labels,
+    view_callbacks,
+)
 from acestep_viz.dashboard.api import register_api
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
@@ -36,8 +43,9 @@ DEFAULT_TITLE = "ACE-Step LoRA embeddings"
 
 def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefix: str = "/",
                title: str = DEFAULT_TITLE, timeout_ms: int = 1500, curve_dir: str | None = None,
-               token: str | None = None) -> dash.Dash:
-    """A Dash app polling the collector's query endpoint every ``interval_s`` seconds."""
+               token: str | None = None, alert_settings: dict | None = None) -> dash.Dash:
+    """A Dash app polling the collector's query endpoint every ``interval_s`` seconds. ``alert_settings``:
+    the ``alert_*`` dashboard settings (dashboard/options.py); defaults where missing."""
     if not interval_s or interval_s <= 0:
         raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
     app = dash.Dash(
@@ -56,6 +64,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
     health_callbacks.register(app, client)
+    adapter_callbacks.register(app, client, adapter_callbacks.thresholds_from(alert_settings))
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
     register_api(app, client)  # HTTP JSON API under the same prefix and token (dashboard/api.py)

@@ -106,6 +106,10 @@ class CollectorClient:
         """Frame summaries of one space, or one frame's points when ``version`` is given."""
         return self.request({"op": "history", "run": run, "space": space, "version": version})
 
+    def adapter(self, run: str) -> dict[str, Any]:
+        """The run's adapter update sizes: {"layers": {layer: {"step": [...], "value": [...]}}}."""
+        return self.request({"op": "adapter", "run": run})
+
     def export(self, run: str | None, fmt: str) -> dict[str, Any]:
         """Ask the collector to write the run as ``fmt`` under its store; the reply lists the files."""
         return self.request({"op": "export", "run": run, "format": fmt})

@@ -60,7 +60,6 @@ PLAY_BUTTON = "viz-play-button"
 PLAY_INTERVAL = "viz-play-interval"
 HISTORY_STORE = "viz-history-store"  # {"run", "steps": [...], "frames": {space: [[version, step], ...]}, "quality"}
 
-COMPARE_RUN = "viz-compare-run"
 
 # linked selection
 SELECTION_STORE = "viz-selection-store"  # sorted list of selected clip ids
@@ -69,6 +68,12 @@ DETAILS = "viz-details"
 # quality figures over steps
 QUALITY_GRAPH = "viz-quality-graph"
 HEALTH_GRAPH = "viz-health-graph"  # effective rank, CKA to first, tag silhouette (dashboard/health_charts.py)
+
+# the adapter's update size and the alerts (dashboard/adapter_callbacks.py)
+ADAPTER_GRAPH = "viz-adapter-graph"
+ADAPTER_SEEN = "viz-adapter-seen"  # what the chart and alerts were last drawn from, to skip a redraw
+ALERTS = "viz-alerts"  # the status area's alert list
+COMPARE_RUN = "viz-compare-run"  # a second run to overlay; None: none
 
 # exports
 EXPORT_BUTTONS = {"npz": "viz-export-npz", "tensorboard": "viz-export-tensorboard", "html": "viz-export-html",

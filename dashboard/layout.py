@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dash_bootstrap_components as dbc
 from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.adapter_chart import adapter_figure
 from acestep_viz.dashboard.embed import embed_status, location
 from acestep_viz.dashboard.export_callbacks import EXPORT_LABELS
 from acestep_viz.dashboard.figures import empty_figure
@@ -47,6 +48,7 @@ def header() -> dbc.Card:
         ], className="d-flex align-items-center flex-wrap"),
         html.P("Live 2-D PaCMAP projections of the audio latents, LoRA layer outputs and prompt "
                "embeddings captured while your LoRA adapter trains.", className="viz-muted mb-0"),
+        html.Div(id=ids.ALERTS, className="viz-alerts mt-2"),  # dashboard/alerts.py, one Bootstrap alert each
     ]), id=ids.HEADER, className="viz-card mb-3")
 
 
@@ -181,6 +183,15 @@ def health_card() -> dbc.Card:
     ]), className="viz-card")
 
 
+def adapter_card() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        html.Div("Adapter update size", className="viz-stat-label mb-1",
+                 title="How far the adapter moved each LoRA layer's frozen weight: ||scale * B A|| / ||W||"),
+        dcc.Graph(id=ids.ADAPTER_GRAPH, figure=adapter_figure(None), config={"displayModeBar": False},
+                  style={"height": "260px"}),
+    ]), className="viz-card mb-3")
+
+
 def exports() -> dbc.Card:
     return dbc.Card(dbc.CardBody(html.Div([
         html.Div("Export", className="viz-stat-label me-2"),
@@ -221,6 +232,10 @@ GUIDE_PANELS = (
     ("Step scrubber",
      "The collector keeps the recent maps. Drag the slider, or press Play, to see all three panels as "
      "they were at a training step; the last position is Live."),
+    ("Adapter update size",
+     "How far the adapter has moved each LoRA layer's frozen weight, ||scale * B A|| / ||W||, every "
+     "adapter_every steps: the median over layers with the smallest-to-largest band, and the largest layers "
+     "as lines. It starts at 0 and should grow; flat at 0 means the adapter is not learning."),
     ("Quality",
      "Neighbour overlap is the share of each point's nearest neighbours that stay its neighbours on "
      "the map: near 1 the map is faithful, low values mean distances on the map mislead. LoRA drift is "
@@ -263,9 +278,10 @@ def stores_and_timer(interval_s: float) -> html.Div:
         dcc.Store(id=ids.HISTORY_STORE, data=None),
         dcc.Store(id=ids.SELECTION_STORE, data=[]),
         dcc.Store(id=ids.SCRUB_STEP_STORE, data=None),
+        dcc.Store(id=ids.ADAPTER_SEEN, data=None),
+        dcc.Store(id=ids.COMPARE_RUN, data=None),
         dcc.Interval(id=ids.CLOCK, interval=1000, n_intervals=0),
         dcc.Interval(id=ids.PLAY_INTERVAL, interval=900, n_intervals=0, disabled=True),
-        dcc.Store(id=ids.COMPARE_RUN, data=None),
     ])
 
 
@@ -279,6 +295,7 @@ def page(interval_s: float) -> dbc.Container:
         graph(),
         scrubber(),
         details_and_quality(),
+        adapter_card(),
         exports(),
         guide(),
         stores_and_timer(interval_s),

@@ -130,3 +130,26 @@ def test_the_api_lives_under_the_url_prefix_and_behind_the_token(tmp_path):
             assert call(root + "viz/api/clear", "POST", {"run": None, "space": None})[0] == 401
         finally:
             dashboard.stop()
+
+
+def test_the_adapter_route_returns_the_runs_update_sizes(stack):
+    import zmq
+
+    from acestep_viz.wire import AdapterSizes, encode_adapter
+
+    collector, api = stack
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    sock.setsockopt(zmq.LINGER, 2000)
+    try:
+        sock.connect(collector.ingest)
+        assert sock.poll(10_000)
+        sock.recv()  # the collector's subscription
+        for step in (0, 50):
+            sock.send_multipart(encode_adapter(AdapterSizes("api-run", step, {"blocks.0.q": step / 1000})))
+    finally:
+        sock.close()
+    wait_for(lambda: query(collector.query, {"op": "adapter", "run": "api-run"})["layers"], timeout=30)
+    assert json_of(call(api + "adapter/api-run")) == {
+        "ok": True, "run": "api-run", "layers": {"blocks.0.q": {"step": [0, 50], "value": [0.0, 0.05]}}}
+    status, raw, _ = call(api + "adapter/no-such-run")
+    assert status == 404 and b"no run named" in raw

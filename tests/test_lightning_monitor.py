@@ -71,7 +71,9 @@ def test_frames_of_all_three_spaces_reach_a_subscriber():
     # timesteps come from the transformer's timestep= argument (the twin, like ACE-Step, keeps them in a local)
     assert all(isinstance(r["timestep"], float) and 0 < r["timestep"] <= 1000 for r in lora)
     stats = monitor.stats()
-    assert stats["errors"] == {} and stats["frames_dropped"] == 0 and stats["frames_sent"] == 12
+    assert stats["errors"] == {} and stats["frames_dropped"] == 0 and stats["frames_sent"] == 12 + 1
+    [sizes] = collector.adapter  # the one update-size message: step 0 (adapter_every 50), LoRA's B still zero
+    assert sizes.step == 0 and len(sizes.layers) > 0 and set(sizes.layers.values()) == {0.0}
     assert hook_count(pipeline) == 0 and "plot_step" not in vars(pipeline)  # teardown cleaned up
 
 

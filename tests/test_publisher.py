@@ -7,7 +7,7 @@ import pytest
 import zmq
 from acestep_viz.trainer_plugin.publisher import Publisher
 
-from acestep_viz.wire import Frame, decode
+from acestep_viz.wire import AdapterSizes, Frame, decode_message
 from tests.support import free_port, wait_for
 
 
@@ -17,6 +17,7 @@ class SubCollector:
     def __init__(self, endpoint: str, context: zmq.Context | None = None):
         self.endpoint = endpoint
         self.frames: list[Frame] = []
+        self.adapter: list[AdapterSizes] = []  # adapter update-size messages
         self._context = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._bound = threading.Event()
@@ -40,7 +41,8 @@ class SubCollector:
         try:
             while not self._stop.is_set():
                 if sock.poll(20):
-                    self.frames.append(decode(sock.recv_multipart(copy=False)))
+                    message = decode_message(sock.recv_multipart(copy=False))
+                    (self.adapter if isinstance(message, AdapterSizes) else self.frames).append(message)
         finally:
             sock.close()
 

@@ -63,6 +63,7 @@ def hook_count(model):
 def monitor(pipeline, **kw):
     publisher = kw.pop("publisher", None) or MemoryPublisher()
     kw.setdefault("eval_methods", ("plot_step",))
+    kw.setdefault("adapter_every", 0)  # these tests count frames; adapter messages: tests/test_adapter_size.py
     return attach(pipeline, run="tap-test", publisher=publisher, **kw), publisher
 
 
@@ -227,7 +228,7 @@ def test_bfloat16_activations_are_captured(fast, songs):
 def test_training_finishes_with_no_collector_and_drops_are_counted(fast, songs):
     batch = batch_of(songs, [0, 1, 2])
     tap = attach(fast, endpoint=f"tcp://127.0.0.1:{free_port()}", run="nobody-listens",
-                 eval_methods=("plot_step",))
+                 eval_methods=("plot_step",), adapter_every=0)
     for step in range(3):
         train_step(fast, tap, batch, step=step)
     tap.close()
@@ -478,7 +479,7 @@ def test_metadata_tensors_reused_in_place_after_the_step_are_sent_with_the_steps
     """A step waits for its batch (up to batch_s); a loop that writes the next step's timesteps and
     losses into the same tensors meanwhile must not change what the waiting step reports."""
     publisher = HeldPublisher()
-    tap = attach(fast, run="reuse", frozen_once=False, publisher=publisher)
+    tap = attach(fast, run="reuse", frozen_once=False, publisher=publisher, adapter_every=0)
     timesteps, sample_losses, loss = torch.tensor([100.0, 200.0]), torch.tensor([0.25, 0.5]), torch.tensor(1.5)
     with tap:
         for step in range(2):

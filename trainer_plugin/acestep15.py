@@ -32,7 +32,7 @@ from acestep_viz.settings import resolve
 log = logging.getLogger("acestep_viz")
 
 SETTING_OPTIONS = ("enabled", "endpoint", "run", "every_n_steps", "lora_layers", "lora_output", "all_ranks",
-                   "curve_dir")
+                   "curve_dir", "adapter_every")
 ATTACH_OPTIONS = ("frozen_once", "warn_after_steps", "publisher", "publisher_options", "spaces", "eval_methods")
 # the monitor watching each DiT: a second ``watch`` of the same model (the Gradio UI trains again in
 # the same process) closes the first, whose hooks would otherwise stay on the model
@@ -71,7 +71,7 @@ def watch(module: Any, fabric: Any = None, **options: Any) -> Tap | Unwatched:
     generation model or its decoder, before or after ``fabric.setup``. ``fabric``: the loop's Fabric,
     for the rank (rank 0 publishes unless ``all_ranks=True``) and a run name shared by all ranks.
     Options: the trainer settings (``endpoint``, ``run``, ``every_n_steps``, ``lora_layers``,
-    ``lora_output``, ``all_ranks``, ``enabled``, ``curve_dir``; each also read from its
+    ``lora_output``, ``all_ranks``, ``enabled``, ``curve_dir``, ``adapter_every``; each also read from its
     ``ACESTEP_VIZ_*`` variable) and ``attach``'s ``frozen_once``, ``warn_after_steps``, ``spaces``,
     ``eval_methods``, ``publisher``, ``publisher_options``. Never raises unless ``strict=True`` or
     ``ACESTEP_VIZ_STRICT`` is set: a problem is logged once and an ``Unwatched`` is returned.
@@ -100,7 +100,7 @@ def _watch(module: Any, fabric: Any, options: dict) -> Tap | Unwatched:
     tap = attach(module, preset="acestep15", endpoint=config["endpoint"], run=_run_name(config["run"], fabric),
                  every_n_steps=config["every_n_steps"], lora_output=config["lora_output"],
                  lora_layers=config["lora_layers"] or None, all_ranks=config["all_ranks"], rank=_rank(fabric),
-                 publisher_options=publisher_options, **options)
+                 publisher_options=publisher_options, adapter_every=config["adapter_every"], **options)
     _WATCHING[dit] = tap
     return tap
 

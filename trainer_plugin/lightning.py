@@ -23,7 +23,7 @@ from acestep_viz.settings import resolve
 log = logging.getLogger("acestep_viz")
 
 ATTACH_OPTIONS = ("frozen_once", "warn_after_steps", "publisher", "publisher_options")
-SETTING_OPTIONS = ("enabled", "lora_layers", "autostart", "strict")
+SETTING_OPTIONS = ("enabled", "lora_layers", "autostart", "strict", "adapter_every")
 
 
 class EmbeddingMonitor(pl.Callback):
@@ -65,7 +65,7 @@ class EmbeddingMonitor(pl.Callback):
                 run=config["run"] or _default_run(trainer), every_n_steps=config["every_n_steps"],
                 lora_output=config["lora_output"], lora_layers=config["lora_layers"] or None,
                 all_ranks=config["all_ranks"], rank=trainer.global_rank, eval_methods=self.eval_methods,
-                autostart=config["autostart"], strict=True,
+                autostart=config["autostart"], strict=True, adapter_every=config["adapter_every"],
                 **self.options)
         except ValueError as exc:
             raise ValueError(f"EmbeddingMonitor could not attach to {type(pl_module).__name__}: {exc}") from None

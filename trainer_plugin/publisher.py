@@ -13,9 +13,10 @@ is how it learns that a collector is listening, or has restarted:
 - ``XPUB_NODROP`` makes a full send buffer (slow collector) raise EAGAIN instead of dropping
   silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
 
-Items are ``Frame`` or ``StepRecord`` objects, or zero-argument callables returning one (or None);
-a record becomes frames through ``build_frames``. The callables run on the sender thread:
-device-to-host waits, row planning and numpy conversion stay off the training thread.
+Items are ``Frame``, ``StepRecord`` or ``AdapterSizes`` objects, or zero-argument callables returning
+one (or None); a record becomes frames through ``build_frames``; adapter messages are sent as they
+are. The callables run on the sender thread: device-to-host waits, row planning and numpy conversion
+stay off the training thread.
 ``publish`` is a bounded deque append, with no lock and no wake-up: the
 sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
 whatever queued meanwhile in one go, merged into one frame per run and space (see ``coalesce``),
@@ -35,11 +36,11 @@ import zmq
 from acestep_viz.trainer_plugin.coalesce import coalesce
 from acestep_viz.trainer_plugin.step_record import StepRecord, build_frames
 
-from acestep_viz.wire import Frame, check_shape, encode, model_name_problem
+from acestep_viz.wire import AdapterSizes, Frame, check_shape, encode, encode_adapter, model_name_problem
 
 log = logging.getLogger("acestep_viz")
 
-Item = Union[Frame, StepRecord, Callable[[], "Frame | StepRecord | None"]]
+Item = Union[Frame, StepRecord, AdapterSizes, Callable[[], "Frame | StepRecord | AdapterSizes | None"]]
 CURVE_ENV = "ACESTEP_VIZ_CURVE_DIR"
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
@@ -239,7 +240,9 @@ class Publisher:
     def _take(self) -> None:
         """Build, merge and encode everything queued since the last turn."""
         frames = [frame for item in self._handoff.take() for frame in self._prepare(item)]
-        for frame, count in coalesce(frames):
+        for message in [f for f in frames if isinstance(f, AdapterSizes)]:
+            self._accept_adapter(message)
+        for frame, count in coalesce([f for f in frames if not isinstance(f, AdapterSizes)]):
             self._accept(frame, count)
             self._pump()  # the collector starts on this frame while the next one is merged
 
@@ -251,7 +254,8 @@ class Publisher:
         try:
             frames = frames_of(item, self.errors)
             for frame in frames:
-                check_shape(frame)
+                if not isinstance(frame, AdapterSizes):
+                    check_shape(frame)
         except Exception as exc:
             self.errors.record("prepare_frame" if callable(item) else "encode", exc)
             self._dropped_sender += frame_count(item)
@@ -259,8 +263,19 @@ class Publisher:
         now, model = time.time(), self.model
         for frame in frames:
             frame.sent_at = frame.sent_at or now
-            frame.model = frame.model or model
+            if not isinstance(frame, AdapterSizes):
+                frame.model = frame.model or model
         return frames
+
+    def _accept_adapter(self, message: AdapterSizes) -> None:
+        """Encode and hold an adapter message (sent like a frame of a live space)."""
+        try:
+            parts = encode_adapter(message)
+        except Exception as exc:
+            self.errors.record("encode", exc)
+            self._dropped_sender += 1
+            return
+        self._hold(self._pending, parts, 1)
 
     def _accept(self, frame: Frame, count: int) -> None:
         """Encode and hold a frame that stands for ``count`` published frames."""
@@ -350,6 +365,7 @@ class MemoryPublisher:
 
     def __init__(self, model: str | None = None):
         self.frames: list[Frame] = []
+        self.adapter: list[AdapterSizes] = []  # adapter messages, kept apart from the frames
         self.errors = ErrorLog()
         self.model = model
         self._closed = False
@@ -357,6 +373,8 @@ class MemoryPublisher:
     def publish(self, item: Item) -> bool:
         try:
             frames = frames_of(item, self.errors)
+            self.adapter.extend(f for f in frames if isinstance(f, AdapterSizes))
+            frames = [f for f in frames if not isinstance(f, AdapterSizes)]
             for frame in frames:
                 frame.model = frame.model or self.model
             self.frames.extend(frames)

@@ -5,7 +5,7 @@ else the default. This module imports no torch, so the command line and docs/set
 """
 from __future__ import annotations
 
-from acestep_viz.settings import Setting, one_of, parse_bool, parse_list, positive, zmq_endpoint
+from acestep_viz.settings import Setting, at_least, one_of, parse_bool, parse_list, positive, zmq_endpoint
 from acestep_viz.wire import DEFAULT_INGEST, run_name_problem
 
 LORA_OUTPUTS = ("output", "delta", "both")
@@ -14,6 +14,10 @@ LORA_OUTPUTS = ("output", "delta", "both")
 def _run_name(value) -> str | None:
     return None if value is None else run_name_problem(value)
 
+
+ADAPTER_EVERY = Setting("adapter_every", 50, "Every N optimizer steps, send each LoRA layer's update size "
+                        "||scale * B A|| / ||W|| (the dashboard's adapter chart and alerts); 0 turns it off.",
+                        int, at_least(0))
 
 STRICT = Setting("strict", False, "Make a misconfigured monitor (a bad setting, a module path not found, an invalid "
                  "endpoint) an error; by default it logs one warning and training goes on without the monitor.",
@@ -27,6 +31,7 @@ TRAINER_SETTINGS = [
     Setting("run", None, "Run name shown in the dashboard (no '/'); default: the logger's version or the start "
             "time.", str, _run_name),
     Setting("every_n_steps", 1, "Capture every Nth optimizer step (global_step % N == 0).", int, positive),
+    ADAPTER_EVERY,
     Setting("lora_layers", (), "Comma-separated globs choosing LoRA layers for the lora space, e.g. "
             "'transformer_blocks.*.attn.to_out.0'; default: self-attention to_out.0 of the first, middle "
             "and last transformer block.", parse_list),
@@ -47,4 +52,6 @@ DEMO_MODELS = ("acestep", "acestep15")
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's trainer.py under a Lightning Trainer) "
                 "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
-DEMO_SETTINGS = (STEPS, MODEL)
+LR = Setting("lr", 1e-3, "the demo's peak learning rate (AdamW; the twins' default 1e-3): 0 trains nothing (the "
+             "adapter does not move), 0.02 or more makes the LoRA outputs collapse", parse=float, check=at_least(0))
+DEMO_SETTINGS = (STEPS, MODEL, LR)

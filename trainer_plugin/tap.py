@@ -41,11 +41,13 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+from acestep_viz.trainer_plugin.adapter_size import AdapterProbe
 from acestep_viz.trainer_plugin.autostart import start_sidecar
 from acestep_viz.trainer_plugin.guard import start_or_warn
 from acestep_viz.trainer_plugin.pooling import pool_sum
 from acestep_viz.trainer_plugin.presets import PRESET_MODELS, Binding, select_bindings, space_specs, timestep_module
 from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
+from acestep_viz.trainer_plugin.settings import ADAPTER_EVERY
 from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, row_id, scaled_rows
 from torch import nn
 
@@ -65,7 +67,7 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
            lora_output: str = "output", lora_layers: Iterable[str] | None = None, all_ranks: bool = False,
            rank: int | None = None, publisher: Any = None, frozen_once: bool = True, warn_after_steps: int = 20,
            eval_methods: Iterable[str] = (), publisher_options: Mapping[str, Any] | None = None,
-           autostart: bool = False, strict: bool | None = None) -> "Tap":
+           autostart: bool = False, strict: bool | None = None, adapter_every: int = ADAPTER_EVERY.default) -> "Tap":
     """Hook ``model`` and return a ``Tap``. If a setting or module path is wrong, log one warning and return
     a disabled tap (training goes on without the monitor); with ``strict`` (default: $ACESTEP_VIZ_STRICT)
     raise ValueError instead.
@@ -79,10 +81,13 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
     given to ``step``, the timesteps from a forward pre-hook on the DiT's ``time_embed``.
     autostart: on the publishing rank, start the sidecar (``acestep-viz up``) when no collector answers
     (trainer_plugin/autostart.py); a failure is one warning, never an error.
+    adapter_every: every N optimizer steps, send each LoRA layer's update size (trainer_plugin/adapter_size.py),
+    measured when the step starts (after N optimizer updates); 0: never.
     """
     def start() -> Tap:
         return _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks,
-                       rank, publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart)
+                       rank, publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart,
+                       adapter_every)
 
     tap = start_or_warn(start, f"attach({type(model).__name__})", strict)
     if tap is None:
@@ -93,11 +98,14 @@ def attach(model: nn.Module, preset: str | None = "acestep", spaces: Mapping[str
 
 
 def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lora_layers, all_ranks, rank,
-            publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart) -> "Tap":
+            publisher, frozen_once, warn_after_steps, eval_methods, publisher_options, autostart,
+            adapter_every=0) -> "Tap":
     if int(every_n_steps) < 1:
         raise ValueError(f"every_n_steps={every_n_steps!r}: must be at least 1")
     if int(warn_after_steps) < 1:
         raise ValueError(f"warn_after_steps={warn_after_steps!r}: must be at least 1")
+    if int(adapter_every) < 0:
+        raise ValueError(f"adapter_every={adapter_every!r}: must be 0 (off) or more")
     if publisher is None and zmq_endpoint(endpoint):
         raise ValueError(f"endpoint={endpoint!r}: {zmq_endpoint(endpoint)}")
     run = check_run_name(run or default_run_name())
@@ -113,6 +121,11 @@ def _attach(model, preset, spaces, endpoint, run, every_n_steps, lora_output, lo
               frozen_once=frozen_once, warn_after_steps=int(warn_after_steps),
               timestep_module=timestep_module(model, preset))
     tap.suspend_during(model, eval_methods)
+    if active and int(adapter_every) > 0:
+        try:
+            tap.adapter = AdapterProbe(model, run, int(adapter_every), publisher.publish, tap._errors, rank)
+        except Exception as exc:  # the maps still work without the update size
+            tap._errors.record("adapter_size", exc)
     return tap
 
 
@@ -224,6 +237,8 @@ class Tap:
         self._rows = dict.fromkeys(self._labels_by_space, 0)  # rows handed to the publisher, per space
         self._steps_seen = self._steps_captured = self._frames_queued = 0
         self._restores: list[Any] = []
+        self.adapter: AdapterProbe | None = None  # the adapter's update size, every adapter_every steps
+        self._adapter_step = -1  # the last step measured: micro-batches of one step share it
         # spaces read from the batch at ``arm``: (hook point index, batch key, mask key)
         self._batch_sources = [(i, b.batch.key, b.batch.mask_key) for i, b in enumerate(self.bindings)
                                if b.batch is not None]
@@ -261,6 +276,7 @@ class Tap:
         try:
             if self._state is not None:
                 self.flush()  # the previous step was never flushed: publish what it captured
+            self._measure_adapter(int(global_step))
             self._steps_seen += 1
             if int(global_step) % self.every_n_steps:
                 return False
@@ -283,6 +299,13 @@ class Tap:
             self._errors.record("arm", exc)
             self._state, self._armed, self._capturing = None, False, False
             return False
+
+    def _measure_adapter(self, step: int) -> None:
+        """The adapter's update size when a due step starts: the weights after ``step`` optimizer updates."""
+        probe = self.adapter
+        if probe is not None and step != self._adapter_step and probe.due(step):
+            self._adapter_step = step
+            probe.measure(step)
 
     def _take_from_batch(self, state: _StepState, batch: Mapping[str, Any]) -> None:
         """Spaces read from the batch: their tensors become firings, pooled with the hooks' at ``disarm``.
@@ -480,7 +503,7 @@ class Tap:
             "active": self.active,
             "steps_seen": self._steps_seen,
             "steps_captured": self._steps_captured,
-            "frames_queued": self._frames_queued,
+            "frames_queued": self._frames_queued + (self.adapter.queued if self.adapter is not None else 0),
             "frames_sent": published.get("sent", 0),
             "frames_dropped": published.get("dropped", 0),
             "frames_resent": published.get("resent", 0),
