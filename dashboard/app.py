@@ -13,6 +13,7 @@ from pathlib import Path
 import dash
 from acestep_viz.dashboard import callbacks, export_callbacks, model_labels, view_callbacks
 from acestep_viz.dashboard.api import register_api
+from acestep_viz.dashboard.audio_route import AudioLibrary, register_audio
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.client import CollectorClient
@@ -36,8 +37,9 @@ DEFAULT_TITLE = "ACE-Step LoRA embeddings"
 
 def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefix: str = "/",
                title: str = DEFAULT_TITLE, timeout_ms: int = 1500, curve_dir: str | None = None,
-               token: str | None = None) -> dash.Dash:
-    """A Dash app polling the collector's query endpoint every ``interval_s`` seconds."""
+               token: str | None = None, audio_roots: tuple[str, ...] = ()) -> dash.Dash:
+    """A Dash app polling the collector's query endpoint every ``interval_s`` seconds; ``audio_roots``:
+    the folders whose audio files a selected clip may be played from (dashboard/audio.py)."""
     if not interval_s or interval_s <= 0:
         raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
     app = dash.Dash(
@@ -52,12 +54,14 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     client = CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms), curve_dir=curve_dir)
     cache = ReplyCache()
     callbacks.register(app, client, cache)
-    view_callbacks.register(app, client, cache)
+    audio = AudioLibrary(audio_roots, client, app.config.url_base_pathname)
+    view_callbacks.register(app, client, cache, audio)
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
     register_api(app, client)  # HTTP JSON API under the same prefix and token (dashboard/api.py)
+    register_audio(app, audio)  # a selected clip's audio, only from under audio_roots (dashboard/audio_route.py)
     return app
 
 

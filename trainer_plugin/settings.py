@@ -47,4 +47,6 @@ DEMO_MODELS = ("acestep", "acestep15")
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's trainer.py under a Lightning Trainer) "
                 "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
-DEMO_SETTINGS = (STEPS, MODEL)
+AUDIO_DIR = Setting("audio_dir", None, "write the demo clips' audio into this folder as WAV files (created if "
+                    "missing), for the dashboard's --audio-root; `up --demo` uses <store>/demo-audio", str)
+DEMO_SETTINGS = (STEPS, MODEL, AUDIO_DIR)
