@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import wave
 
+import numpy as np
 import pytest
 from acestep_viz.dashboard.audio import NO_ROOTS, audio_type, index_names, resolve
 from acestep_viz.dashboard.audio_route import AudioLibrary
@@ -11,8 +12,6 @@ from acestep_viz.dashboard.selection import details
 from acestep_viz.trainer_plugin.demo.audio_files import write_v1_audio, write_wav
 from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, build_frames
 from acestep_viz.trainer_plugin.tap import metadata_audio
-
-import numpy as np
 
 from acestep_viz.wire import MAX_PATH_CHARS, decode, encode
 
@@ -174,7 +173,7 @@ def test_1_5_metadata_gives_each_clip_its_audio_path():
 def test_the_audio_path_travels_with_latent_rows_only():
     vectors = np.ones((2, 4), np.float32)
     record = StepRecord(run="r", rank=0, step=3, micro_batch=0, keys=["a.wav", "b.wav"], prompts=["p", "q"],
-                        captures=[CaptureRows("latent", "batch", 0, vectors), CaptureRows("prompt", "batch", 0, vectors)],
+                        captures=[CaptureRows(space, "batch", 0, vectors) for space in ("latent", "prompt")],
                         audio=["/data/a.wav", None])
     frames = {frame.space: decode(encode(frame)) for frame in build_frames(record, errors=None)}
     assert frames["latent"].columns["audio"] == ["/data/a.wav", None]
@@ -195,3 +194,18 @@ def test_write_wav_clips_out_of_range_samples(tmp_path):
     write_wav(str(tmp_path / "x.wav"), np.array([[2.0, -2.0], [0.0, 0.5]]), 8000)
     with wave.open(str(tmp_path / "x.wav")) as w:
         assert np.frombuffer(w.readframes(2), "<i2").tolist() == [32767, 0, -32767, 16383]
+
+
+def test_the_1_5_twin_sends_each_clips_audio_path_once_with_its_latent_row(tmp_path):
+    from acestep_viz.trainer_plugin.demo.acestep15.run import run_demo
+    from acestep_viz.trainer_plugin.publisher import MemoryPublisher
+
+    publisher = MemoryPublisher()
+    run_demo(steps=4, run="listen-15", monitor_options={"publisher": publisher}, audio_dir=str(tmp_path))
+    latent = [frame for frame in publisher.frames if frame.space == "latent"]
+    sent = [(clip, path) for frame in latent for clip, path in zip(frame.ids, frame.columns["audio"])]
+    assert len(sent) == len({clip for clip, _ in sent}) == 30  # every clip once (6 genres x 5, one epoch)
+    for clip, path in sent:
+        assert path == str(tmp_path / clip) and os.path.isfile(path)
+        assert resolve(clip, path, (str(tmp_path),), {}).path == os.path.realpath(path)
+    assert all("audio" not in frame.columns for frame in publisher.frames if frame.space != "latent")
