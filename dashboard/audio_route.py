@@ -45,6 +45,7 @@ class AudioLibrary:
         self._reported: OrderedDict[tuple[str, str], str | None] = OrderedDict()
         self._lock = threading.Lock()
         self._warned_full: set[str] = set()
+        self._merged: dict[str, list[str]] | None = None
 
     def url(self, run: str, key: str) -> str:
         return f"{self.url_prefix}audio?{urlencode({'run': run, 'clip': key})}"
@@ -93,16 +94,20 @@ class AudioLibrary:
             return any(now - listed_at >= self.refresh_s for listed_at, _ in self._listings.values())
 
     def _index(self, rescan: bool) -> dict[str, list[str]]:
-        indexes = []
+        """The roots' merged listing, made again only when a root was listed again."""
+        changed = False
         for root in self.roots:
             with self._lock:
                 listing = self._listings.get(root)
             if listing is None or (rescan and self.clock() - listing[0] >= self.refresh_s):
                 listing = (self.clock(), index_names(self._list(root)))
+                changed = True
                 with self._lock:
                     self._listings[root] = listing
-            indexes.append(listing[1])
-        return merge_indexes(indexes)
+        with self._lock:
+            if changed or self._merged is None:
+                self._merged = merge_indexes([self._listings[root][1] for root in self.roots])
+            return self._merged
 
     def _list(self, root: str) -> list[str]:
         """Up to ``max_files`` audio files under ``root``, symbolic links to folders not followed."""

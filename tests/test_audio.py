@@ -209,3 +209,60 @@ def test_the_1_5_twin_sends_each_clips_audio_path_once_with_its_latent_row(tmp_p
         assert path == str(tmp_path / clip) and os.path.isfile(path)
         assert resolve(clip, path, (str(tmp_path),), {}).path == os.path.realpath(path)
     assert all("audio" not in frame.columns for frame in publisher.frames if frame.space != "latent")
+
+
+def test_audio_root_repeats_on_the_command_line_and_splits_in_the_environment(tmp_path, monkeypatch):
+    from acestep_viz.dashboard import options
+
+    from acestep_viz.cli import build_parser
+    from acestep_viz.settings import SettingError, resolve
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for command in ("dashboard", "up"):
+        flags = vars(build_parser().parse_args([command, "--audio-root", str(a), "--audio-root", str(b)]))
+        assert resolve([options.AUDIO_ROOT], flags, {})["audio_root"] == (str(a), str(b))
+    environ = {"ACESTEP_VIZ_AUDIO_ROOT": f"{a}{os.pathsep}{b}"}
+    assert resolve([options.AUDIO_ROOT], {}, environ)["audio_root"] == (str(a), str(b))
+    assert resolve([options.AUDIO_ROOT], {}, {})["audio_root"] == ()
+    with pytest.raises(SettingError, match=f"--audio-root='{tmp_path / 'missing'}': no such folder"):
+        resolve([options.AUDIO_ROOT], {"audio_root": [str(a), str(tmp_path / "missing")]}, {})
+
+
+def test_up_demo_passes_the_demo_audio_folder_to_the_dashboard_and_the_demo(tmp_path, monkeypatch):
+    from acestep_viz import launcher
+
+    collector = {"allow_remote": False, "curve_dir": None, "ingest": "tcp://127.0.0.1:1", "query": "tcp://127.0.0.1:2",
+                 "store": str(tmp_path / "store"), "buffer_size": 1, "n_neighbors": 1, "prompt_variants_per_clip": 1,
+                 "projection_interval_s": 1, "max_fit_points": 1, "history_size": 1, "refit_new_share": 1,
+                 "refit_interval_s": 1, "retention_days": 1, "retention_max_mb": 1, "numba_cache_dir": "x"}
+    ui = {"host": "127.0.0.1", "port": 8050, "interval": 5, "steps": 3, "model": "acestep15",
+          "audio_root": ("/songs",)}
+    stack = launcher.Stack(collector, ui, demo=True)
+    spawned = {}
+    monkeypatch.setattr(stack, "_spawn", lambda name, *args: spawned.setdefault(name, args))
+    monkeypatch.setattr(stack, "_wait", lambda name, ready: None)
+    stack.start()
+    demo_audio = str(tmp_path / "store" / "demo-audio")
+    assert os.path.isdir(demo_audio)  # made before the dashboard checks its roots
+    dashboard = spawned["dashboard"]
+    assert [dashboard[i + 1] for i, arg in enumerate(dashboard) if arg == "--audio-root"] == ["/songs", demo_audio]
+    assert spawned["demo"][-2:] == ("--audio-dir", demo_audio)
+
+
+def test_the_details_card_has_a_player_or_the_reason_per_clip(tmp_path):
+    from acestep_viz.dashboard.view_callbacks import details_card
+
+    touch(tmp_path / "metal_000.wav")
+    points = {"x": [0.0, 1.0], "y": [0.0, 1.0], "id": ["metal_000", "folk_001"], "step": [0, 0],
+              "prompt": ["metal", "folk"]}
+    snapshot = {"run": "r 1", "spaces": {"latent": {"points": points}}}
+    library = AudioLibrary([str(tmp_path)], url_prefix="/viz/")
+    card = details_card(snapshot, frozenset({"metal_000", "folk_001"}), library)
+    table_body = card.children[1].children[1]
+    folk, metal = (row.children[-1].children for row in table_body.children)  # rows in key order
+    assert type(metal).__name__ == "Audio" and metal.src == "/viz/audio?run=r+1&clip=metal_000"
+    assert metal.preload == "none" and metal.controls is True
+    assert type(folk).__name__ == "Small" and folk.children == f"no audio file named folk_001.* under {tmp_path}"
+    without = details_card(snapshot, frozenset({"folk_001"}), AudioLibrary())
+    assert without.children[1].children[1].children[0].children[-1].children.children == "no --audio-root set"
