@@ -21,7 +21,8 @@ from acestep_viz.wire import SPACES
 PROG = "acestep-viz"
 # `up` takes every collector setting, these of the dashboard and the demo's length and model.
 UP_UI_SETTINGS = (dashboard_options.HOST, dashboard_options.PORT, dashboard_options.INTERVAL,
-                  dashboard_options.URL_PREFIX, trainer_options.STEPS, trainer_options.MODEL)
+                  dashboard_options.URL_PREFIX, dashboard_options.AUDIO_ROOT, trainer_options.STEPS,
+                  trainer_options.MODEL)
 
 
 class CliError(Exception):
@@ -186,7 +187,7 @@ def cmd_dashboard(flags: dict) -> int:
         logging.getLogger("acestep_viz").warning(
             "the dashboard on %s has no --token: anyone who can reach the port can see and clear runs", cfg["host"])
     serve(collector=cfg["collector"], host=cfg["host"], port=cfg["port"], interval_s=cfg["interval"],
-          curve_dir=cfg["curve_dir"], token=cfg["token"], url_prefix=cfg["url_prefix"],
+          curve_dir=cfg["curve_dir"], token=cfg["token"], url_prefix=cfg["url_prefix"], audio_roots=cfg["audio_root"],
           alert_settings={s.name: cfg[s.name] for s in dashboard_options.ALERT_SETTINGS})
     return 0
 
@@ -198,7 +199,8 @@ def cmd_demo(flags: dict) -> int:
     else:
         from acestep_viz.trainer_plugin.demo import run_demo
 
-    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"], lr=cfg["lr"])
+    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"], lr=cfg["lr"],
+                       audio_dir=cfg["audio_dir"])
     print(json.dumps(summary, default=str), flush=True)
     return 0
 

@@ -27,6 +27,7 @@ class Stack:
         host = ui_cfg["host"]
         shown = "127.0.0.1" if _listens_everywhere(host) else host  # a browser cannot open the wildcard
         self.url = f"http://{shown}:{ui_cfg['port']}{url_path(ui_cfg.get('url_prefix') or '/')}"
+        self.demo_audio = os.path.join(collector_cfg["store"], "demo-audio") if demo else None
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "acestep_viz", *args]
@@ -51,13 +52,16 @@ class Stack:
                     "--numba-cache-dir", c["numba_cache_dir"], *remote, *curve)
         self._wait("collector", self._collector_answers)
         u = self.ui_cfg
+        roots = [*u.get("audio_root", ()), *([self.demo_audio] if self.demo else [])]
+        if self.demo:
+            os.makedirs(self.demo_audio, exist_ok=True)  # the demo writes its clips' audio here
         self._spawn("dashboard", "dashboard", "--collector", c["query"], "--host", u["host"], "--port",
                     str(u["port"]), "--interval", str(u["interval"]), "--url-prefix", u.get("url_prefix") or "/",
-                    *remote, *curve)
+                    *remote, *curve, *[arg for root in roots for arg in ("--audio-root", root)])
         self._wait("dashboard", self._dashboard_answers)
         if self.demo:
             self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]),
-                        "--model", u.get("model") or "acestep")
+                        "--model", u.get("model") or "acestep", "--audio-dir", self.demo_audio)
 
     def _wait(self, name: str, ready) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -28,6 +28,7 @@ class Setting:
     parse: Callable[[str], Any] = str
     check: Callable[[Any], str | None] | None = None  # returns a problem description or None
     doc_default: str | None = None  # the default as documented, where the value depends on the machine
+    several: bool = False  # a list of folders: the flag repeats, the variable separates them with os.pathsep
 
     @property
     def flag(self) -> str:
@@ -38,6 +39,12 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
     def convert(self, raw: Any, source: str) -> Any:
+        if self.several:
+            parts = raw.split(os.pathsep) if isinstance(raw, str) else list(raw)
+            return tuple(self._convert_one(part, source) for part in parts if part not in ("", None))
+        return self._convert_one(raw, source)
+
+    def _convert_one(self, raw: Any, source: str) -> Any:
         try:
             value = self.parse(raw) if isinstance(raw, str) else raw
         except (TypeError, ValueError) as exc:
@@ -79,6 +86,10 @@ def one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
 
+def existing_folder(value: str) -> str | None:
+    return None if os.path.isdir(value) else "no such folder: create it or fix the path"
+
+
 def zmq_endpoint(value: str) -> str | None:
     if not isinstance(value, str) or not value.startswith(("tcp://", "ipc://", "inproc://")):
         return "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5557"
@@ -95,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) 
         if setting.parse is parse_bool:
             parser.add_argument(setting.flag, dest=setting.name, action="store_const", const=True,
                                 default=None, help=f"{setting.help} [env {setting.env}]")
+        elif setting.several:
+            parser.add_argument(setting.flag, dest=setting.name, action="append", default=None, metavar="DIR",
+                                help=f"{setting.help} (repeat the flag for several) [env {setting.env}, "
+                                     f"separated by {os.pathsep!r}]")
         else:
             parser.add_argument(setting.flag, dest=setting.name, default=None,
                                 help=f"{setting.help} (default: {setting.default!r}) [env {setting.env}]")

@@ -44,6 +44,7 @@ MAX_ROWS = 65536
 MAX_DIM = 65536
 MAX_TEXT_CHARS = 500  # prompt text and other free text per row
 MAX_NAME_CHARS = 200  # run ids, sample ids, layer names
+MAX_PATH_CHARS = 1024  # a clip's audio file path as the trainer saw it
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_SAFE_INT = 2**53  # integers beyond this do not survive a trip through a JSON double
 MAX_MODEL_CHARS = 40
@@ -51,7 +52,7 @@ MODELS = ("acestep", "acestep15")  # the models the trainer plugin has presets f
 
 # Per-row metadata: free text, finite numbers, and integer overrides of the frame's step and
 # micro-batch (a publisher that batches several steps into one frame sets them per row).
-ROW_TEXT_KEYS = {"prompt": MAX_TEXT_CHARS, "layer": MAX_NAME_CHARS}
+ROW_TEXT_KEYS = {"prompt": MAX_TEXT_CHARS, "layer": MAX_NAME_CHARS, "audio": MAX_PATH_CHARS}
 ROW_NUMBER_KEYS = ("loss", "timestep")
 ROW_INT_KEYS = ("step", "micro_batch")
 ROW_META_KEYS = (*ROW_TEXT_KEYS, *ROW_NUMBER_KEYS, *ROW_INT_KEYS)

@@ -64,7 +64,7 @@ class FrameRows:
         return {"id": self.ids[row], "step": value("step", row, self.step),
                 "micro_batch": value("micro_batch", row, self.micro_batch), "rank": self.rank,
                 "loss": value("loss", row), "timestep": value("timestep", row), "layer": value("layer", row),
-                "prompt": value("prompt", row), "sent_at": self.sent_at}
+                "prompt": value("prompt", row), "audio": value("audio", row), "sent_at": self.sent_at}
 
     def _value(self, key: str, row: int, default=None):
         values = self.columns.get(key)

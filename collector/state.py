@@ -19,7 +19,7 @@ from acestep_viz.collector.quality import cap_rows
 
 from acestep_viz.wire import SPACES, AdapterSizes, Frame
 
-POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")
+POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt", "audio")
 RESTORED = -1  # generation of a map saved by an earlier collector: matches no buffer, so it gets refitted
 
 

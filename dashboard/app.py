@@ -20,6 +20,7 @@ from acestep_viz.dashboard import (
     view_callbacks,
 )
 from acestep_viz.dashboard.api import register_api
+from acestep_viz.dashboard.audio_route import AudioLibrary, register_audio
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.client import CollectorClient
@@ -43,9 +44,11 @@ DEFAULT_TITLE = "ACE-Step LoRA embeddings"
 
 def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefix: str = "/",
                title: str = DEFAULT_TITLE, timeout_ms: int = 1500, curve_dir: str | None = None,
-               token: str | None = None, alert_settings: dict | None = None) -> dash.Dash:
+               token: str | None = None, alert_settings: dict | None = None,
+               audio_roots: tuple[str, ...] = ()) -> dash.Dash:
     """A Dash app polling the collector's query endpoint every ``interval_s`` seconds. ``alert_settings``:
-    the ``alert_*`` dashboard settings (dashboard/options.py); defaults where missing."""
+    the ``alert_*`` dashboard settings (dashboard/options.py); defaults where missing. ``audio_roots``: the
+    folders whose audio files a selected clip may be played from (dashboard/audio.py)."""
     if not interval_s or interval_s <= 0:
         raise ValueError(f"interval_s must be greater than 0, got {interval_s!r}")
     app = dash.Dash(
@@ -60,7 +63,8 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     client = CollectorClient(collector, timeout_ms=request_timeout_ms(interval_s, timeout_ms), curve_dir=curve_dir)
     cache = ReplyCache()
     callbacks.register(app, client, cache)
-    view_callbacks.register(app, client, cache)
+    audio = AudioLibrary(audio_roots, client, app.config.url_base_pathname)
+    view_callbacks.register(app, client, cache, audio)
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
     health_callbacks.register(app, client)
@@ -68,6 +72,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)
     register_embed(app)
     register_api(app, client)  # HTTP JSON API under the same prefix and token (dashboard/api.py)
+    register_audio(app, audio)  # a selected clip's audio, only from under audio_roots (dashboard/audio_route.py)
     return app
 
 

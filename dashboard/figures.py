@@ -79,7 +79,7 @@ def space_points(snapshot: Mapping[str, Any] | None, space: str) -> dict[str, li
     xs = list(raw.get("x") or [])
     n = len(xs)
     columns = {"x": xs, "y": list(raw.get("y") or [])[:n]}
-    for key in ("id", "step", "loss", "timestep", "layer", "prompt"):
+    for key in ("id", "step", "loss", "timestep", "layer", "prompt", "audio"):
         values = raw.get(key)
         columns[key] = list(values)[:n] if values is not None else [None] * n
         columns[key] += [None] * (n - len(columns[key]))

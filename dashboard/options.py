@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from acestep_viz.security import ALLOW_REMOTE, CURVE_DIR
-from acestep_viz.settings import COLLECTOR_ENDPOINT, Setting, at_least, positive, url_path
+from acestep_viz.settings import COLLECTOR_ENDPOINT, Setting, at_least, existing_folder, positive, url_path
 
 
 def port_number(value: int) -> str | None:
@@ -17,6 +17,9 @@ URL_PREFIX = Setting("url_prefix", "/", "serve the dashboard under this path, e.
                      parse=url_path)
 TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
                 "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
+AUDIO_ROOT = Setting("audio_root", (), "folder of the training clips' audio files: a selected clip can be played "
+                     "from under it (its reported path, else a file named after its key); repeat for several. "
+                     "Only audio files under these folders are served", check=existing_folder, several=True)
 
 
 def share(value: float) -> str | None:
@@ -41,4 +44,4 @@ ALERT_SETTINGS = (
 )
 
 DASHBOARD_SETTINGS = (COLLECTOR_ENDPOINT, HOST, PORT, INTERVAL, ALLOW_REMOTE, CURVE_DIR, TOKEN, URL_PREFIX,
-                      *ALERT_SETTINGS)
+                      AUDIO_ROOT, *ALERT_SETTINGS)

@@ -61,7 +61,8 @@ def trajectories(points: Mapping[str, Sequence], selected: frozenset[str], xaxis
 
 
 def details(spaces: Mapping[str, Mapping[str, Sequence]], selected: Iterable[str]) -> list[dict]:
-    """One row per selected clip: key, its prompt texts, training steps seen, newest and mean loss, layers.
+    """One row per selected clip: key, its prompt texts, training steps seen, newest and mean loss, layers,
+    and the audio path its trainer reported (None if none did).
 
     ``spaces`` maps a space name to its point columns (see figures.space_points).
     """
@@ -81,10 +82,13 @@ def _indices_by_key(ids: Sequence[Any], wanted: list[str]) -> dict[str, list[int
 
 def _detail_row(key: str, spaces: Mapping[str, Mapping[str, Sequence]], hits: Mapping[str, list[int]]) -> dict:
     """``hits``: {space: indices of the clip's points}, only spaces where it has some, in ``spaces`` order."""
-    prompts, steps, losses, layers = {}, set(), [], set()
+    prompts, steps, losses, layers, audio = {}, set(), [], set(), None
     for space, indices in hits.items():
         points = spaces[space]
+        reported = points.get("audio") or ()
         for i in indices:
+            if audio is None and i < len(reported) and reported[i]:
+                audio = str(reported[i])
             if points["prompt"][i]:
                 prompts.setdefault(" ".join(str(points["prompt"][i]).split()), None)
             if points["step"][i] is not None:
@@ -101,6 +105,7 @@ def _detail_row(key: str, spaces: Mapping[str, Mapping[str, Sequence]], hits: Ma
         "loss": f"{losses[-1][1]:.4f} (mean {sum(v for _, v in losses) / len(losses):.4f})" if losses else "–",
         "layers": len(layers),
         "spaces": ", ".join(hits),
+        "audio": audio,
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import dash
 import dash_bootstrap_components as dbc
 from acestep_viz.dashboard import ids
+from acestep_viz.dashboard.audio_route import AudioLibrary
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.callbacks import snapshot_key
 from acestep_viz.dashboard.client import CollectorClient, CollectorError
@@ -75,7 +76,8 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
 
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
-                   shown_layers: list | None = None, shown_tags: list | None = None) -> tuple:
+                   shown_layers: list | None = None, shown_tags: list | None = None,
+                   audio: AudioLibrary | None = None) -> tuple:
     """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step."""
     try:
         if is_live(history, position):
@@ -92,7 +94,7 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
     tags = tag_options(snapshot)
     return (build_figure(snapshot, view),
             no_update if layers == (shown_layers or []) else layers,
-            details_card(snapshot, view.selected),
+            details_card(snapshot, view.selected, audio),
             no_update if tags == (shown_tags or []) else tags)
 
 
@@ -101,18 +103,31 @@ def tag_options(snapshot: Mapping[str, Any] | None) -> list[dict]:
     return [{"label": f"{tag} ({count})", "value": tag} for tag, count in snapshot_tags(snapshot)]
 
 
-def details_card(snapshot: Mapping[str, Any] | None, selected: frozenset[str]) -> Any:
+def details_card(snapshot: Mapping[str, Any] | None, selected: frozenset[str],
+                 audio: AudioLibrary | None = None) -> Any:
+    """The selected clips' table; with ``audio``, a Listen column: a player, or why there is none."""
     if not selected:
         return html.P(NO_SELECTION, className="viz-muted mb-0")
     rows = details({space: space_points(snapshot, space) for space in SPACES}, selected)
-    head = html.Thead(html.Tr([html.Th(label) for _, label in DETAIL_COLUMNS]))
-    body = html.Tbody([html.Tr([html.Td(str(row[key])) for key, _ in DETAIL_COLUMNS]) for row in rows])
+    run = str((snapshot or {}).get("run") or "")
+    listen = [html.Th("Listen")] if audio is not None else []
+    head = html.Thead(html.Tr([html.Th(label) for _, label in DETAIL_COLUMNS] + listen))
+    body = html.Tbody([html.Tr([html.Td(str(row[key])) for key, _ in DETAIL_COLUMNS]
+                               + ([html.Td(player(audio, run, row))] if listen else [])) for row in rows])
     more = len(selected) - len(rows)
     note = html.Div(f"… and {more} more", className="viz-muted") if more > 0 else None
     return html.Div([html.Div(f"{len(selected)} clip{'s' if len(selected) != 1 else ''} selected",
                               className="viz-stat-label mb-1"),
                      dbc.Table([head, body], size="sm", bordered=False, hover=True, responsive=True,
                                className="viz-details-table mb-0"), note])
+
+
+def player(audio: AudioLibrary, run: str, row: Mapping[str, Any]) -> Any:
+    """An audio player for a clip whose file is found, else the reason in small text."""
+    found = audio.find(run, row["key"], row.get("audio"))
+    if found.path is None:
+        return html.Small(found.reason, className="viz-muted viz-audio-missing")
+    return html.Audio(src=audio.url(run, row["key"]), controls=True, preload="none", className="viz-audio")
 
 
 def scrubber_outputs(history: Mapping[str, Any] | None, shown_step: int | None) -> tuple:
@@ -124,7 +139,7 @@ def shown_step(history: Mapping[str, Any] | None, position: Any) -> int | None:
     return None if is_live(history, position) else step_at(history, position)
 
 
-def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None:
+def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache, audio: AudioLibrary | None = None) -> None:
     colour_inputs = [Input(ids.COLOUR_SELECTS[space], "value") for space in SPACES]
 
     @app.callback(
@@ -138,7 +153,7 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
     def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
                shown_layers, shown_tags):
         view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
-        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, audio)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),

@@ -12,7 +12,9 @@ Lightning Fabric loops: there is no callback list, so the monitor is attached by
 
 Only the forward inside the ``with`` block is captured: validation passes (``torch.no_grad()``, the
 same ``training_step``), in-training sample generation and gradient-checkpoint recompute during
-``fabric.backward`` (outside the block) capture nothing. ``watch`` never stops training: a
+``fabric.backward`` (outside the block) capture nothing. Clip keys, captions and audio paths come from
+the batch's ``metadata`` (``filename``, ``caption``, ``audio_path``); a clip's audio path travels once,
+with its latent row, so the dashboard can play the clip. ``watch`` never stops training: a
 misconfiguration logs one warning and returns a monitor that does nothing
 (``ACESTEP_VIZ_STRICT=1`` makes it an error). See docs/acestep15.md.
 """

@@ -54,4 +54,6 @@ MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's
                 "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
 LR = Setting("lr", 1e-3, "the demo's peak learning rate (AdamW; the twins' default 1e-3): 0 trains nothing (the "
              "adapter does not move), 0.02 or more makes the LoRA outputs collapse", parse=float, check=at_least(0))
-DEMO_SETTINGS = (STEPS, MODEL, LR)
+AUDIO_DIR = Setting("audio_dir", None, "write the demo clips' audio into this folder as WAV files (created if "
+                    "missing), for the dashboard's --audio-root; `up --demo` uses <store>/demo-audio", str)
+DEMO_SETTINGS = (STEPS, MODEL, LR, AUDIO_DIR)

@@ -42,6 +42,7 @@ class StepRecord:
     timesteps: list[float] | None = None
     sample_losses: list[float] | None = None
     sent_at: float = 0.0
+    audio: list[str | None] | None = None  # each clip's audio file path, sent with its latent row
 
     @property
     def frames(self) -> int:
@@ -109,7 +110,7 @@ def _space_frame(record: StepRecord, space: str, captures: list[CaptureRows]) ->
 
 
 def _columns(record: StepRecord, space: str, rows: list[_Row]) -> dict[str, list]:
-    """Per-row metadata, one list per key: prompt, loss, timestep (LoRA) and layer."""
+    """Per-row metadata, one list per key: prompt, loss, timestep (LoRA), layer and audio (latent)."""
     batch = len(record.keys) if record.keys else None
     indices = [row.key_index % batch if batch else row.key_index for row in rows]
     columns: dict[str, list] = {}
@@ -125,6 +126,8 @@ def _columns(record: StepRecord, space: str, rows: list[_Row]) -> dict[str, list
         columns["timestep"] = _pick(record.timesteps, indices)
     if space == "lora" or len({row.label for row in rows}) > 1:
         columns["layer"] = [row.label for row in rows]
+    if space == "latent" and record.audio:
+        columns["audio"] = _pick(record.audio, indices)
     return columns
 
 

@@ -52,7 +52,7 @@ from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, row_
 from torch import nn
 
 from acestep_viz.settings import zmq_endpoint
-from acestep_viz.wire import DEFAULT_INGEST, FROZEN_SPACES, MAX_NAME_CHARS, run_name_problem
+from acestep_viz.wire import DEFAULT_INGEST, FROZEN_SPACES, MAX_NAME_CHARS, MAX_PATH_CHARS, run_name_problem
 
 log = logging.getLogger("acestep_viz")
 
@@ -195,6 +195,7 @@ class _StepState:
     micro_batch: int
     keys: list[str] | None
     prompts: list[str] | None
+    audio: list[str | None] | None = None  # each clip's audio_path (1.5's metadata), sent with its latent row
     firings: list[tuple] = field(default_factory=list)  # outputs to pool once the forward is over
     pooled: list[tuple] = field(default_factory=list)  # the firings pooled, in firing order
     rows_fired: dict[str, int] = field(default_factory=dict)  # label -> rows its module produced this step
@@ -281,6 +282,7 @@ class Tap:
             if int(global_step) % self.every_n_steps:
                 return False
             batch_is_mapping = _is_mapping(batch)
+            audio = None
             if batch_is_mapping:
                 keys = keys if keys is not None else batch.get("keys")
                 prompts = prompts if prompts is not None else batch.get("prompts")
@@ -288,8 +290,10 @@ class Tap:
                     clip_keys, captions = metadata_columns(batch["metadata"])
                     keys = keys if keys is not None else clip_keys
                     prompts = prompts if prompts is not None else captions
+                if "metadata" in batch:
+                    audio = metadata_audio(batch["metadata"])
             self._state = _StepState(int(global_step), int(batch_idx), _strings(keys, MAX_NAME_CHARS),
-                                     _strings(prompts, PROMPT_CHARS))
+                                     _strings(prompts, PROMPT_CHARS), audio)
             if self._batch_sources:
                 self._take_from_batch(self._state, batch if batch_is_mapping else {})
             self._armed = True
@@ -609,7 +613,7 @@ class _PendingStep:
         loss, timesteps, sample_losses = (_resolve(v) for v in (state.loss, state.timesteps, state.sample_losses))
         return StepRecord(run=tap.run, rank=tap.rank, step=state.step, micro_batch=state.micro_batch,
                           keys=state.keys, prompts=state.prompts, captures=captures, loss=loss,
-                          timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at)
+                          timesteps=timesteps, sample_losses=sample_losses, sent_at=self.sent_at, audio=state.audio)
 
 
 def _frozen_key(point: _HookPoint, state: _StepState, key_index: int) -> tuple:
@@ -703,6 +707,16 @@ def metadata_columns(metadata: Any) -> tuple[list[str] | None, list[str] | None]
     keys = [m.get("filename") or os.path.basename(str(m.get("audio_path") or "")) for m in metadata]
     captions = [m.get("caption") for m in metadata]
     return (keys if all(keys) else None), (captions if all(isinstance(c, str) for c in captions) else None)
+
+
+def metadata_audio(metadata: Any) -> list[str | None] | None:
+    """Each clip's ``audio_path`` from ACE-Step 1.5's per-clip ``metadata`` dicts (None where a clip has
+    none, or a path longer than the wire allows); None when no clip has one."""
+    if not isinstance(metadata, (list, tuple)):
+        return None
+    paths = [m.get("audio_path") if _is_mapping(m) else None for m in metadata]
+    paths = [p if isinstance(p, str) and 0 < len(p) <= MAX_PATH_CHARS else None for p in paths]
+    return paths if any(paths) else None
 
 
 def _strings(values: Any, limit: int) -> list[str] | None:

@@ -42,8 +42,10 @@ def monitor_stats(monitor) -> dict | None:
 def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str | None = None,
              every_plot_step: int = 25, batch_size: int = 2, callbacks_extra: Iterable = (),
              monitor_kwargs: dict | None = None, monitor: bool = True, seed: int = 0,
-             threads: int | None = 1, lr: float = 1e-3) -> dict:
+             threads: int | None = 1, lr: float = 1e-3, audio_dir: str | None = None) -> dict:
     """Train the twin for `steps` optimiser steps and return a summary.
+
+    With `audio_dir`, its clips are first written there as `<key>.wav` (audio_files.py).
 
     With `monitor=True` an `EmbeddingMonitor(endpoint=endpoint, run=run, **monitor_kwargs)` rides
     along as a Lightning callback and publishes to `endpoint`. `lr`: AdamW's peak learning rate.
@@ -57,6 +59,10 @@ def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str 
     # The run names the adapter, as exp_name does in ACE-Step; peft adapter names cannot hold dots.
     pipeline = Pipeline(every_plot_step=every_plot_step, batch_size=batch_size, max_steps=steps,
                         adapter_name=re.sub(r"\W", "_", run), seed=seed, learning_rate=lr)
+    if audio_dir:
+        from .audio_files import write_v1_audio
+
+        write_v1_audio(audio_dir, pipeline.hparams.n_clips, pipeline.hparams.sample_rate, seed)
     timer = StepTimer()
     callbacks = [timer, *callbacks_extra]
     embedding_monitor = None

@@ -10,6 +10,7 @@ and stacks them batch first, with ``metadata`` a list of one dict per clip, as 1
 """
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
@@ -54,8 +55,9 @@ def song_text(genre: Genre, key: str, bpm: int) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def preprocess(encoder: nn.Module, genre: Genre, index: int) -> dict:
-    """One clip's preprocessed tensors and metadata; the condition encoder runs here, not in training."""
+def preprocess(encoder: nn.Module, genre: Genre, index: int, audio_dir: str | None = None) -> dict:
+    """One clip's preprocessed tensors and metadata; the condition encoder runs here, not in training.
+    ``audio_dir``: where the clip's source audio file is (``metadata["audio_path"]``)."""
     key = f"{genre.key}-{index:02d}"
     rng = _rng("shape", key)
     bpm = int(rng.integers(genre.bpm[0], genre.bpm[1] + 1))
@@ -71,7 +73,8 @@ def preprocess(encoder: nn.Module, genre: Genre, index: int) -> dict:
         "encoder_hidden_states": condition[0].float(),
         "encoder_attention_mask": condition_mask[0].float(),
         "context_latents": context,
-        "metadata": {"filename": f"{key}.wav", "audio_path": f"/data/{genre.key}/{key}.wav", "caption": caption,
+        "metadata": {"filename": f"{key}.wav", "caption": caption,
+                     "audio_path": os.path.abspath(os.path.join(audio_dir or f"/data/{genre.key}", f"{key}.wav")),
                      "lyrics": lyrics, "genre": genre.name, "bpm": bpm, "keyscale": "C major",
                      "duration": frames / FRAMES_PER_SECOND},
     }
@@ -81,8 +84,8 @@ class PreprocessedSongs(Dataset):
     """``clips_per_genre`` preprocessed clips of every genre (or of ``genres``), in memory."""
 
     def __init__(self, encoder: nn.Module, clips_per_genre: int = 5, genres: tuple[Genre, ...] = GENRES,
-                 first_index: int = 0):
-        self.samples = [preprocess(encoder, genre, first_index + i) for i in range(clips_per_genre)
+                 first_index: int = 0, audio_dir: str | None = None):
+        self.samples = [preprocess(encoder, genre, first_index + i, audio_dir) for i in range(clips_per_genre)
                         for genre in genres]
 
     def __len__(self) -> int:

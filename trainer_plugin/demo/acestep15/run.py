@@ -17,6 +17,7 @@ from datetime import datetime
 import torch
 from torch.utils.data import DataLoader
 
+from ..audio_files import write_15_audio
 from ..data import GENRES
 from .data import PreprocessedSongs, collate
 from .model import AceStepConditionGenerationModel
@@ -32,11 +33,14 @@ def default_run_name() -> str:
     return datetime.now().strftime("demo15-%Y%m%d-%H%M%S")
 
 
-def build(seed: int = 0, clips_per_genre: int = 5, validation_clips_per_genre: int = 1):
-    """(training module, training set, validation set): the twin with LoRA, preprocessed in memory."""
+def build(seed: int = 0, clips_per_genre: int = 5, validation_clips_per_genre: int = 1, audio_dir: str | None = None):
+    """(training module, training set, validation set): the twin with LoRA, preprocessed in memory.
+    ``audio_dir``: write the training clips' audio there, named by their ``metadata["audio_path"]``."""
     torch.manual_seed(seed)
     model = AceStepConditionGenerationModel()
-    train_set = PreprocessedSongs(model.encoder, clips_per_genre, GENRES)
+    train_set = PreprocessedSongs(model.encoder, clips_per_genre, GENRES, audio_dir=audio_dir)
+    if audio_dir:
+        write_15_audio([sample["metadata"] for sample in train_set.samples])
     val_set = PreprocessedSongs(model.encoder, validation_clips_per_genre, GENRES, first_index=clips_per_genre)
     module = PreprocessedLoRAModule(model)
     module.model.decoder.gradient_checkpointing_enable()
@@ -45,12 +49,14 @@ def build(seed: int = 0, clips_per_genre: int = 5, validation_clips_per_genre: i
 
 def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str | None = None,
              batch_size: int = 2, accumulate: int = 4, seed: int = 0, monitor: bool = True,
-             monitor_options: dict | None = None, threads: int | None = 1, lr: float = 1e-3) -> dict:
-    """Train for ``steps`` optimizer steps and return a summary; ``monitor`` attaches acestep-viz."""
+             monitor_options: dict | None = None, threads: int | None = 1, lr: float = 1e-3,
+             audio_dir: str | None = None) -> dict:
+    """Train for ``steps`` optimizer steps and return a summary; ``monitor`` attaches acestep-viz;
+    ``audio_dir``: write the clips' audio there first (audio_files.py)."""
     if threads:
         torch.set_num_threads(threads)  # the twin is tiny: more threads only spin against the collector
     options = {"endpoint": endpoint, "run": run or default_run_name(), "enabled": monitor, **(monitor_options or {})}
-    trainer = TwinTrainer(steps, batch_size, accumulate, seed, options, lr)
+    trainer = TwinTrainer(steps, batch_size, accumulate, seed, options, lr, audio_dir)
     return trainer.train()
 
 
@@ -58,8 +64,9 @@ class TwinTrainer:
     """The shape of 1.5's trainers: ``train`` (its ``finally`` closes the monitor) and ``_train_fabric``."""
 
     def __init__(self, steps: int, batch_size: int, accumulate: int, seed: int, monitor_options: dict,
-                 lr: float = 1e-3):
+                 lr: float = 1e-3, audio_dir: str | None = None):
         self.steps, self.batch_size, self.accumulate, self.seed, self.lr = steps, batch_size, accumulate, seed, lr
+        self.audio_dir = audio_dir
         self.monitor_options = monitor_options  # the demo's endpoint and run; a real trainer uses ACESTEP_VIZ_*
         self.module = self.fabric = self.monitor = None
         self.summary: dict = {}
@@ -73,7 +80,7 @@ class TwinTrainer:
         return self.summary
 
     def _train_fabric(self) -> None:
-        self.module, train_set, val_set = build(self.seed)
+        self.module, train_set, val_set = build(self.seed, audio_dir=self.audio_dir)
         self.fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
         self.fabric.launch()
         train_loader = DataLoader(train_set, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
