@@ -18,8 +18,9 @@ URL_PREFIX = Setting("url_prefix", "/", "serve the dashboard under this path, e.
 TOKEN = Setting("token", None, "dashboard access token: every request needs ?token=TOKEN once (then a cookie) or "
                 "'Authorization: Bearer TOKEN', else 401; set it whenever --host is not loopback")
 AUDIO_ROOT = Setting("audio_root", (), "folder of the training clips' audio files: a selected clip can be played "
-                     "from under it (its reported path, else a file named after its key); repeat for several. "
-                     "Only audio files under these folders are served", check=existing_folder, several=True)
+                     "from under it (its reported path, else a file named after its key); repeat the flag for several, "
+                     "or separate them in the variable with ':' (';' on Windows). Only audio files under these "
+                     "folders are served", check=existing_folder, several=True)
 
 
 def share(value: float) -> str | None:
