@@ -15,7 +15,7 @@ import dash_bootstrap_components as dbc
 from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.adapter_chart import adapter_figure
 from acestep_viz.dashboard.alerts import Alert, Thresholds, alerts
-from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorUnavailable
+from acestep_viz.dashboard.client import CollectorClient, CollectorError, CollectorRequestError
 from dash import Input, Output, State, html
 from dash.exceptions import PreventUpdate
 
@@ -35,7 +35,7 @@ def fetch_layers(client: CollectorClient, run: str | None) -> dict:
         return {}
     try:
         return client.adapter(run).get("layers") or {}
-    except CollectorError as exc:
+    except CollectorRequestError as exc:
         if exc.reason == "unknown_run":
             return {}
         raise
@@ -54,8 +54,8 @@ def adapter_outputs(client: CollectorClient, limits: Thresholds, seen: Mapping[s
         runs = {run: fetch_layers(client, run)} if run else {}
         if compare and compare != run:
             runs[compare] = fetch_layers(client, compare)
-    except (CollectorUnavailable, CollectorError):
-        raise PreventUpdate from None  # the status badge says why
+    except CollectorError:  # unavailable, or a refused request: the status badge says why
+        raise PreventUpdate from None
     quality = (history or {}).get("quality") if (history or {}).get("run") == run else None
     key = {"runs": {name: {layer: len(s.get("step") or []) for layer, s in layers.items()}
                     for name, layers in runs.items()},

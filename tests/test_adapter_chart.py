@@ -39,3 +39,16 @@ def test_an_empty_figure_says_when_the_chart_appears():
 def test_thresholds_come_from_the_alert_settings():
     limits = thresholds_from({"alert_adapter_min": 0.001, "alert_window_steps": 50, "collector": "tcp://x"})
     assert limits == Thresholds(adapter_min=0.001, window_steps=50)
+
+
+def test_a_collector_that_does_not_answer_leaves_the_chart_as_it_is():
+    import pytest
+    from acestep_viz.dashboard.adapter_callbacks import adapter_outputs
+    from acestep_viz.dashboard.client import CollectorClient
+    from dash.exceptions import PreventUpdate
+
+    from tests.support import free_port
+
+    nobody = CollectorClient(f"tcp://127.0.0.1:{free_port()}", timeout_ms=200)
+    with pytest.raises(PreventUpdate):
+        adapter_outputs(nobody, Thresholds(), {"run": "run-a"}, None, None, None)
