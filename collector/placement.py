@@ -14,6 +14,7 @@ import numpy as np
 
 PLACE_NEIGHBOURS = 10  # fitted neighbours a new row is placed among
 _CHUNK = 256  # new rows per distance block (bounds the temporary matrix)
+PLACE_BATCH = 1000  # most rows one placement adds (~0.5 s at 2560-d): the rest follow in the next rounds
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ def full_fit_reason(change: MapChange | None, age_s: float, policy: RefitPolicy,
     if policy.max_age_s > 0 and age_s >= policy.max_age_s:
         return "age"
     return None
+
+
+def rows_to_place(map_keys: list[str], keys: list[str], batch: int = PLACE_BATCH) -> np.ndarray:
+    """Indices into ``keys`` (buffered rows, oldest first) of a placement job: every row already on the
+    map and the newest ``batch`` of the others, in buffer order. Rows beyond the batch wait for the
+    next job, so a burst reaches the map in steps that each stay short."""
+    on_map = set(map_keys)
+    off_map = [i for i, key in enumerate(keys) if key not in on_map]
+    chosen = set(off_map[-batch:]) if batch > 0 else set()
+    return np.array([i for i, key in enumerate(keys) if key in on_map or i in chosen], dtype=int)
 
 
 def nearest_rows(reference: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -162,9 +162,12 @@ def test_placements_take_every_new_row_even_above_the_fit_cap():
     job = state.due_fits(1.0, 0.0)[0]
     assert job.full and len(job.keys) == 50
     install_fake(state, job)
+    (job,) = state.due_fits(1.5, 0.0)  # the 30 rows the cap left out: placed, not another capped fit
+    assert not job.full and len(job.keys) == 80
+    install_fake(state, job)
     state.accept(frame("latent", ["fresh"], rng))
     (job,) = state.due_fits(2.0, 0.0)
-    assert not job.full and "fresh" in job.keys and len(job.keys) == 51
+    assert not job.full and "fresh" in job.keys and len(job.keys) == 81
 
 
 def test_the_fit_sample_above_the_cap_stays_the_same_as_clips_arrive():
