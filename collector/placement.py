@@ -110,9 +110,10 @@ def place_rows(fitted_vectors: np.ndarray, fitted_coords: np.ndarray, new_vector
 
 
 def extend_layout(prev_keys: list[str], prev_coords: np.ndarray, keys: list[str], vectors: np.ndarray,
-                  k: int = PLACE_NEIGHBOURS) -> tuple[np.ndarray, int]:
+                  k: int = PLACE_NEIGHBOURS, anchors: frozenset | set | None = None) -> tuple[np.ndarray, int]:
     """The map of ``keys``: rows already on the previous map keep their exact coordinates, the others
-    are placed among the kept rows. Returns (coords (n, 2), number of rows placed)."""
+    are placed among the kept rows, or among the kept rows in ``anchors`` (the last full fit's rows) when
+    at least ``k`` of them are kept. Returns (coords (n, 2), number of rows placed)."""
     where = {key: i for i, key in enumerate(prev_keys)}
     old_rows = np.array([row for row, key in enumerate(keys) if key in where], dtype=int)
     new_rows = np.array([row for row, key in enumerate(keys) if key not in where], dtype=int)
@@ -120,5 +121,10 @@ def extend_layout(prev_keys: list[str], prev_coords: np.ndarray, keys: list[str]
     if len(old_rows):
         coords[old_rows] = prev_coords[[where[keys[row]] for row in old_rows]]
     if len(new_rows):
-        coords[new_rows] = place_rows(vectors[old_rows], coords[old_rows], vectors[new_rows], k)
+        among = old_rows
+        if anchors is not None:
+            fitted = np.array([row for row in old_rows if keys[row] in anchors], dtype=int)
+            if len(fitted) and len(fitted) >= min(k, len(old_rows)):
+                among = fitted
+        coords[new_rows] = place_rows(vectors[among], coords[among], vectors[new_rows], k)
     return coords, len(new_rows)

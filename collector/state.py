@@ -87,6 +87,7 @@ class FitJob:
     reason: str = ""  # why a full fit (collector/placement.py: full_fit_reason)
     method: str = "pacmap"  # "pca": too few rows for PaCMAP (collector/projection.py: projection_method)
     left_out: frozenset = frozenset()  # a full fit: buffered rows its cap left out
+    anchors: frozenset | None = None  # a placement: the last full fit's rows, which new rows are placed among
 
 
 class CollectorState:
@@ -209,7 +210,7 @@ class CollectorState:
         if len(rows) < len(keys):
             vectors, keys, meta = vectors[rows], [keys[i] for i in rows], [meta[i] for i in rows]
         return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, full, reason if full else "",
-                      left_out=left_out)
+                      left_out=left_out, anchors=None if full else space.full_keys)
 
     def install(self, job: FitJob, coords: np.ndarray, seconds: float, quality: dict | None = None) -> None:
         with self.lock:

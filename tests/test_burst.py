@@ -24,7 +24,7 @@ def fake_fit(state, job):
     if job.full:
         coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
     else:
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors)
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
     state.install(job, coords, 0.0)
 
 
@@ -55,6 +55,11 @@ def test_a_burst_above_the_fit_cap_reaches_every_map_without_more_rows():
         for before, after in zip(history, history[1:]):  # placing never moved a point already on the map
             where = {k: i for i, k in enumerate(after.keys)}
             assert np.array_equal(after.coords[[where[k] for k in before.keys]], before.coords)
+        # each row is placed among the fitted rows: the batches give the map one placement would give
+        vectors, keys, _ = state.runs["run"].spaces[space].buffer.snapshot()
+        fit = history[0]
+        at_once, _ = extend_layout(fit.keys, fit.coords, keys, vectors, anchors=frozenset(fit.keys))
+        assert history[-1].keys == keys and np.allclose(history[-1].coords, at_once)
 
 
 def test_rows_left_out_by_the_cap_are_not_new_rows_for_the_refit_policy():
@@ -78,6 +83,17 @@ def test_rows_arriving_during_the_catch_up_are_placed_first():
     state.accept(Frame("run", "latent", 1, rng.normal(size=(3, 16)).astype(np.float16), ["late0", "late1", "late2"]))
     job = next(j for j in state.due_fits(1.01, 1.0) if j.space == "latent")  # inside the interval: placed at once
     assert not job.full and {"late0", "late1", "late2"} <= set(job.keys)
+
+
+def test_new_rows_are_placed_among_the_fitted_rows_not_among_placed_ones():
+    fitted_vectors = np.array([[0.0, 0.0], [10.0, 0.0]])
+    prev_keys, prev_coords = ["f0", "f1", "p0"], np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    vectors = np.vstack([fitted_vectors, [[6.0, 0.0]], [[6.1, 0.0]]])  # "new" sits right next to placed "p0"
+    keys = ["f0", "f1", "p0", "new"]
+    among_all, _ = extend_layout(prev_keys, prev_coords, keys, vectors, k=2)
+    among_fitted, _ = extend_layout(prev_keys, prev_coords, keys, vectors, k=2, anchors=frozenset({"f0", "f1"}))
+    assert np.allclose(among_all[3], [5.0, 5.0], atol=0.5)  # pulled onto the placed point
+    assert among_fitted[3][1] == 0.0 and 0.0 < among_fitted[3][0] < 1.0  # between the two fitted rows
 
 
 def test_rows_to_place_keeps_the_map_and_the_newest_other_rows():

@@ -95,7 +95,7 @@ def install_fake(state, job):
     if job.full:
         coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
     else:
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors)
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
     state.install(job, coords, 0.0)
 
 
