@@ -14,6 +14,7 @@ import numpy as np
 
 PLACE_NEIGHBOURS = 10  # fitted neighbours a new row is placed among
 _CHUNK = 256  # new rows per distance block (bounds the temporary matrix)
+PLACE_BATCH = 1000  # most rows one placement adds (~0.5 s at 2560-d): the rest follow in the next rounds
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ def full_fit_reason(change: MapChange | None, age_s: float, policy: RefitPolicy,
     return None
 
 
+def rows_to_place(map_keys: list[str], keys: list[str], batch: int = PLACE_BATCH) -> np.ndarray:
+    """Indices into ``keys`` (buffered rows, oldest first) of a placement job: every row already on the
+    map and the newest ``batch`` of the others, in buffer order. Rows beyond the batch wait for the
+    next job, so a burst reaches the map in steps that each stay short."""
+    on_map = set(map_keys)
+    off_map = [i for i, key in enumerate(keys) if key not in on_map]
+    chosen = set(off_map[-batch:]) if batch > 0 else set()
+    return np.array([i for i, key in enumerate(keys) if key in on_map or i in chosen], dtype=int)
+
+
 def nearest_rows(reference: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (m, k) into ``reference`` of each query's k nearest rows and their Euclidean distances."""
     k = min(k, len(reference))
@@ -99,9 +110,10 @@ def place_rows(fitted_vectors: np.ndarray, fitted_coords: np.ndarray, new_vector
 
 
 def extend_layout(prev_keys: list[str], prev_coords: np.ndarray, keys: list[str], vectors: np.ndarray,
-                  k: int = PLACE_NEIGHBOURS) -> tuple[np.ndarray, int]:
+                  k: int = PLACE_NEIGHBOURS, anchors: frozenset | set | None = None) -> tuple[np.ndarray, int]:
     """The map of ``keys``: rows already on the previous map keep their exact coordinates, the others
-    are placed among the kept rows. Returns (coords (n, 2), number of rows placed)."""
+    are placed among the kept rows, or among the kept rows in ``anchors`` (the last full fit's rows) when
+    at least ``k`` of them are kept. Returns (coords (n, 2), number of rows placed)."""
     where = {key: i for i, key in enumerate(prev_keys)}
     old_rows = np.array([row for row, key in enumerate(keys) if key in where], dtype=int)
     new_rows = np.array([row for row, key in enumerate(keys) if key not in where], dtype=int)
@@ -109,5 +121,10 @@ def extend_layout(prev_keys: list[str], prev_coords: np.ndarray, keys: list[str]
     if len(old_rows):
         coords[old_rows] = prev_coords[[where[keys[row]] for row in old_rows]]
     if len(new_rows):
-        coords[new_rows] = place_rows(vectors[old_rows], coords[old_rows], vectors[new_rows], k)
+        among = old_rows
+        if anchors is not None:
+            fitted = np.array([row for row in old_rows if keys[row] in anchors], dtype=int)
+            if len(fitted) and len(fitted) >= min(k, len(old_rows)):
+                among = fitted
+        coords[new_rows] = place_rows(vectors[among], coords[among], vectors[new_rows], k)
     return coords, len(new_rows)

@@ -274,7 +274,7 @@ class Collector:
     def _place(self, job: FitJob) -> None:
         """Keep the previous map's points exactly where they are and place the new rows among them."""
         started = time.perf_counter()
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors)
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
         self.state.install(job, coords, time.perf_counter() - started, self._quality(job, coords))
 
     def _quality(self, job: FitJob, coords) -> dict:

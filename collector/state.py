@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from acestep_viz.collector.adapter_series import AdapterSeries
 from acestep_viz.collector.buffers import DEFAULT_VARIANTS_PER_CLIP, SpaceBuffer
-from acestep_viz.collector.placement import RefitPolicy, full_fit_reason, map_change
+from acestep_viz.collector.placement import PLACE_BATCH, RefitPolicy, full_fit_reason, map_change, rows_to_place
 from acestep_viz.collector.projection import MIN_POINTS, projection_method
 from acestep_viz.collector.quality import cap_rows
 
@@ -53,7 +53,8 @@ class SpaceState:
     first_vectors: dict | None = None  # LoRA: each (clip, layer)'s vector in the first fitted frame
     full_keys: frozenset = frozenset()  # rows of the last full fit
     full_fit_at: float = 0.0
-    seen_keys: frozenset = frozenset()  # buffered rows when the last job was made: the rest are new
+    left_out: frozenset = frozenset()  # rows the last full fit's cap left out: placed onto it, never "new"
+    unplaced: int = 0  # buffered rows the last job left off the map: placed in the next rounds
 
     @property
     def projection(self) -> Projection | None:
@@ -86,6 +87,8 @@ class FitJob:
     full: bool = True  # False: place the new rows on ``previous``, keep its points where they are
     reason: str = ""  # why a full fit (collector/placement.py: full_fit_reason)
     method: str = "pacmap"  # "pca": too few rows for PaCMAP (collector/projection.py: projection_method)
+    left_out: frozenset = frozenset()  # a full fit: buffered rows its cap left out
+    anchors: frozenset | None = None  # a placement: the last full fit's rows, which new rows are placed among
 
 
 class CollectorState:
@@ -177,34 +180,43 @@ class CollectorState:
             due = [(space.last_fit_at, run.name, name, space) for run in self.runs.values()
                    for name, space in run.spaces.items() if self._is_due(space, now, min_interval_s)]
             for _, run, name, space in sorted(due, key=lambda d: d[0]):
-                job = self._fit_job(run, name, space, now, full_allowed=len(fulls) < max_full)
+                job = self._fit_job(run, name, space, now, full_allowed=len(fulls) < max_full,
+                                    catch_up=self._catching_up(space, now, min_interval_s))
                 if job is not None:
                     (fulls if job.full and job.method == "pacmap" else placements).append(job)
         return placements + fulls
 
     def _is_due(self, space: SpaceState, now: float, min_interval_s: float) -> bool:
+        """New rows once the interval has passed; rows still off the map (a capped fit, a large
+        placement) at once, whether or not more rows arrive."""
         fitted = space.projection.generation if space.projection else 0
-        if space.buffer.generation == fitted and not space.force:
+        if space.buffer.generation == fitted and not space.force and not space.unplaced:
             return False
         if space.buffer.size < self.min_points:
             return False
-        return space.force or now - space.last_fit_at >= min_interval_s
+        return space.force or bool(space.unplaced) or now - space.last_fit_at >= min_interval_s
 
-    def _fit_job(self, run: str, name: str, space: SpaceState, now: float, full_allowed: bool) -> FitJob | None:
-        """A placement when the map changed little since its last full fit, else a full fit (None: it
-        has to wait for the next round)."""
+    def _catching_up(self, space: SpaceState, now: float, min_interval_s: float) -> bool:
+        """Only placing rows still off the map: no new rows, or too soon for a fit, and no request."""
+        unchanged = space.projection is not None and space.buffer.generation == space.projection.generation
+        return bool(space.unplaced) and not space.force and (unchanged or now - space.last_fit_at < min_interval_s)
+
+    def _fit_job(self, run: str, name: str, space: SpaceState, now: float, full_allowed: bool,
+                 catch_up: bool = False) -> FitJob | None:
+        """A placement when the map changed little since its last full fit (or rows left off it are
+        catching up), else a full fit (None: it has to wait for the next round)."""
         vectors, keys, meta = space.buffer.snapshot()
         prev = space.projection
         if projection_method(len(keys), self.n_neighbors) == "pca":  # a small space: a whole PCA layout, cheap
-            space.force, space.last_fit_at, space.seen_keys = False, now, frozenset(keys)
+            space.force, space.last_fit_at, space.unplaced = False, now, 0
             return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, True, "small", "pca")
         grown = prev is not None and prev.method == "pca"  # grown past PCA: PaCMAP's first fit, never a placement
         if grown and not full_allowed:
             return None
-        rows = self._placement_rows(space, keys)
-        change = map_change(space.full_keys, [keys[i] for i in rows]) if space.full_keys and prev else None
-        reason = "grown" if grown else full_fit_reason(change, now - space.full_fit_at, self.refit_policy,
-                                                       space.force, self.min_points)
+        # Rows a capped fit left out count as fitted: placing them is no reason for another (capped) fit.
+        change = map_change(space.full_keys | space.left_out, keys) if space.full_keys and prev else None
+        reason = None if catch_up and prev is not None else "grown" if grown else full_fit_reason(
+            change, now - space.full_fit_at, self.refit_policy, space.force, self.min_points)
         if reason is not None and not full_allowed and (prev is None or reason in ("first", "requested",
                                                                                    "too_few_kept")):
             return None
@@ -212,18 +224,15 @@ class CollectorState:
         if full:
             rows = cap_rows(meta, self.max_fit_points)
             space.force = False
+        else:
+            rows = rows_to_place(prev.keys, keys, PLACE_BATCH)
         space.last_fit_at = now
-        space.seen_keys = frozenset(keys)
+        space.unplaced = len(keys) - len(rows)
+        left_out = frozenset(keys) - {keys[i] for i in rows} if full else frozenset()
         if len(rows) < len(keys):
             vectors, keys, meta = vectors[rows], [keys[i] for i in rows], [meta[i] for i in rows]
-        return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, full, reason if full else "")
-
-    def _placement_rows(self, space: SpaceState, keys: list[str]) -> np.ndarray:
-        """The rows a placement keeps: those on the current map and every row that arrived since."""
-        if space.projection is None:
-            return np.arange(len(keys))
-        on_map, seen = set(space.projection.keys), space.seen_keys
-        return np.array([i for i, k in enumerate(keys) if k in on_map or k not in seen], dtype=int)
+        return FitJob(run, name, space.buffer.generation, vectors, keys, meta, prev, full, reason if full else "",
+                      left_out=left_out, anchors=None if full else space.full_keys)
 
     def install(self, job: FitJob, coords: np.ndarray, seconds: float, quality: dict | None = None) -> None:
         with self.lock:
@@ -237,6 +246,7 @@ class CollectorState:
             step = max((m["step"] for m in job.meta), default=-1)
             if job.full:
                 space.full_keys, space.full_fit_at, placed = frozenset(job.keys), time.time(), 0
+                space.left_out = job.left_out
             else:
                 placed = sum(k not in space.full_keys for k in job.keys)
             space.history.append(Projection(job.keys, coords, job.meta, job.generation, self.version,
@@ -301,7 +311,8 @@ class CollectorState:
                     state.buffer.clear()
                     state.history.clear()
                     state.first_vectors = None
-                    state.full_keys = state.seen_keys = frozenset()
+                    state.full_keys = state.left_out = frozenset()
+                    state.unplaced = 0
             self.cleared = True
             self.version += 1
             return removed

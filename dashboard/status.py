@@ -69,12 +69,17 @@ def badge_for(current: Mapping[str, Any] | None, auto_update_paused: bool) -> Ba
 
 def stat_text(counts: Mapping[str, Any]) -> str:
     """ "N samples", plus " (projected)" once a projection of that space exists, " (projected by PCA)" when
-    the space is too small for PaCMAP."""
+    the space is too small for PaCMAP; "M of N samples on the map" while the map shows fewer rows than
+    the buffer holds (a fit or placement still to come)."""
     n = int(counts.get("buffered") or 0)
+    shown = int(counts.get("projected") or 0)
+    pca = counts.get("method") == "pca"
+    if 0 < shown < n:
+        return f"{shown:,} of {n:,} samples on the map" + (" (PCA)" if pca else "")
     text = f"{n:,} sample" + ("" if n == 1 else "s")
-    if not counts.get("projected"):
+    if not shown:
         return text
-    return text + (" (projected by PCA)" if counts.get("method") == "pca" else " (projected)")
+    return text + (" (projected by PCA)" if pca else " (projected)")
 
 
 def stat_texts(snapshot: Mapping[str, Any]) -> dict[str, str]:

@@ -95,7 +95,7 @@ def install_fake(state, job):
     if job.full:
         coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
     else:
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors)
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
     state.install(job, coords, 0.0)
 
 
@@ -162,9 +162,12 @@ def test_placements_take_every_new_row_even_above_the_fit_cap():
     job = state.due_fits(1.0, 0.0)[0]
     assert job.full and len(job.keys) == 50
     install_fake(state, job)
+    (job,) = state.due_fits(1.5, 0.0)  # the 30 rows the cap left out: placed, not another capped fit
+    assert not job.full and len(job.keys) == 80
+    install_fake(state, job)
     state.accept(frame("latent", ["fresh"], rng))
     (job,) = state.due_fits(2.0, 0.0)
-    assert not job.full and "fresh" in job.keys and len(job.keys) == 51
+    assert not job.full and "fresh" in job.keys and len(job.keys) == 81
 
 
 def test_the_fit_sample_above_the_cap_stays_the_same_as_clips_arrive():

@@ -12,7 +12,7 @@ from common import RESULTS, record
 
 BENCHMARKS = (
     ("trainer overhead", lambda: overhead.main()),
-    ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
+    ("transport", lambda: transport.main(n_vectors=30000, n_seed=2000, runs=5)),
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
     ("dashboard: server time per update", lambda: dashboard_bench.main()),
     ("collector: health figures per fit", lambda: health_bench.main()),
