@@ -75,24 +75,33 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
 
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
-                   shown_layers: list | None = None, shown_tags: list | None = None) -> tuple:
-    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step."""
+                   shown_layers: list | None = None, shown_tags: list | None = None,
+                   polled: bool = False) -> tuple:
+    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step.
+
+    ``polled``: drawn because a poll brought a new snapshot; the live map then asks the browser to move
+    its points to their new place (layout.meta.animate, assets/acestep-viz-motion.js), not to jump.
+    """
+    live = is_live(history, position)
     try:
-        if is_live(history, position):
+        if live:
             snapshot = live_snapshot(client, cache, seen)
             drawn = (snapshot or {}).get("version")
         else:
             run = (history or {}).get("run") or (seen or {}).get("run")
             drawn = versions_at(history, position)
             snapshot = frame_snapshot(client, cache, run, drawn)
-            live = cache.get(snapshot_key((seen or {}).get("run"), (seen or {}).get("version"))) or {}
-            snapshot["model"] = live.get("model")  # names the prompt panel; the scrub asks the collector nothing more
+            newest = cache.get(snapshot_key((seen or {}).get("run"), (seen or {}).get("version"))) or {}
+            snapshot["model"] = newest.get("model")  # names the prompt panel; the scrub asks the collector nothing more
     except CollectorError as exc:  # the poll shows the collector's state in the badge
         log.info("cannot draw: %s", exc)
         raise PreventUpdate from None
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
     tags = cache.fetch(("tags", (snapshot or {}).get("run"), _drawn_key(drawn)), lambda: tag_options(snapshot))
-    return (build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn)),
+    figure = build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn))
+    if polled and live:
+        figure["layout"]["meta"]["animate"] = True
+    return (figure,
             no_update if layers == (shown_layers or []) else layers,
             details_card(snapshot, view.selected),
             no_update if tags == (shown_tags or []) else tags)
@@ -152,7 +161,8 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
     def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
                shown_layers, shown_tags):
         view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
-        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags)
+        polled = f"{ids.VERSION_STORE}.data" in ctx.triggered_prop_ids  # with the scrubber's, when history came too
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, polled)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import browser_bench
 import collector_bench
 import dashboard_bench
 import overhead
@@ -14,6 +15,7 @@ BENCHMARKS = (
     ("transport", lambda: transport.main(n_vectors=30000, n_seed=3000)),
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
     ("dashboard: server time per update", lambda: dashboard_bench.main()),
+    ("browser: poll to drawn maps, and a redraw", lambda: browser_bench.main()),
 )
 
 
