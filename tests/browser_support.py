@@ -290,8 +290,8 @@ def isolated_point(page, curve: int) -> dict:
         const fl = gd._fullLayout, box = gd.getBoundingClientRect(), t = gd._fullData[curve];
         const axes = (u) => [u.xaxis || 'x', u.yaxis || 'y'].join();
         const xa = fl[(t.xaxis || 'x').replace('x', 'xaxis')], ya = fl[(t.yaxis || 'y').replace('y', 'yaxis')];
-        const at = (u) => (u.x || []).map((x, i) => [box.left + xa._offset + xa.l2p(x),
-                                                     box.top + ya._offset + ya.l2p(u.y[i])]);
+        const at = (u) => Array.from(u.x || [], (x, i) => [box.left + xa._offset + xa.l2p(x),
+                                                           box.top + ya._offset + ya.l2p(u.y[i])]);
         const px = at(t);
         const others = gd._fullData.filter((u, k) => k !== curve && axes(u) === axes(t)).flatMap(at);
         let best = -1, bestGap = -1;
