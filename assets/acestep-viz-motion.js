@@ -1,13 +1,13 @@
 /*
  * acestep-viz: when a new fit moves the live map's points, they glide to their new place (about 400 ms)
  * instead of jumping. Plotly's layout.transition does not animate WebGL (scattergl) traces, so this wraps
- * Plotly.react for the dashboard's graph: the new figure is first drawn with every known point where it
- * was, then its coordinates are stepped to the new ones with Plotly.restyle, then the figure exactly as
- * the server sent it is drawn. A point is known by its hover label (clip, step, layer, prompt: the
- * fields a refit does not change); points that are new appear at their place at once.
- * Only figures the server marks with layout.meta.animate move (a poll of the live map of the same run);
- * a colour change, a filter, a selection or a scrub of the history are drawn at once, and so is
- * everything when the user prefers reduced motion.
+ * Plotly.react for the dashboard's graph: the new figure is drawn once, as the server sent it, and its
+ * WebGL points are then stepped from where they were to their place (Plotly redraws nothing else, so a
+ * step costs milliseconds even at 3 x 50k points). A point is known by its hover label (clip, step, layer,
+ * prompt: the fields a refit does not change); points that are new appear at their place at once.
+ * Points move only from one version of a run's live map to the next (layout.meta: run, version, live);
+ * a colour, filter or selection change (same version), a scrub of the history and the way back to Live
+ * are drawn at once, and so is everything when the user prefers reduced motion or clips are selected.
  */
 (function () {
     'use strict';
@@ -61,7 +61,8 @@
     function plan(gd, figure) {  // the paths of the point traces, or null when nothing should move
         var meta = figure && figure.layout && figure.layout.meta;
         var shown = gd.layout && gd.layout.meta;
-        if (!meta || !meta.animate || !shown || shown.run !== meta.run || reducedMotion()) return null;
+        if (!meta || !shown || !meta.live || !shown.live || shown.run !== meta.run || shown.version === meta.version ||
+            reducedMotion()) return null;
         var old = gd._fullData, data = figure.data;
         if (!old || !data || old.length < POINT_TRACES || data.length < POINT_TRACES) return null;
         var paths = [], any = false;
@@ -72,31 +73,64 @@
         return any ? paths : null;
     }
 
-    function at(paths, share, figure) {  // the point traces' coordinates a share of the way
-        var xs = [], ys = [];
-        for (var t = 0; t < POINT_TRACES; t++) {
-            var p = paths[t];
-            if (!p) { xs.push(numbers(figure.data[t].x)); ys.push(numbers(figure.data[t].y)); continue; }
-            var n = p.toX.length, x = new Float64Array(n), y = new Float64Array(n);
-            for (var i = 0; i < n; i++) {
-                x[i] = p.fromX[i] + (p.toX[i] - p.fromX[i]) * share;
-                y[i] = p.fromY[i] + (p.toY[i] - p.fromY[i]) * share;
-            }
-            xs.push(x);
-            ys.push(y);
-        }
-        return {x: xs, y: ys};
-    }
-
-    function withCoordinates(figure, coords) {
-        var data = figure.data.map(function (trace, t) {
-            return t < POINT_TRACES ? Object.assign({}, trace, {x: coords.x[t], y: coords.y[t]}) : trace;
-        });
-        return Object.assign({}, figure, {data: data});
-    }
-
     function ease(share) {  // slow out, slow in
         return share < 0.5 ? 4 * share * share * share : 1 - Math.pow(-2 * share + 2, 3) / 2;
+    }
+
+    // The WebGL layer of trace t's subplot (Plotly's scattergl scene: markerOptions[0] holds the positions
+    // of the subplot's first trace, the panel's points, as x0, y0, x1, y1, ...), or null when it is not
+    // there as expected or a selection is shown (the selected points are a second layer): then no motion.
+    function layer(gd, t, path) {
+        var trace = gd._fullData[t], plots = gd._fullLayout && gd._fullLayout._plots;
+        var subplot = plots && plots[(trace.xaxis || 'x') + (trace.yaxis || 'y')];
+        var scene = subplot && subplot._scene;
+        var options = scene && scene.markerOptions && scene.markerOptions[0];
+        if (!options || !scene.scatter2d || !options.positions || options.positions.length !== 2 * path.toX.length) {
+            return null;
+        }
+        if ((scene.selectBatch[0] || []).length || (scene.unselectBatch[0] || []).length) return null;
+        return {scene: scene, path: path, to: options.positions, now: new Float64Array(options.positions.length)};
+    }
+
+    function show(layers, share) {
+        layers.forEach(function (l) {
+            var n = l.path.toX.length;
+            for (var i = 0; i < n; i++) {
+                l.now[2 * i] = l.path.fromX[i] + (l.to[2 * i] - l.path.fromX[i]) * share;
+                l.now[2 * i + 1] = l.path.fromY[i] + (l.to[2 * i + 1] - l.path.fromY[i]) * share;
+            }
+            l.scene.markerOptions[0].positions = share >= 1 ? l.to : l.now;
+            l.scene.scatter2d.update(l.scene.markerOptions);
+            l.scene.draw();
+        });
+    }
+
+    // The new figure is drawn once, as sent; before the browser paints it, its WebGL points are put back
+    // where they were and then stepped to their place, without Plotly redrawing anything else.
+    function move(gd, paths, motion) {
+        var layers = [];
+        for (var t = 0; t < POINT_TRACES; t++) {
+            if (!paths[t]) continue;
+            var l = layer(gd, t, paths[t]);
+            if (!l) return;
+            layers.push(l);
+        }
+        show(layers, 0);
+        var started = performance.now(), steps = 0;
+        function step() {
+            if (motion.cancelled) return;  // a newer figure was drawn over these points
+            // by the clock, but in at least MIN_STEPS steps: a slow machine shows motion, not a jump
+            steps += 1;
+            var share = Math.min((performance.now() - started) / DURATION_MS, steps / (MIN_STEPS + 1));
+            var done = steps > MIN_STEPS && share >= 1;
+            show(layers, done ? 1 : ease(share));
+            if (done) {
+                if (running === motion) running = null;
+            } else {
+                window.requestAnimationFrame(step);
+            }
+        }
+        window.requestAnimationFrame(step);
     }
 
     function install(Plotly) {
@@ -105,30 +139,14 @@
             if (running && running.gd === gd) running.cancelled = true;
             var ours = gd && gd.closest && gd.closest('#' + GRAPH_ID) && arguments.length === 2;
             var paths = ours ? plan(gd, figure) : null;
-            if (!paths) return react.apply(this, arguments);
-            var self = this, motion = {gd: gd, cancelled: false};
+            var drawn = react.apply(this, arguments);
+            if (!paths) return drawn;
+            var motion = {gd: gd, cancelled: false};
             running = motion;
-            var drawn = react.call(self, gd, withCoordinates(figure, at(paths, 0, figure)));
-            drawn.then(function () {
-                var started = performance.now(), steps = 0;
-                function step() {
-                    if (motion.cancelled) return;
-                    // by the clock, but in at least MIN_STEPS steps: a slow machine shows motion, not a jump
-                    steps += 1;
-                    var share = Math.min((performance.now() - started) / DURATION_MS, steps / (MIN_STEPS + 1));
-                    if (steps > MIN_STEPS && share >= 1) {
-                        if (running === motion) running = null;
-                        react.call(self, gd, figure);
-                        return;
-                    }
-                    var coords = at(paths, ease(Math.min(1, share)), figure);
-                    Plotly.restyle(gd, {x: coords.x, y: coords.y}, [0, 1, 2]).then(function () {
-                        window.requestAnimationFrame(step);
-                    });
-                }
-                window.requestAnimationFrame(step);
+            return drawn.then(function (result) {
+                if (!motion.cancelled) move(gd, paths, motion);
+                return result;
             });
-            return drawn;
         };
     }
 

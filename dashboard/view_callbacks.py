@@ -75,12 +75,11 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
 
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
-                   shown_layers: list | None = None, shown_tags: list | None = None,
-                   polled: bool = False) -> tuple:
+                   shown_layers: list | None = None, shown_tags: list | None = None) -> tuple:
     """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step.
 
-    ``polled``: drawn because a poll brought a new snapshot; the live map then asks the browser to move
-    its points to their new place (layout.meta.animate, assets/acestep-viz-motion.js), not to jump.
+    The figure's layout.meta says which: "live" true for the live map. The browser moves points to their
+    new place only from one live version to the next (assets/acestep-viz-motion.js), never for a scrub.
     """
     live = is_live(history, position)
     try:
@@ -99,8 +98,7 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
     tags = cache.fetch(("tags", (snapshot or {}).get("run"), _drawn_key(drawn)), lambda: tag_options(snapshot))
     figure = build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn))
-    if polled and live:
-        figure["layout"]["meta"]["animate"] = True
+    figure["layout"]["meta"]["live"] = live
     return (figure,
             no_update if layers == (shown_layers or []) else layers,
             details_card(snapshot, view.selected),
@@ -161,8 +159,7 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
     def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
                shown_layers, shown_tags):
         view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
-        polled = f"{ids.VERSION_STORE}.data" in ctx.triggered_prop_ids  # with the scrubber's, when history came too
-        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, polled)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),

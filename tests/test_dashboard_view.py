@@ -230,23 +230,17 @@ def test_render_of_a_past_step_uses_one_history_frame_per_space():
     assert [len(decoded(t["x"])) for t in fig["data"][:3]] == [30, 90, 30]
 
 
-def test_only_a_polled_live_map_asks_the_browser_to_move_its_points():
+def test_the_figure_says_whether_it_is_the_live_map_so_that_only_live_updates_move_points():
     snap = snapshot()
     cache = ReplyCache()
     cache.put(("snapshot", "run-a", 7), snap)
-    seen = {"run": "run-a", "version": 7}
-
-    def animate(**kw) -> bool:
-        fig = render_outputs(StubClient(frames=frames), cache, seen, kw.get("history"), kw.get("position"), View(),
-                             polled=kw.get("polled", False))[0]
-        return bool(fig["layout"]["meta"].get("animate"))
-
     pts = {space: snap["spaces"][space]["points"] for space in figures.SPACES}
-    frames = {("latent", 1): pts["latent"], ("lora", 2): pts["lora"], ("prompt", 3): pts["prompt"]}
-    store = history_store("run-a", SUMMARIES)
-    assert animate(polled=True)  # a poll brought a new fit of the live map
-    assert not animate(polled=False)  # a colour, filter or selection change
-    assert not animate(polled=True, history=store, position=0)  # the scrubber shows a past step
+    client = StubClient(frames={("latent", 1): pts["latent"], ("lora", 2): pts["lora"], ("prompt", 3): pts["prompt"]})
+    seen = {"run": "run-a", "version": 7}
+    live = render_outputs(client, cache, seen, None, None, View())[0]["layout"]["meta"]
+    past = render_outputs(client, cache, seen, history_store("run-a", SUMMARIES), 0, View())[0]["layout"]["meta"]
+    assert live == {"run": "run-a", "version": 7, "live": True}
+    assert past["live"] is False  # the scrubber shows a past step
 
 
 def test_render_leaves_the_figure_alone_when_the_collector_is_down():

@@ -3,7 +3,8 @@
 A fake collector (tests/fake_collector.py) serves 3 x 40 points and moves them all on demand; a
 real dashboard process polls it (only when the test clicks Refresh: its interval is an hour); a real
 headless Chromium shows it. A sampler in the page reads one point's drawn x coordinate on every
-animation frame, so the test sees the positions the user saw, not how long anything took.
+animation frame from the WebGL layer, so the test sees the positions the user saw, not how long anything
+took.
 """
 from __future__ import annotations
 
@@ -20,10 +21,14 @@ N = 40
 SHIFT = 3.0
 HOUR_S = 3600
 
+# what the WebGL layer of the latent panel draws: its first point's x (Plotly's scattergl scene)
 SAMPLE_JS = f"""() => {{
     window.__samples = [];
     const gd = {GRAPH_JS};
-    const sample = () => {{ window.__samples.push(gd._fullData[0].x[0]); requestAnimationFrame(sample); }};
+    const sample = () => {{
+        window.__samples.push(gd._fullLayout._plots.xy._scene.markerOptions[0].positions[0]);
+        requestAnimationFrame(sample);
+    }};
     requestAnimationFrame(sample);
 }}"""
 FIRST_X_JS = f"() => {GRAPH_JS}._fullData[0].x[0]"
