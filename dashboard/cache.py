@@ -10,14 +10,18 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
+from acestep_viz.dashboard.hover import HoverTexts
+
 DEFAULT_ENTRIES = 64
 
 
 class ReplyCache:
-    """A small thread-safe LRU of replies, keyed by anything hashable."""
+    """A small thread-safe LRU of replies, keyed by anything hashable, and the hover labels of the
+    latest snapshots (``hover``: reused for the rows a new snapshot shares with the one before)."""
 
     def __init__(self, entries: int = DEFAULT_ENTRIES):
         self.entries = entries
+        self.hover = HoverTexts()
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -46,3 +50,4 @@ class ReplyCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+        self.hover.clear()

@@ -2,28 +2,28 @@
 
 No I/O and no Dash here, so every function can be unit tested with plain dicts.
 User text (sample ids, prompts, layer names) is HTML-escaped before it reaches Plotly's
-hover labels, which interpret a subset of HTML.
+labels (dashboard/hover.py), which interpret a subset of HTML.
 """
 from __future__ import annotations
 
 import copy
-import html
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 from acestep_viz.dashboard.colouring import category_codes, marker
+from acestep_viz.dashboard.hover import HOVER_FIELDS, hover_text, hover_texts, inert, short_prompt  # noqa: F401
 from acestep_viz.dashboard.model_labels import panel_title, snapshot_model
 from acestep_viz.dashboard.selection import highlight, trajectories
 from acestep_viz.dashboard.tags import chosen_tag, clip_tags, has_tag, tag_counts
+from acestep_viz.dashboard.typed_arrays import typed_array
 from acestep_viz.dashboard.view import View
 from plotly.subplots import make_subplots
 
 from acestep_viz.wire import SPACES
 
 MIN_POINTS = 3  # the collector draws a map from 3 rows on: PCA below PaCMAP's useful size
-PROMPT_CHARS = 60
 
 PALETTE = {
     "page": "#111827",
@@ -114,66 +114,24 @@ def has_any_data(snapshot: Mapping[str, Any] | None) -> bool:
     return any(space_counts(snapshot, s)["buffered"] or space_points(snapshot, s)["x"] for s in SPACES)
 
 
-# -- text ----------------------------------------------------------------------------------------
-def inert(value: Any) -> str:
-    """User text made safe for Plotly's HTML-like labels: <, > and & are escaped."""
-    return html.escape(str(value), quote=False)
-
-
-def short_prompt(prompt: str) -> str:
-    prompt = " ".join(str(prompt).split())
-    return prompt if len(prompt) <= PROMPT_CHARS else prompt[:PROMPT_CHARS] + "…"
-
-
-def hover_text(sample_id: Any, step: Any, loss: Any, timestep: Any, layer: Any, prompt: Any) -> str:
-    """One point's hover label; fields that do not apply are left out."""
-    return _hover_text(sample_id, step, loss, timestep, layer, prompt, _Escaped())
-
-
-class _Escaped(dict):
-    """Escaped user text, memoised: one map repeats each prompt and layer name many times."""
-
-    def __missing__(self, key: tuple[str, Any]) -> str:
-        kind, value = key
-        text = inert(short_prompt(value) if kind == "prompt" else value)
-        self[key] = text
-        return text
-
-
-def _hover_text(sample_id, step, loss, timestep, layer, prompt, escaped: _Escaped) -> str:
-    lines = []
-    if sample_id is not None:
-        lines.append(f"<b>{escaped['id', sample_id]}</b>")
-    if step is not None:
-        lines.append(f"Step: {int(step)}")
-    if loss is not None:
-        lines.append(f"Loss: {float(loss):.4f}")
-    if timestep is not None:
-        lines.append(f"Timestep: {float(timestep):.0f}")
-    if layer is not None:
-        lines.append(f"Layer: {escaped['layer', layer]}")
-    if prompt:
-        lines.append(f"Prompt: {escaped['prompt', prompt]}")
-    return "<br>".join(lines)
-
-
-def hover_texts(points: Mapping[str, Sequence]) -> list[str]:
-    escaped = _Escaped()
-    return [_hover_text(*row, escaped) for row in zip(points["id"], points["step"], points["loss"],
-                                                       points["timestep"], points["layer"], points["prompt"])]
-
-
 def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
                 colour_by: str, tag: str | None = None) -> dict:
-    """One Scattergl for one space; customdata holds each point's sample id."""
+    """One Scattergl for one space; customdata holds each point's sample id, ``points["text"]`` (when
+    given) its hover label. Coordinates and colours travel as typed arrays (dashboard/typed_arrays.py)."""
+    colours = marker(colour_by, panel.colorscale, points, domain, inert, tag)
     return dict(
         type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
-        x=points["x"], y=points["y"], mode="markers", name=panel.title, showlegend=False,
-        marker=marker(colour_by, panel.colorscale, points, domain, inert, tag),
-        text=hover_texts(points),
+        x=typed_array(points["x"]), y=typed_array(points["y"]), mode="markers", name=panel.title,
+        showlegend=False, marker={**colours, "color": typed_array(colours["color"], dtype=None)},
+        text=points["text"] if "text" in points else hover_texts(points),
         customdata=[str(i) if i is not None else "" for i in points["id"]],
         hovertemplate="%{text}<extra></extra>", meta=panel.space,
     )
+
+
+def snapshot_hover(snapshot: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """Every point's hover label, per space: the part of a figure that is the same for every view."""
+    return {space: hover_texts(space_points(snapshot, space)) for space in SPACES}
 
 
 def only_layers(points: dict[str, list], layers: frozenset[str]) -> dict[str, list]:
@@ -257,8 +215,13 @@ def base_figure() -> dict:
     return {"data": [], "layout": copy.deepcopy(_BASE_LAYOUT)}
 
 
-def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -> dict:
-    """The three panels for a snapshot reply (``"changed": true``) or None (empty state)."""
+def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None,
+                 hover: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """The three panels for a snapshot reply (``"changed": true``) or None (empty state).
+
+    ``hover``: each space's hover labels, one per point of the snapshot (see snapshot_hover), when
+    already built; otherwise they are built here.
+    """
     view = view or View()
     fig = base_figure()
     layout = fig["layout"]
@@ -270,6 +233,7 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -
     by_clip = clip_tags(spaces) if tagging else {}
     for col, panel in enumerate(PANELS, start=1):
         points = spaces[panel.space]
+        points = {**points, "text": hover[panel.space] if hover else hover_texts(points)}
         if panel.space == "lora":
             points = only_layers(points, view.layers)
         if view.colour_for(panel.space) == "tag":

@@ -78,24 +78,45 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
                    history: Mapping[str, Any] | None, position: Any, view: View,
                    shown_layers: list | None = None, shown_tags: list | None = None,
                    audio: AudioLibrary | None = None) -> tuple:
-    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step."""
+    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step.
+
+    The figure's layout.meta says which: "live" true for the live map. The browser moves points to their
+    new place only from one live version to the next (assets/acestep-viz-motion.js), never for a scrub.
+    """
+    live = is_live(history, position)
     try:
-        if is_live(history, position):
+        if live:
             snapshot = live_snapshot(client, cache, seen)
+            drawn = (snapshot or {}).get("version")
         else:
             run = (history or {}).get("run") or (seen or {}).get("run")
-            snapshot = frame_snapshot(client, cache, run, versions_at(history, position))
-            live = cache.get(snapshot_key((seen or {}).get("run"), (seen or {}).get("version"))) or {}
-            snapshot["model"] = live.get("model")  # names the prompt panel; the scrub asks the collector nothing more
+            drawn = versions_at(history, position)
+            snapshot = frame_snapshot(client, cache, run, drawn)
+            newest = cache.get(snapshot_key((seen or {}).get("run"), (seen or {}).get("version"))) or {}
+            snapshot["model"] = newest.get("model")  # names the prompt panel; the scrub asks the collector nothing more
     except CollectorError as exc:  # the poll shows the collector's state in the badge
         log.info("cannot draw: %s", exc)
         raise PreventUpdate from None
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
-    tags = tag_options(snapshot)
-    return (build_figure(snapshot, view),
+    tags = cache.fetch(("tags", (snapshot or {}).get("run"), _drawn_key(drawn)), lambda: tag_options(snapshot))
+    figure = build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn))
+    figure["layout"]["meta"]["live"] = live
+    return (figure,
             no_update if layers == (shown_layers or []) else layers,
             details_card(snapshot, view.selected, audio),
             no_update if tags == (shown_tags or []) else tags)
+
+
+def snapshot_hover(cache: ReplyCache, snapshot: Mapping[str, Any] | None, drawn: Any) -> dict[str, list[str]]:
+    """Every point's hover label per space, built once per (run, drawn versions) and kept in the cache."""
+    run = (snapshot or {}).get("run")
+    return cache.fetch(("hover", run, _drawn_key(drawn)), lambda: {
+        space: cache.hover.texts(run, space, space_points(snapshot, space)) for space in SPACES})
+
+
+def _drawn_key(drawn: Any) -> Any:
+    """What was drawn, as a cache key: the live snapshot's version, or each space's history frame."""
+    return tuple(sorted(drawn.items())) if isinstance(drawn, Mapping) else drawn
 
 
 def tag_options(snapshot: Mapping[str, Any] | None) -> list[dict]:

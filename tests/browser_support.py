@@ -32,15 +32,17 @@ SPACES = ("latent", "lora", "prompt")
 POLL_INTERVAL_S = 1  # the dashboards under test poll every second
 
 GRAPH_JS = f"document.querySelector('#{ids.GRAPH} .js-plotly-plot')"
+# Coordinates and colours arrive as base64 typed arrays: gd.data holds the specs, gd._fullData
+# (the same traces, in the same order) the decoded numbers. Numbers are read from there.
 POINTS_JS = f"""(min) => {{
     const gd = {GRAPH_JS};
-    if (!gd || !gd.data || gd.data.length < 3) return false;
-    return gd.data.slice(0, 3).every(t => t.x && t.x.length >= min);
+    if (!gd || !gd._fullData || gd._fullData.length < 3) return false;
+    return gd._fullData.slice(0, 3).every(t => t.x && t.x.length >= min);
 }}"""
 COUNTS_JS = f"""(counts) => {{
     const gd = {GRAPH_JS};
-    if (!gd || !gd.data || gd.data.length < 3) return false;
-    return counts.every((n, i) => gd.data[i].x && gd.data[i].x.length === n);
+    if (!gd || !gd._fullData || gd._fullData.length < 3) return false;
+    return counts.every((n, i) => gd._fullData[i].x && gd._fullData[i].x.length === n);
 }}"""
 
 
@@ -218,14 +220,17 @@ def dashboard_page(browser, stack: Stack, feeder: RunFeeder, query: str = "") ->
 
 def traces(page) -> list[dict]:
     """What the browser draws, per trace: point count, axes, type, colour bar, selection, ids."""
-    return page.evaluate(f"""{GRAPH_JS}.data.map(t => ({{
-        n: t.x ? t.x.length : 0, xaxis: t.xaxis || 'x', yaxis: t.yaxis || 'y', type: t.type, mode: t.mode,
+    return page.evaluate(f"""(() => {{ const gd = {GRAPH_JS}; return gd.data.map((t, k) => {{
+        const f = gd._fullData[k];
+        return {{
+        n: f.x ? f.x.length : 0, xaxis: t.xaxis || 'x', yaxis: t.yaxis || 'y', type: t.type, mode: t.mode,
         meta: t.meta === undefined ? null : t.meta, text: t.text || [], customdata: t.customdata || [],
-        x: t.x || [], y: t.y || [],
+        x: Array.from(f.x || []), y: Array.from(f.y || []),
         selectedpoints: t.selectedpoints === undefined ? null : t.selectedpoints,
         colour_title: t.marker && t.marker.colorbar ? t.marker.colorbar.title.text : null,
-        colours: t.marker && Array.isArray(t.marker.color) ? t.marker.color : null,
-    }}))""")
+        colours: f.marker && f.marker.color && typeof f.marker.color !== 'string' ? Array.from(f.marker.color)
+                                                                                : null,
+    }}; }}); }})()""")
 
 
 def figure_meta(page) -> dict:
@@ -270,7 +275,7 @@ def emit_selection(page, curve: int, indices: list[int]) -> list[str]:
     return page.evaluate(f"""([curve, indices]) => {{
         const gd = {GRAPH_JS};
         const points = indices.map(i => ({{curveNumber: curve, pointNumber: i, pointIndex: i,
-                                           x: gd.data[curve].x[i], y: gd.data[curve].y[i],
+                                           x: gd._fullData[curve].x[i], y: gd._fullData[curve].y[i],
                                            customdata: gd.data[curve].customdata[i]}}));
         gd.emit('plotly_selected', {{points: points}});
         return points.map(p => p.customdata);
@@ -282,13 +287,13 @@ def isolated_point(page, curve: int) -> dict:
     whatever trace that point is in (the hover picks the closest of them all): easy to hit."""
     return page.evaluate(f"""(curve) => {{
         const gd = {GRAPH_JS};
-        const fl = gd._fullLayout, box = gd.getBoundingClientRect(), t = gd.data[curve];
+        const fl = gd._fullLayout, box = gd.getBoundingClientRect(), t = gd._fullData[curve];
         const axes = (u) => [u.xaxis || 'x', u.yaxis || 'y'].join();
         const xa = fl[(t.xaxis || 'x').replace('x', 'xaxis')], ya = fl[(t.yaxis || 'y').replace('y', 'yaxis')];
-        const at = (u) => (u.x || []).map((x, i) => [box.left + xa._offset + xa.l2p(x),
-                                                     box.top + ya._offset + ya.l2p(u.y[i])]);
+        const at = (u) => Array.from(u.x || [], (x, i) => [box.left + xa._offset + xa.l2p(x),
+                                                           box.top + ya._offset + ya.l2p(u.y[i])]);
         const px = at(t);
-        const others = gd.data.filter((u, k) => k !== curve && axes(u) === axes(t)).flatMap(at);
+        const others = gd._fullData.filter((u, k) => k !== curve && axes(u) === axes(t)).flatMap(at);
         let best = -1, bestGap = -1;
         px.forEach((p, i) => {{
             let gap = Infinity;

@@ -132,7 +132,8 @@ def check_tab(browser, app: AceTrainerApp, dashboard: DashboardProcess) -> None:
         # inside the iframe: the dashboard's three panels fill with points; embed mode drops the header card
         frame = page.locator(FRAME).element_handle().content_frame()
         frame.wait_for_function(POINTS_JS, arg=10, timeout=WAIT_MS)
-        counts = frame.evaluate(f"document.querySelector('#{ids.GRAPH} .js-plotly-plot').data.map(t => t.x.length)")
+        counts = frame.evaluate(f"document.querySelector('#{ids.GRAPH} .js-plotly-plot')"
+                                "._fullData.map(t => t.x.length)")
         assert counts == [30, 270, 30]
         assert frame.locator(f"#{ids.HEADER}").is_hidden()
         assert frame.locator(f"#{ids.REFRESH_BUTTON}").is_visible()

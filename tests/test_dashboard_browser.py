@@ -170,8 +170,8 @@ def test_clear_all_data_after_confirming(playwright_browser, stack, new_run):
         page.click(f"#{ids.CLEAR_BUTTON}")
         wait_badge(page, "Cleared", SHORT_MS)
         assert len(watched.dialogs) == 2 and "stored frames are kept" in watched.dialogs[1]
-        page.wait_for_function(f"{GRAPH_JS}.data.length === 3 && {GRAPH_JS}.data.every(t => t.x.length === 0)",
-                               timeout=SHORT_MS)
+        page.wait_for_function(f"{GRAPH_JS}._fullData.length === 3 && "
+                               f"{GRAPH_JS}._fullData.every(t => t.x.length === 0)", timeout=SHORT_MS)
         assert stat_texts(page) == {space: "0 samples" for space in ("latent", "lora", "prompt")}
         assert query(stack.collector.query, {"op": "stats"})["runs"] == {}
         annotations = page.evaluate(f"{GRAPH_JS}.layout.annotations.map(a => a.text)")

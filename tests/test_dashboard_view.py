@@ -17,6 +17,7 @@ from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.scrubber import history_store, is_live, marks, next_position, position_label, versions_at
 from acestep_viz.dashboard.selection import details, selected_ids, trajectories
 from acestep_viz.dashboard.tags import chosen_tag, clip_tags, has_tag, prompt_tags, tag_counts
+from acestep_viz.dashboard.typed_arrays import decoded
 from acestep_viz.dashboard.view import View, view_from_controls
 from acestep_viz.dashboard.view_callbacks import render_outputs, scrubber_outputs
 from dash import no_update
@@ -37,13 +38,13 @@ def figure(snap, **view) -> go.Figure:
 def test_every_colour_choice_colours_the_lora_panel_and_names_its_bar(choice, title):
     fig = figure(snapshot(), colour_by={"latent": "step", "lora": choice, "prompt": "step"})
     assert fig.data[LORA].marker.colorbar.title.text == ("Tag: 120 bpm" if choice == "tag" else title)
-    assert len(fig.data[LORA].marker.color) == len(fig.data[LORA].x)
+    assert len(decoded(fig.data[LORA].marker.color)) == len(decoded(fig.data[LORA].x))
 
 
 def test_loss_colours_follow_the_loss_values():
     snap = snapshot()
     fig = figure(snap, colour_by={"latent": "step", "lora": "loss", "prompt": "step"})
-    assert list(fig.data[LORA].marker.color) == snap["spaces"]["lora"]["points"]["loss"]
+    assert decoded(fig.data[LORA].marker.color) == pytest.approx(snap["spaces"]["lora"]["points"]["loss"], rel=1e-6)
 
 
 def test_a_field_a_space_does_not_have_falls_back_to_step_and_says_so():
@@ -85,8 +86,8 @@ def test_colour_by_tag_in_the_figure_uses_the_picked_tag():
     latent_points["prompt"] = ["folk, calm"] * 30  # the clips' first texts; clip 0, 3, ... also had "metal"
     tagged = {"latent": "tag", "lora": "layer", "prompt": "tag"}
     fig = figure(snap, colour_by=tagged, tag="metal")
-    assert list(fig.data[2].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
-    assert list(fig.data[0].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
+    assert decoded(fig.data[2].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
+    assert decoded(fig.data[0].marker.color) == [1 if i % 3 == 0 else 0 for i in range(30)]
     assert fig.data[2].marker.colorbar.title.text == "Tag: metal"
     common = figure(snap, colour_by=tagged)  # nothing picked: the most common tag
     assert common.data[2].marker.colorbar.title.text.startswith("Tag: ")
@@ -103,9 +104,10 @@ def test_the_layer_filter_keeps_only_the_chosen_layers():
     snap = snapshot()
     assert figures.layer_names(snap) == ["block0.to_out.0", "block1.to_out.0", "block2.to_out.0"]
     fig = figure(snap, layers=frozenset({"block1.to_out.0"}))
-    assert len(fig.data[LORA].x) == 30
+    assert len(decoded(fig.data[LORA].x)) == 30
     assert all("block1.to_out.0" in text for text in fig.data[LORA].text)
-    assert len(fig.data[0].x) == 30 and len(figure(snap).data[LORA].x) == 90  # other panels, no filter
+    assert len(decoded(fig.data[0].x)) == 30  # other panels, no filter
+    assert len(decoded(figure(snap).data[LORA].x)) == 90
 
 
 # -- linked selection ------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def test_render_draws_the_live_map_from_the_cache_without_asking_again():
     cache, client = ReplyCache(), StubClient(fail=True)
     cache.put(("snapshot", "run-a", 7), snap)
     fig, layers, _card, tags = render_outputs(client, cache, {"run": "run-a", "version": 7}, None, None, View())
-    assert [len(t["x"]) for t in fig["data"][:3]] == [30, 90, 30] and client.requests == []
+    assert [len(decoded(t["x"])) for t in fig["data"][:3]] == [30, 90, 30] and client.requests == []
     assert [o["value"] for o in layers] == figures.layer_names(snap)
     assert [o["value"] for o in tags] == ["120 bpm", "jazz song"]
 
@@ -225,7 +227,20 @@ def test_render_of_a_past_step_uses_one_history_frame_per_space():
                                                 View())
     assert sorted(r for r in client.requests) == [("history", "latent", 1), ("history", "lora", 2),
                                                   ("history", "prompt", 3)]
-    assert [len(t["x"]) for t in fig["data"][:3]] == [30, 90, 30]
+    assert [len(decoded(t["x"])) for t in fig["data"][:3]] == [30, 90, 30]
+
+
+def test_the_figure_says_whether_it_is_the_live_map_so_that_only_live_updates_move_points():
+    snap = snapshot()
+    cache = ReplyCache()
+    cache.put(("snapshot", "run-a", 7), snap)
+    pts = {space: snap["spaces"][space]["points"] for space in figures.SPACES}
+    client = StubClient(frames={("latent", 1): pts["latent"], ("lora", 2): pts["lora"], ("prompt", 3): pts["prompt"]})
+    seen = {"run": "run-a", "version": 7}
+    live = render_outputs(client, cache, seen, None, None, View())[0]["layout"]["meta"]
+    past = render_outputs(client, cache, seen, history_store("run-a", SUMMARIES), 0, View())[0]["layout"]["meta"]
+    assert live == {"run": "run-a", "version": 7, "live": True}
+    assert past["live"] is False  # the scrubber shows a past step
 
 
 def test_render_leaves_the_figure_alone_when_the_collector_is_down():

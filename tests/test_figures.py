@@ -11,6 +11,7 @@ import pytest
 from acestep_viz.dashboard import figures, status
 from acestep_viz.dashboard.colouring import category_codes
 from acestep_viz.dashboard.figures import EMPTY_DETAIL, EMPTY_TITLE, INSUFFICIENT, TITLES
+from acestep_viz.dashboard.typed_arrays import decoded
 
 SPACES = ("latent", "lora", "prompt")
 
@@ -70,8 +71,8 @@ def test_points_per_panel_equal_the_snapshots():
     snap = snapshot(sizes=(30, 90, 45))
     fig = build_figure(snap)
     for trace, space in zip(fig.data, SPACES):
-        assert list(trace.x) == snap["spaces"][space]["points"]["x"]
-        assert list(trace.y) == snap["spaces"][space]["points"]["y"]
+        assert decoded(trace.x) == pytest.approx(snap["spaces"][space]["points"]["x"], rel=1e-6)  # float32
+        assert decoded(trace.y) == pytest.approx(snap["spaces"][space]["points"]["y"], rel=1e-6)
         assert list(trace.customdata) == snap["spaces"][space]["points"]["id"]
         assert trace.marker.size == 5
     # no notices when every space has enough points
@@ -87,7 +88,7 @@ def test_colour_scales_and_bars():
     assert latent.marker.colorscale[0][1] == "#440154"  # Viridis starts dark purple
     assert lora.marker.colorscale[0][1] == "#0d0887"  # Plasma, spelt out: plotly.js has no such name
     assert prompt.marker.colorscale[0][1] == "#00224e"  # Cividis
-    assert list(lora.marker.color[:3]) == [0, 1, 2]  # one colour index per layer
+    assert decoded(lora.marker.color)[:3] == [0, 1, 2]  # one colour index per layer
 
 
 def test_layers_sort_naturally():
@@ -126,7 +127,7 @@ def test_fewer_than_three_points_shows_the_notice_in_that_subplot():
     notices = [a for a in fig.layout.annotations if a.text == INSUFFICIENT]
     assert INSUFFICIENT == "Insufficient data (need >= 3 samples per space)"
     assert len(notices) == 1 and notices[0].xref == "x2 domain" and notices[0].yref == "y2 domain"
-    assert len(fig.data[1].x) == 2  # the few points are still drawn
+    assert len(decoded(fig.data[1].x)) == 2  # the few points are still drawn
 
 
 def test_buffered_but_not_yet_projected_says_so():
@@ -144,7 +145,7 @@ def test_empty_state(snap):
     assert texts[:3] == list(TITLES)
     assert any(EMPTY_TITLE in t and EMPTY_DETAIL in t.replace("<br>", " ") for t in texts)
     assert INSUFFICIENT not in texts
-    assert [len(t.x) for t in fig.data] == [0, 0, 0]
+    assert [len(decoded(t.x)) for t in fig.data] == [0, 0, 0]
     assert EMPTY_TITLE == "Waiting for training data..."
 
 
@@ -153,7 +154,7 @@ def test_null_columns_and_short_columns_are_tolerated():
     snap["spaces"]["latent"]["points"]["step"] = None
     snap["spaces"]["prompt"]["points"]["prompt"] = ["only one"]
     fig = build_figure(snap)
-    assert len(fig.data[0].x) == 12 and len(fig.data[2].text) == 12
+    assert len(decoded(fig.data[0].x)) == 12 and len(fig.data[2].text) == 12
 
 
 def test_dark_palette():

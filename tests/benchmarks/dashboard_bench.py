@@ -1,10 +1,11 @@
 """Dashboard server time per update: the poll callback plus the redraw callback, JSON included.
 
-A fake collector (a ZeroMQ REP socket on a loopback port, in a thread) answers with a snapshot
-of 3 x N points that is new on every request, the frame history (100 frames per space) and the
-run list, so every poll is a real update: snapshot request, history requests, figure building
-and the JSON that Dash would send. Also measured: a poll when nothing changed (what most ticks
-are) and a colour/filter/selection change (redraw only, points from the server's cache).
+A fake collector (tests/fake_collector.py: a ZeroMQ REP socket on a loopback port, in a thread)
+answers with a snapshot of 3 x N points whose version goes up before every poll, the frame history
+(100 frames per space) and the run list, so every poll is a real update: snapshot request, history
+requests, figure building and the JSON that Dash would send. Also measured: a poll when nothing
+changed (what most ticks are) and a colour/filter/selection change (redraw only, points from the
+server's cache).
 
     python tests/benchmarks/dashboard_bench.py [--points 1000]
 """
@@ -13,12 +14,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import random
 import statistics
-import threading
 import time
 
-import zmq
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.callbacks import poll_outputs
 from acestep_viz.dashboard.client import CollectorClient
@@ -27,68 +25,8 @@ from acestep_viz.dashboard.view_callbacks import render_outputs
 from common import record
 from dash.exceptions import PreventUpdate
 from plotly.io.json import to_json_plotly
-from support import free_port
 
-SPACES = ("latent", "lora", "prompt")
-
-
-def points(n: int, space: str, rng: random.Random) -> dict:
-    lora = space == "lora"
-    return {"x": [rng.uniform(-10, 10) for _ in range(n)], "y": [rng.uniform(-10, 10) for _ in range(n)],
-            "id": [f"clip_{i % 300:04d}" for i in range(n)], "step": [i // 3 for i in range(n)],
-            "loss": [rng.random() for _ in range(n)] if lora else [None] * n,
-            "timestep": [rng.uniform(0, 1000) for _ in range(n)] if lora else [None] * n,
-            "layer": [f"transformers.transformer_blocks.{i % 3 * 11}.attn.to_out.0" for i in range(n)] if lora
-            else [None] * n,
-            "prompt": [f"genre {i % 7}, mood {i % 5}, {90 + i % 60} bpm" for i in range(n)]}
-
-
-class FakeCollector:
-    def __init__(self, n: int):
-        rng = random.Random(0)
-        self.spaces = {s: {"buffered": n, "projected": n, "projected_at": 1.0, "last_step": n,
-                           "points": points(n, s, rng)} for s in SPACES}
-        self.version = 0
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-
-    def answer(self, request: dict) -> dict:
-        if request["op"] == "history":
-            return {"ok": True, "frames": [{"version": v, "step": v * 10, "neighbour_overlap": 0.7, "lora_drift": 0.1}
-                                           for v in range(100)]}
-        if request["op"] == "runs":
-            return {"ok": True, "runs": [{"run": "bench"}]}
-        counts = {s: {"buffered": v["buffered"], "projected": v["projected"]} for s, v in self.spaces.items()}
-        reply = {"ok": True, "version": self.version, "run": "bench", "paused": False, "warming_up": False,
-                 "counts": counts, "last_seen": time.time(), "last_step": self.version}
-        if request.get("since") == self.version:
-            return {**reply, "changed": False}
-        return {**reply, "changed": True, "spaces": self.spaces}
-
-    def serve(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.REP)
-        sock.bind(self.endpoint)
-        # A real collector is another process: its JSON work must not count as the dashboard's, so the
-        # big part of the snapshot (the points) is encoded once, and replies are spliced around it.
-        spaces_json = json.dumps(self.spaces)
-        try:
-            while not self.stop.is_set():
-                if sock.poll(50):
-                    reply = self.answer(json.loads(sock.recv()))
-                    spaces = reply.pop("spaces", None)
-                    head = json.dumps(reply)
-                    sock.send((head[:-1] + ', "spaces": ' + spaces_json + "}" if spaces else head).encode())
-        finally:
-            sock.close(linger=0)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
+from tests.fake_collector import FakeCollector
 
 
 def timed_ms(fn) -> float:
@@ -130,7 +68,7 @@ def measure(n: int, rounds: int) -> dict:
     with FakeCollector(n) as fake:
         browser = Browser(CollectorClient(fake.endpoint, timeout_ms=5000))
         for i in range(rounds):
-            fake.version += 1
+            fake.bump()
             updates.append(timed_ms(browser.update))
             unchanged.append(timed_ms(browser.idle_poll))
             view = View(colour_by={"latent": "tag", "lora": "loss", "prompt": "clip"},

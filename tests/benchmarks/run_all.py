@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import browser_bench
 import collector_bench
 import dashboard_bench
 import health_bench
@@ -16,6 +17,7 @@ BENCHMARKS = (
     ("collector: freshness, fit time, stability, memory", lambda: collector_bench.main()),
     ("dashboard: server time per update", lambda: dashboard_bench.main()),
     ("collector: health figures per fit", lambda: health_bench.main()),
+    ("browser: poll to drawn maps, and a redraw", lambda: browser_bench.main()),
 )
 
 
