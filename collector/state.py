@@ -20,6 +20,7 @@ from acestep_viz.collector.quality import cap_rows
 from acestep_viz.wire import SPACES, AdapterSizes, Frame
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt", "audio")
+SPARSE_POINT_FIELDS = ("audio",)  # sent only when a row of the map has one; readers treat absent as null
 RESTORED = -1  # generation of a map saved by an earlier collector: matches no buffer, so it gets refitted
 
 
@@ -482,5 +483,8 @@ def _points(proj: Projection) -> dict:
     coords = np.round(proj.coords, 4)
     points = {"x": coords[:, 0].tolist(), "y": coords[:, 1].tolist()}
     for f in POINT_FIELDS:
-        points[f] = [m.get(f) for m in proj.meta]
+        values = [m.get(f) for m in proj.meta]
+        if f in SPARSE_POINT_FIELDS and all(v is None for v in values):
+            continue  # most spaces never carry it: leave it out of every snapshot rather than send nulls
+        points[f] = values
     return points
