@@ -21,7 +21,7 @@ from acestep_viz.wire import SPACES
 PROG = "acestep-viz"
 # `up` takes every collector setting, these of the dashboard and the demo's length and model.
 UP_UI_SETTINGS = (dashboard_options.HOST, dashboard_options.PORT, dashboard_options.INTERVAL,
-                  dashboard_options.URL_PREFIX, trainer_options.STEPS, trainer_options.MODEL)
+                  dashboard_options.URL_PREFIX, trainer_options.STEPS, trainer_options.MODEL, trainer_options.COMPARE)
 
 
 class CliError(Exception):
@@ -191,14 +191,17 @@ def cmd_dashboard(flags: dict) -> int:
 
 
 def cmd_demo(flags: dict) -> int:
+    from acestep_viz.trainer_plugin.demo.compare import demo_runs
+
     cfg = resolve(demo_settings(), flags)
     if cfg["model"] == "acestep15":
-        from acestep_viz.trainer_plugin.demo.acestep15 import run_demo
+        from acestep_viz.trainer_plugin.demo.acestep15.run import default_run_name, run_demo
     else:
-        from acestep_viz.trainer_plugin.demo import run_demo
+        from acestep_viz.trainer_plugin.demo.run import default_run_name, run_demo
 
-    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"])
-    print(json.dumps(summary, default=str), flush=True)
+    for run, learning_rate in demo_runs(cfg["run"] or default_run_name(), cfg["compare"]):
+        summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=run, learning_rate=learning_rate)
+        print(json.dumps(summary, default=str), flush=True)
     return 0
 
 

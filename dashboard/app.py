@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import dash
-from acestep_viz.dashboard import callbacks, export_callbacks, model_labels, view_callbacks
+from acestep_viz.dashboard import callbacks, compare_callbacks, export_callbacks, model_labels, view_callbacks
 from acestep_viz.dashboard.api import register_api
 from acestep_viz.dashboard.auth import require_token
 from acestep_viz.dashboard.cache import ReplyCache
@@ -53,6 +53,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     cache = ReplyCache()
     callbacks.register(app, client, cache)
     view_callbacks.register(app, client, cache)
+    compare_callbacks.register(app, client, cache)
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
     require_token(app, token)  # optional --token: 401 without it (dashboard/auth.py)

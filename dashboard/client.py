@@ -106,6 +106,10 @@ class CollectorClient:
         """Frame summaries of one space, or one frame's points when ``version`` is given."""
         return self.request({"op": "history", "run": run, "space": space, "version": version})
 
+    def compare(self, runs: list[str], space: str = "lora", since: int | None = None) -> dict[str, Any]:
+        """The latest joint map of two runs (points carry their ``run``); asking keeps it being refitted."""
+        return self.request({"op": "compare", "runs": list(runs), "space": space, "since": since})
+
     def export(self, run: str | None, fmt: str) -> dict[str, Any]:
         """Ask the collector to write the run as ``fmt`` under its store; the reply lists the files."""
         return self.request({"op": "export", "run": run, "format": fmt})

@@ -257,8 +257,10 @@ def base_figure() -> dict:
     return {"data": [], "layout": copy.deepcopy(_BASE_LAYOUT)}
 
 
-def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -> dict:
-    """The three panels for a snapshot reply (``"changed": true``) or None (empty state)."""
+def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None, joint: Mapping[str, Any] | None = None,
+                 pair: tuple[str, str] | None = None) -> dict:
+    """The three panels for a snapshot reply (``"changed": true``) or None (empty state); with a ``compare``
+    reply ``joint`` of ``pair`` (shown run, compared run), the LoRA panel shows that joint map."""
     view = view or View()
     fig = base_figure()
     layout = fig["layout"]
@@ -295,6 +297,10 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None) -
     run = (snapshot or {}).get("run")
     layout["uirevision"] = f"run:{run}"  # zoom and pan survive updates until the run changes
     layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}
+    if joint is not None and pair is not None:
+        from acestep_viz.dashboard.compare import show_joint_lora  # it builds on this module's traces
+
+        show_joint_lora(fig, joint, pair, view)
     return fig
 
 

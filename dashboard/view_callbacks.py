@@ -12,8 +12,9 @@ import dash
 import dash_bootstrap_components as dbc
 from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.cache import ReplyCache
-from acestep_viz.dashboard.callbacks import snapshot_key
+from acestep_viz.dashboard.callbacks import fetch_history, snapshot_key
 from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.dashboard.compare_callbacks import joint_reply
 from acestep_viz.dashboard.figures import SPACES, build_figure, layer_names, snapshot_tags, space_points
 from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.scrubber import (
@@ -75,11 +76,15 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
 
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
-                   shown_layers: list | None = None, shown_tags: list | None = None) -> tuple:
-    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step."""
+                   shown_layers: list | None = None, shown_tags: list | None = None,
+                   compared: Mapping[str, Any] | None = None) -> tuple:
+    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step;
+    live, with a ``compared`` joint map (COMPARE_SEEN), the LoRA panel shows it."""
+    joint = pair = None
     try:
         if is_live(history, position):
             snapshot = live_snapshot(client, cache, seen)
+            joint, pair = joint_reply(client, cache, compared, (snapshot or {}).get("run"))
         else:
             run = (history or {}).get("run") or (seen or {}).get("run")
             snapshot = frame_snapshot(client, cache, run, versions_at(history, position))
@@ -90,10 +95,25 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
         raise PreventUpdate from None
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
     tags = tag_options(snapshot)
-    return (build_figure(snapshot, view),
+    return (build_figure(snapshot, view, joint, pair),
             no_update if layers == (shown_layers or []) else layers,
             details_card(snapshot, view.selected),
             no_update if tags == (shown_tags or []) else tags)
+
+
+def quality_outputs(client: CollectorClient, cache: ReplyCache, history: Mapping[str, Any] | None,
+                    compared: Mapping[str, Any] | None) -> dict:
+    """The quality charts of the shown run, with the compared run's lines (dashed) when comparing."""
+    runs = list((compared or {}).get("runs") or [])
+    if len(runs) != 2 or runs[0] != (history or {}).get("run"):
+        return quality_figure(history)
+    try:
+        other = cache.fetch(("history", runs[1], "compare", compared.get("version")),
+                            lambda: fetch_history(client, runs[1]))
+    except CollectorError as exc:
+        log.info("cannot fetch the compared run's history: %s", exc)
+        return quality_figure(history)
+    return quality_figure(history, other)
 
 
 def tag_options(snapshot: Mapping[str, Any] | None) -> list[dict]:
@@ -133,12 +153,13 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
         Input(ids.VERSION_STORE, "data"), Input(ids.SCRUBBER, "value"), *colour_inputs,
         Input(ids.LAYER_FILTER, "value"), Input(ids.SELECTION_STORE, "data"), Input(ids.TRAJECTORY_TOGGLE, "value"),
         Input(ids.TAG_SELECT, "value"),
+        Input(ids.COMPARE_SEEN, "data"),
         State(ids.HISTORY_STORE, "data"), State(ids.LAYER_FILTER, "options"), State(ids.TAG_SELECT, "options"),
     )
-    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
+    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, compared, history,
                shown_layers, shown_tags):
         view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
-        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, compared)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),
@@ -179,9 +200,10 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache) -> None
             return True, PLAY_LABEL, live_position(history)
         return no_update, no_update, nxt
 
-    @app.callback(Output(ids.QUALITY_GRAPH, "figure"), Input(ids.HISTORY_STORE, "data"))
-    def quality(history):
-        return quality_figure(history)
+    @app.callback(Output(ids.QUALITY_GRAPH, "figure"), Input(ids.HISTORY_STORE, "data"),
+                  Input(ids.COMPARE_SEEN, "data"))
+    def quality(history, compared):
+        return quality_outputs(client, cache, history, compared)
 
     app.clientside_callback(STALENESS_JS, Output(ids.STALENESS, "children"),
                             Input(ids.CLOCK, "n_intervals"), Input(ids.STALENESS_STORE, "data"))

@@ -47,4 +47,7 @@ DEMO_MODELS = ("acestep", "acestep15")
 STEPS = Setting("steps", 1000, "training steps of the demo run", parse=int, check=positive)
 MODEL = Setting("model", "acestep", "which twin the demo trains: 'acestep' (v1's trainer.py under a Lightning Trainer) "
                 "or 'acestep15' (ACE-Step 1.5's Fabric loop)", str, one_of(*DEMO_MODELS))
-DEMO_SETTINGS = (STEPS, MODEL)
+COMPARE = Setting("compare", False, "train the twin twice, one run after the other, the second with 4x the learning "
+                  "rate: two runs of the same clips (<run>-lr0.001, <run>-lr0.004) for the dashboard's "
+                  "\"Compare with\"", parse_bool)
+DEMO_SETTINGS = (STEPS, MODEL, COMPARE)

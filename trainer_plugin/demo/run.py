@@ -42,7 +42,7 @@ def monitor_stats(monitor) -> dict | None:
 def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str | None = None,
              every_plot_step: int = 25, batch_size: int = 2, callbacks_extra: Iterable = (),
              monitor_kwargs: dict | None = None, monitor: bool = True, seed: int = 0,
-             threads: int | None = 1) -> dict:
+             threads: int | None = 1, learning_rate: float | None = None) -> dict:
     """Train the twin for `steps` optimiser steps and return a summary.
 
     With `monitor=True` an `EmbeddingMonitor(endpoint=endpoint, run=run, **monitor_kwargs)` rides
@@ -56,7 +56,8 @@ def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str 
     pl.seed_everything(seed, verbose=False)
     # The run names the adapter, as exp_name does in ACE-Step; peft adapter names cannot hold dots.
     pipeline = Pipeline(every_plot_step=every_plot_step, batch_size=batch_size, max_steps=steps,
-                        adapter_name=re.sub(r"\W", "_", run), seed=seed)
+                        adapter_name=re.sub(r"\W", "_", run), seed=seed,
+                        **({"learning_rate": learning_rate} if learning_rate else {}))
     timer = StepTimer()
     callbacks = [timer, *callbacks_extra]
     embedding_monitor = None
@@ -79,6 +80,7 @@ def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str 
     loss = trainer.callback_metrics.get("train/loss")
     return {
         "run": run,
+        "learning_rate": pipeline.hparams.learning_rate,
         "steps": trainer.global_step,
         "seconds": round(seconds, 3),
         "ms_per_step_median": round(1000 * durations[len(durations) // 2], 2) if durations else None,

@@ -28,6 +28,9 @@ except ImportError:  # pytorch_lightning ships Fabric as lightning_fabric
     from lightning_fabric import Fabric
 
 
+LEARNING_RATE = 1e-3
+
+
 def default_run_name() -> str:
     return datetime.now().strftime("demo15-%Y%m%d-%H%M%S")
 
@@ -45,20 +48,23 @@ def build(seed: int = 0, clips_per_genre: int = 5, validation_clips_per_genre: i
 
 def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str | None = None,
              batch_size: int = 2, accumulate: int = 4, seed: int = 0, monitor: bool = True,
-             monitor_options: dict | None = None, threads: int | None = 1) -> dict:
+             monitor_options: dict | None = None, threads: int | None = 1,
+             learning_rate: float | None = None) -> dict:
     """Train for ``steps`` optimizer steps and return a summary; ``monitor`` attaches acestep-viz."""
     if threads:
         torch.set_num_threads(threads)  # the twin is tiny: more threads only spin against the collector
     options = {"endpoint": endpoint, "run": run or default_run_name(), "enabled": monitor, **(monitor_options or {})}
-    trainer = TwinTrainer(steps, batch_size, accumulate, seed, options)
+    trainer = TwinTrainer(steps, batch_size, accumulate, seed, options, learning_rate or LEARNING_RATE)
     return trainer.train()
 
 
 class TwinTrainer:
     """The shape of 1.5's trainers: ``train`` (its ``finally`` closes the monitor) and ``_train_fabric``."""
 
-    def __init__(self, steps: int, batch_size: int, accumulate: int, seed: int, monitor_options: dict):
+    def __init__(self, steps: int, batch_size: int, accumulate: int, seed: int, monitor_options: dict,
+                 learning_rate: float = 1e-3):
         self.steps, self.batch_size, self.accumulate, self.seed = steps, batch_size, accumulate, seed
+        self.learning_rate = learning_rate
         self.monitor_options = monitor_options  # the demo's endpoint and run; a real trainer uses ACESTEP_VIZ_*
         self.module = self.fabric = self.monitor = None
         self.summary: dict = {}
@@ -78,7 +84,8 @@ class TwinTrainer:
         train_loader = DataLoader(train_set, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
                                   generator=torch.Generator().manual_seed(self.seed))
         val_loader = DataLoader(val_set, batch_size=self.batch_size, collate_fn=collate)
-        optimizer = torch.optim.AdamW([p for p in self.module.model.parameters() if p.requires_grad], lr=1e-3)
+        optimizer = torch.optim.AdamW([p for p in self.module.model.parameters() if p.requires_grad],
+                                      lr=self.learning_rate)
         self.module.model.decoder, optimizer = self.fabric.setup(self.module.model.decoder, optimizer)
         train_loader = self.fabric.setup_dataloaders(train_loader)
 
