@@ -36,6 +36,8 @@ def quality_figure(store: Mapping[str, Any] | None, compared: Mapping[str, Any] 
         legend=dict(orientation="h", x=0, y=1.18, font=dict(size=10)),
         uirevision="quality",
     )
+    if compared:  # two runs' legend entries take two rows above the charts
+        layout.update(margin=dict(layout["margin"], t=55), legend=dict(layout["legend"], y=1.42))
     if not data:
         layout["annotations"] = [dict(text="Quality figures appear with the first projections.", xref="paper",
                                       yref="paper", x=0.5, y=0.5, showarrow=False,

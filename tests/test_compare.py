@@ -16,6 +16,7 @@ from acestep_viz.collector.compare import (
     split_cap,
 )
 from acestep_viz.collector.service import Collector
+from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.cache import ReplyCache
 from acestep_viz.dashboard.client import CollectorRequestError
 from acestep_viz.dashboard.compare import (
@@ -295,3 +296,36 @@ def test_a_collector_fits_two_streamed_runs_into_one_map_and_refits_it_as_a_run_
         unknown = query(collector.query, {"op": "compare", "runs": [pair[0], "no-such-run"]})
         assert unknown["ok"] is False and unknown["reason"] == "unknown_run"
         assert collector.alive()
+
+
+# -- in the browser ---------------------------------------------------------------------------------
+QUALITY_JS = f"document.querySelector('#{ids.QUALITY_GRAPH} .js-plotly-plot')"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_picking_a_run_to_compare_shows_both_runs_in_the_lora_panel_and_the_quality_chart(tmp_path):
+    from tests.browser_support import GRAPH_JS, SHORT_MS, RunFeeder, chromium, dashboard_page, running_stack, traces
+
+    with running_stack(tmp_path) as stack, chromium() as browser:
+        first = RunFeeder(stack.collector, "rank-8", seed=0).feed(steps=2, new_clips=10)
+        second = RunFeeder(stack.collector, "rank-16", seed=1).feed(steps=2, new_clips=10)  # the same clip keys
+        with dashboard_page(browser, stack, second) as watched:  # the dashboard follows the newest run
+            page = watched.page
+            page.click(f"#{ids.COMPARE_SELECT}")
+            page.get_by_role("option", name=first.run, exact=True).click()
+            page.wait_for_function(f"{GRAPH_JS}.data.filter(t => t.meta === 'lora').length === 2",
+                                   timeout=120_000)
+            shown = traces(page)
+            lora = {t["text"][0].split("<br>")[0]: t for t in shown if t["meta"] == "lora"}
+            assert set(lora) == {"Run: rank-16", "Run: rank-8"}
+            assert lora["Run: rank-16"]["n"] == second.counts["lora"]
+            assert lora["Run: rank-8"]["n"] == first.counts["lora"]
+            assert shown[1]["text"][0].startswith("Run: rank-16")  # trace 1 stays the shown run's
+            assert shown[0]["n"] == second.counts["latent"]  # the latent panel stays the shown run's own map
+            assert any(t["meta"] == "compare-link" for t in shown)
+            legend = page.evaluate(f"Array.from({GRAPH_JS}.querySelectorAll('.legendtext')).map(e => e.textContent)")
+            assert sorted(legend) == ["rank-16", "rank-8"]
+            page.wait_for_function(f"{QUALITY_JS}.data.some(t => t.name.endsWith('rank-8'))", timeout=SHORT_MS)
+            lines = page.evaluate(f"{QUALITY_JS}.data.map(t => [t.name, (t.line || {{}}).dash || null])")
+            assert ["LoRA · rank-8", "dash"] in lines and ["LoRA · rank-16", None] in lines
