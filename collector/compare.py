@@ -9,7 +9,7 @@ requested pairs and their latest joint maps, and the reply. No sockets, no PaCMA
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from acestep_viz.collector.quality import cap_rows
@@ -203,12 +203,3 @@ def _points(fitted: JointMap | None) -> dict:
         points[f] = [m.get(f) for m in fitted.meta]
     return points
 
-
-@dataclass
-class CompareJob:
-    """What the projection loop fits for one pair: the rows and the previous joint map to start from."""
-    pair: Pair
-    space: str
-    key: tuple
-    rows: JointRows
-    previous: JointMap | None = field(default=None)

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import zmq
+from acestep_viz.collector import compare
 from acestep_viz.collector.buffers import BufferReject
-from acestep_viz.collector.compare import CompareBook, CompareError, RunRows, check_pair, compare_reply, joint_rows
 from acestep_viz.collector.exports import write_gif, write_npz, write_tensorboard
 from acestep_viz.collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from acestep_viz.collector.placement import RefitPolicy, extend_layout
@@ -60,7 +60,7 @@ class Collector:
         self.store = RunStore(store_dir)
         self.maps = MapSaver(self.store.map_path)
         self.projector = Projector(numba_cache_dir)
-        self.compares = CompareBook()  # joint maps of two runs (collector/compare.py)
+        self.compares = compare.CompareBook()  # joint maps of two runs (collector/compare.py)
         self.rcvhwm = rcvhwm
         self.stop_event = threading.Event()
         # Held while a change enters both the buffers and the run log (ingest, clear), so the two agree.
@@ -261,15 +261,15 @@ class Collector:
         for run in pair:
             found = self.state.buffer_rows(run, space)
             stamp, vectors, keys, meta = found if found else (None, np.zeros((0, 0), np.float32), [], [])
-            rows.append(RunRows(run, stamp, vectors, keys, meta))
+            rows.append(compare.RunRows(run, stamp, vectors, keys, meta))
         try:
-            joint = joint_rows(rows, self.state.max_fit_points)
-        except CompareError as exc:
+            joint = compare.joint_rows(rows, self.state.max_fit_points)
+        except compare.CompareError as exc:
             self.compares.failed(pair, space, str(exc))
             return
         if len(joint.keys) < self.state.min_points:
             return
-        key = tuple((r.run, r.stamp) for r in rows)
+        key = compare.pair_key(rows)
         prev = self.compares.previous(pair, space)
         method = projection_method(len(joint.keys), self.n_neighbors)
         if method == "pca":
@@ -416,15 +416,15 @@ class Collector:
 
     def _compare(self, request: dict) -> dict:
         """The latest joint map of two runs; asking also marks the pair for the projection loop to (re)fit."""
-        pair = check_pair(request.get("runs"))
+        pair = compare.check_pair(request.get("runs"))
         space = _space_arg(request) or "lora"
         since = request.get("since")
         if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
             raise ValueError("since must be an integer version or null")
         for run in pair:
             self._check_run({"run": run})
-        key = tuple((run, self.state.buffer_stamp(run, space)) for run in pair)
-        return compare_reply(pair, space, self.compares.request(pair, space, key, time.time()), since)
+        key = tuple((run, self.state.buffer_stamp(run, space)) for run in pair)  # as pair_key of the rows
+        return compare.compare_reply(pair, space, self.compares.request(pair, space, key, time.time()), since)
 
     def _history(self, request: dict) -> dict:
         space = _space_arg(request)
