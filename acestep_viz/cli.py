@@ -22,7 +22,7 @@ PROG = "acestep-viz"
 # `up` takes every collector setting, these of the dashboard and the demo's length and model.
 UP_UI_SETTINGS = (dashboard_options.HOST, dashboard_options.PORT, dashboard_options.INTERVAL,
                   dashboard_options.URL_PREFIX, dashboard_options.AUDIO_ROOT, trainer_options.STEPS,
-                  trainer_options.MODEL)
+                  trainer_options.MODEL, trainer_options.COMPARE)
 
 
 class CliError(Exception):
@@ -193,15 +193,17 @@ def cmd_dashboard(flags: dict) -> int:
 
 
 def cmd_demo(flags: dict) -> int:
+    from acestep_viz.trainer_plugin.demo.compare import demo_runs
+
     cfg = resolve(demo_settings(), flags)
     if cfg["model"] == "acestep15":
-        from acestep_viz.trainer_plugin.demo.acestep15 import run_demo
+        from acestep_viz.trainer_plugin.demo.acestep15.run import default_run_name, run_demo
     else:
-        from acestep_viz.trainer_plugin.demo import run_demo
+        from acestep_viz.trainer_plugin.demo.run import default_run_name, run_demo
 
-    summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=cfg["run"], lr=cfg["lr"],
-                       audio_dir=cfg["audio_dir"])
-    print(json.dumps(summary, default=str), flush=True)
+    for run, lr in demo_runs(cfg["run"] or default_run_name(), cfg["compare"], cfg["lr"]):
+        summary = run_demo(endpoint=cfg["endpoint"], steps=cfg["steps"], run=run, lr=lr, audio_dir=cfg["audio_dir"])
+        print(json.dumps(summary, default=str), flush=True)
     return 0
 
 

@@ -61,7 +61,8 @@ class Stack:
         self._wait("dashboard", self._dashboard_answers)
         if self.demo:
             self._spawn("demo", "demo", "--endpoint", c["ingest"], "--steps", str(u["steps"]),
-                        "--model", u.get("model") or "acestep", "--audio-dir", self.demo_audio)
+                        "--model", u.get("model") or "acestep", "--audio-dir", self.demo_audio,
+                        *(["--compare"] if u.get("compare") else []))
 
     def _wait(self, name: str, ready) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

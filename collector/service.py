@@ -11,13 +11,21 @@ import logging
 import threading
 import time
 
+import numpy as np
 import zmq
+from acestep_viz.collector import compare
 from acestep_viz.collector.buffers import BufferReject
 from acestep_viz.collector.exports import write_gif, write_npz, write_tensorboard
 from acestep_viz.collector.health import frame_health
 from acestep_viz.collector.options import RETENTION_DAYS, RETENTION_MAX_MB
 from acestep_viz.collector.placement import RefitPolicy, extend_layout
-from acestep_viz.collector.projection import MIN_POINTS, align_to_previous, pca_layout, warm_start
+from acestep_viz.collector.projection import (
+    MIN_POINTS,
+    align_to_previous,
+    pca_layout,
+    projection_method,
+    warm_start,
+)
 from acestep_viz.collector.projector import Projector, ProjectorError
 from acestep_viz.collector.quality import latest_by_key, neighbour_overlap, relative_drift
 from acestep_viz.collector.saved_maps import MapSaver, load_map
@@ -64,6 +72,7 @@ class Collector:
         self.store = RunStore(store_dir)
         self.maps = MapSaver(self.store.map_path)
         self.projector = Projector(numba_cache_dir)
+        self.compares = compare.CompareBook()  # joint maps of two runs (collector/compare.py)
         self.rcvhwm = rcvhwm
         self.stop_event = threading.Event()
         # Held while a change enters both the buffers and the run log (ingest, clear), so the two agree.
@@ -236,6 +245,7 @@ class Collector:
             jobs = self.state.due_fits(time.time(), self.projection_interval_s)
             for job in jobs:
                 self._fit(job)
+            self._fit_compares()
             self.maps.save(self.state.latest_projections, time.time())
             if not jobs:
                 self.stop_event.wait(0.05)
@@ -262,6 +272,47 @@ class Collector:
         if prev is not None:
             coords = align_to_previous(prev.keys, prev.coords, job.keys, coords)
         self.state.install(job, coords, seconds, self._quality(job, coords))
+
+    def _fit_compares(self) -> None:
+        """One due joint map of two compared runs per round, after the runs' own fits."""
+        if self.state.paused:
+            return
+        now = time.time()
+        for pair, space in self.compares.due(now, self.projection_interval_s)[:1]:
+            self.compares.started(pair, space, now)
+            self._fit_compare(pair, space, now)
+
+    def _fit_compare(self, pair: tuple[str, str], space: str, now: float) -> None:
+        rows = []
+        for run in pair:
+            found = self.state.buffer_rows(run, space)
+            stamp, vectors, keys, meta = found if found else (None, np.zeros((0, 0), np.float32), [], [])
+            rows.append(compare.RunRows(run, stamp, vectors, keys, meta))
+        try:
+            joint = compare.joint_rows(rows, self.state.max_fit_points)
+        except compare.CompareError as exc:
+            self.compares.failed(pair, space, str(exc))
+            return
+        if len(joint.keys) < self.state.min_points:
+            return
+        key = compare.pair_key(rows)
+        prev = self.compares.previous(pair, space)
+        method = projection_method(len(joint.keys), self.n_neighbors)
+        if method == "pca":
+            started = time.perf_counter()
+            coords = pca_layout(joint.vectors)
+            seconds = time.perf_counter() - started
+        else:
+            init = warm_start(prev.keys, prev.coords, joint.keys, joint.vectors) if prev is not None else None
+            try:
+                coords, seconds = self.projector.fit(joint.vectors, self.n_neighbors, init)
+            except ProjectorError as exc:
+                self.state.projection_errors[f"compare_{type(exc).__name__}"] += 1
+                self.compares.failed(pair, space, str(exc))
+                return
+        if prev is not None:
+            coords = align_to_previous(prev.keys, prev.coords, joint.keys, coords)
+        self.compares.install(pair, space, key, joint, coords, seconds, method, time.time())
 
     def _pca(self, job: FitJob) -> None:
         """A space too small for PaCMAP: its PCA layout, turned to match the previous map."""
@@ -336,6 +387,7 @@ class Collector:
             "set": self._set,
             "export": self._export,
             "delete": self._delete,
+            "compare": self._compare,
         }
 
     def _check_run(self, request: dict) -> None:
@@ -401,6 +453,18 @@ class Collector:
         self.state.request_refit(_run_arg(request), _space_arg(request))
         return {"ok": True}
 
+
+    def _compare(self, request: dict) -> dict:
+        """The latest joint map of two runs; asking also marks the pair for the projection loop to (re)fit."""
+        pair = compare.check_pair(request.get("runs"))
+        space = _space_arg(request) or "lora"
+        since = request.get("since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+            raise ValueError("since must be an integer version or null")
+        for run in pair:
+            self._check_run({"run": run})
+        key = tuple((run, self.state.buffer_stamp(run, space)) for run in pair)  # as pair_key of the rows
+        return compare.compare_reply(pair, space, self.compares.request(pair, space, key, time.time()), since)
 
     def _history(self, request: dict) -> dict:
         space = _space_arg(request)

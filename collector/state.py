@@ -161,6 +161,18 @@ class CollectorState:
             state = self.runs.get(run)
             return None if state is None else {name: st.buffer.snapshot() for name, st in state.spaces.items()}
 
+    def buffer_stamp(self, run: str, space: str) -> tuple | None:
+        """What changes whenever the run's rows of ``space`` do: (first seen, buffer generation); None: no run."""
+        with self.lock:
+            state = self.runs.get(run)
+            return None if state is None else (state.first_seen, state.spaces[space].buffer.generation)
+
+    def buffer_rows(self, run: str, space: str) -> tuple[tuple, np.ndarray, list[str], list[dict]] | None:
+        """(stamp, vectors, keys, meta): a copy of the run's buffered rows of ``space``; None: no run."""
+        with self.lock:
+            stamp = self.buffer_stamp(run, space)
+            return None if stamp is None else (stamp, *self.runs[run].spaces[space].buffer.snapshot())
+
     def _new_space(self, space: str) -> SpaceState:
         return SpaceState(SpaceBuffer(space, self.buffer_size, self.prompt_variants_per_clip),
                           deque(maxlen=self.history_size))

@@ -14,6 +14,7 @@ import dash
 from acestep_viz.dashboard import (
     adapter_callbacks,
     callbacks,
+    compare_callbacks,
     export_callbacks,
     health_callbacks,
     model_labels,
@@ -65,6 +66,7 @@ def create_app(collector: str = DEFAULT_QUERY, interval_s: float = 15, url_prefi
     callbacks.register(app, client, cache)
     audio = AudioLibrary(audio_roots, client, app.config.url_base_pathname)
     view_callbacks.register(app, client, cache, audio)
+    compare_callbacks.register(app, client, cache)
     model_labels.register(app, cache)
     export_callbacks.register(app, client)
     health_callbacks.register(app, client)

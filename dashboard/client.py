@@ -110,6 +110,10 @@ class CollectorClient:
         """The run's adapter update sizes: {"layers": {layer: {"step": [...], "value": [...]}}}."""
         return self.request({"op": "adapter", "run": run})
 
+    def compare(self, runs: list[str], space: str = "lora", since: int | None = None) -> dict[str, Any]:
+        """The latest joint map of two runs (points carry their ``run``); asking keeps it being refitted."""
+        return self.request({"op": "compare", "runs": list(runs), "space": space, "since": since})
+
     def export(self, run: str | None, fmt: str) -> dict[str, Any]:
         """Ask the collector to write the run as ``fmt`` under its store; the reply lists the files."""
         return self.request({"op": "export", "run": run, "format": fmt})

@@ -216,11 +216,13 @@ def base_figure() -> dict:
 
 
 def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None,
-                 hover: Mapping[str, Sequence[str]] | None = None) -> dict:
+                 hover: Mapping[str, Sequence[str]] | None = None, joint: Mapping[str, Any] | None = None,
+                 pair: tuple[str, str] | None = None) -> dict:
     """The three panels for a snapshot reply (``"changed": true``) or None (empty state).
 
     ``hover``: each space's hover labels, one per point of the snapshot (see snapshot_hover), when
-    already built; otherwise they are built here.
+    already built; otherwise they are built here. With a ``compare`` reply ``joint`` of ``pair`` (shown
+    run, compared run), the LoRA panel shows that joint map.
     """
     view = view or View()
     fig = base_figure()
@@ -259,6 +261,10 @@ def build_figure(snapshot: Mapping[str, Any] | None, view: View | None = None,
     run = (snapshot or {}).get("run")
     layout["uirevision"] = f"run:{run}"  # zoom and pan survive updates until the run changes
     layout["meta"] = {"run": run, "version": (snapshot or {}).get("version")}
+    if joint is not None and pair is not None:
+        from acestep_viz.dashboard.compare import show_joint_lora  # it builds on this module's traces
+
+        show_joint_lora(fig, joint, pair, view)
     return fig
 
 

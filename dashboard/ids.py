@@ -41,6 +41,8 @@ GUIDE = "viz-guide"
 
 # run and view controls
 RUN_SELECT = "viz-run-select"  # value None: follow the most recently active run
+COMPARE_SELECT = "viz-compare-select"  # "Compare with": a second run; empty: no comparison
+COMPARE_SEEN = "viz-compare-seen"  # {"runs": [shown, compared], "version", "current"} of the joint LoRA map drawn
 COLOUR_SELECTS = {"latent": "viz-colour-latent", "lora": "viz-colour-lora", "prompt": "viz-colour-prompt"}
 LAYER_FILTER = "viz-layer-filter"  # LoRA layers to show; empty: all layers mixed
 TAG_SELECT = "viz-tag-select"  # the prompt tag "Prompt tag" colours by; None: the most common

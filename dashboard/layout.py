@@ -70,6 +70,16 @@ def run_select() -> html.Div:
     ], className="d-flex align-items-center")
 
 
+def compare_select() -> html.Div:
+    return html.Div([
+        dbc.Label("Compare with", html_for=ids.COMPARE_SELECT, className="viz-muted mb-0 me-2"),
+        dcc.Dropdown(id=ids.COMPARE_SELECT, options=[], value="", clearable=True, searchable=True,
+                     placeholder="No comparison", className="viz-dropdown viz-run-select"),
+        dcc.Store(id=ids.COMPARE_SEEN, data=None),
+    ], className="d-flex align-items-center", title="A second run: the LoRA panel fits both runs in one map, "
+                                                     "coloured by run, and the quality charts show both")
+
+
 def controls(interval_s: float) -> dbc.Card:
     return dbc.Card(dbc.CardBody(html.Div([
         dbc.Button("Refresh Now", id=ids.REFRESH_BUTTON, className="viz-button-accent me-2", n_clicks=0),
@@ -84,6 +94,7 @@ def controls(interval_s: float) -> dbc.Card:
                        value=_format_seconds(interval_s), size="sm", className="viz-select"),
         ], className="d-flex align-items-center"),
         run_select(),
+        compare_select(),
         dcc.ConfirmDialog(id=ids.CLEAR_CONFIRM, message=CLEAR_MESSAGE),
         dcc.ConfirmDialog(id=ids.DELETE_RUN_CONFIRM, message=""),
         dcc.Store(id=ids.DELETE_RUN_TARGET, data=None),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from acestep_viz.dashboard.figures import PALETTE, TEMPLATE
+from acestep_viz.dashboard.figures import PALETTE, TEMPLATE, inert
 
 SERIES_COLOURS = {"latent": "#22d3ee", "lora": "#a78bfa", "prompt": "#fbbf24"}
 SPACE_LABELS = {"latent": "latent", "lora": "LoRA", "prompt": "prompt"}
@@ -19,22 +19,13 @@ def _series(quality: Mapping[str, Any], field: str) -> tuple[list, list]:
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def quality_figure(store: Mapping[str, Any] | None) -> dict:
-    """Two side-by-side charts: neighbour overlap per space, and LoRA drift, against step."""
-    quality = (store or {}).get("quality") or {}
-    data = []
-    for space, colour in SERIES_COLOURS.items():
-        steps, values = _series(quality.get(space) or {}, "neighbour_overlap")
-        if steps:
-            data.append(dict(type="scatter", mode="lines+markers", x=steps, y=values, name=SPACE_LABELS[space],
-                             line=dict(color=colour, width=1.5), marker=dict(size=4), xaxis="x", yaxis="y",
-                             hovertemplate=f"{SPACE_LABELS[space]}: %{{y:.2f}} at step %{{x}}<extra></extra>"))
-    steps, values = _series(quality.get("lora") or {}, "lora_drift")
-    if steps:
-        data.append(dict(type="scatter", mode="lines+markers", x=steps, y=values, name="LoRA drift",
-                         line=dict(color=SERIES_COLOURS["lora"], width=1.5, dash="dot"), marker=dict(size=4),
-                         xaxis="x2", yaxis="y2", showlegend=False,
-                         hovertemplate="drift %{y:.3f} at step %{x}<extra></extra>"))
+def quality_figure(store: Mapping[str, Any] | None, compared: Mapping[str, Any] | None = None) -> dict:
+    """Two side-by-side charts: neighbour overlap per space, and LoRA drift, against step. With the
+    history store of a ``compared`` run, its lines are drawn dashed and every line is named by its run."""
+    data = _run_traces(store, None)
+    if compared:
+        data = _run_traces(store, (store or {}).get("run") or "shown run") + _run_traces(
+            compared, compared.get("run") or "compared run", dash="dash")
     axis = dict(gridcolor=PALETTE["grid"], zeroline=False, tickfont=dict(size=10))
     layout = dict(
         template=TEMPLATE.to_plotly_json(), height=220, margin=dict(l=45, r=10, t=30, b=35),
@@ -45,8 +36,32 @@ def quality_figure(store: Mapping[str, Any] | None) -> dict:
         legend=dict(orientation="h", x=0, y=1.18, font=dict(size=10)),
         uirevision="quality",
     )
+    if compared:  # two runs' legend entries take two rows above the charts
+        layout.update(margin=dict(layout["margin"], t=55), legend=dict(layout["legend"], y=1.42))
     if not data:
         layout["annotations"] = [dict(text="Quality figures appear with the first projections.", xref="paper",
                                       yref="paper", x=0.5, y=0.5, showarrow=False,
                                       font=dict(color=PALETTE["text"], size=12))]
     return {"data": data, "layout": layout}
+
+
+def _run_traces(store: Mapping[str, Any] | None, run: str | None, dash: str | None = None) -> list[dict]:
+    """One run's lines; ``run`` names them (None: a single run, named by space only)."""
+    quality = (store or {}).get("quality") or {}
+    suffix = f" · {inert(run)}" if run else ""
+    data = []
+    for space, colour in SERIES_COLOURS.items():
+        steps, values = _series(quality.get(space) or {}, "neighbour_overlap")
+        if steps:
+            name = SPACE_LABELS[space] + suffix
+            data.append(dict(type="scatter", mode="lines+markers", x=steps, y=values, name=name,
+                             line=dict(color=colour, width=1.5, **({"dash": dash} if dash else {})),
+                             marker=dict(size=4), xaxis="x",
+                             yaxis="y", hovertemplate=f"{name}: %{{y:.2f}} at step %{{x}}<extra></extra>"))
+    steps, values = _series(quality.get("lora") or {}, "lora_drift")
+    if steps:
+        data.append(dict(type="scatter", mode="lines+markers", x=steps, y=values, name="LoRA drift" + suffix,
+                         line=dict(color=SERIES_COLOURS["lora"], width=1.5, dash=dash or "dot"), marker=dict(size=4),
+                         xaxis="x2", yaxis="y2", showlegend=False,
+                         hovertemplate=f"drift{suffix} %{{y:.3f}} at step %{{x}}<extra></extra>"))
+    return data

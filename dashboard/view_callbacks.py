@@ -13,8 +13,9 @@ import dash_bootstrap_components as dbc
 from acestep_viz.dashboard import ids
 from acestep_viz.dashboard.audio_route import AudioLibrary
 from acestep_viz.dashboard.cache import ReplyCache
-from acestep_viz.dashboard.callbacks import snapshot_key
+from acestep_viz.dashboard.callbacks import fetch_history, snapshot_key
 from acestep_viz.dashboard.client import CollectorClient, CollectorError
+from acestep_viz.dashboard.compare_callbacks import joint_reply
 from acestep_viz.dashboard.figures import SPACES, build_figure, layer_names, snapshot_tags, space_points
 from acestep_viz.dashboard.quality_chart import quality_figure
 from acestep_viz.dashboard.scrubber import (
@@ -77,17 +78,20 @@ def frame_snapshot(client: CollectorClient, cache: ReplyCache, run: str | None,
 def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str, Any] | None,
                    history: Mapping[str, Any] | None, position: Any, view: View,
                    shown_layers: list | None = None, shown_tags: list | None = None,
-                   audio: AudioLibrary | None = None) -> tuple:
-    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step.
+                   audio: AudioLibrary | None = None, compared: Mapping[str, Any] | None = None) -> tuple:
+    """(figure, LoRA layer options, details card, tag options) for the live map or the scrubbed step;
+    live, with a ``compared`` joint map (COMPARE_SEEN), the LoRA panel shows it.
 
     The figure's layout.meta says which: "live" true for the live map. The browser moves points to their
     new place only from one live version to the next (assets/acestep-viz-motion.js), never for a scrub.
     """
     live = is_live(history, position)
+    joint = pair = None
     try:
         if live:
             snapshot = live_snapshot(client, cache, seen)
             drawn = (snapshot or {}).get("version")
+            joint, pair = joint_reply(client, cache, compared, (snapshot or {}).get("run"))
         else:
             run = (history or {}).get("run") or (seen or {}).get("run")
             drawn = versions_at(history, position)
@@ -99,7 +103,7 @@ def render_outputs(client: CollectorClient, cache: ReplyCache, seen: Mapping[str
         raise PreventUpdate from None
     layers = [{"label": name, "value": name} for name in layer_names(snapshot)]
     tags = cache.fetch(("tags", (snapshot or {}).get("run"), _drawn_key(drawn)), lambda: tag_options(snapshot))
-    figure = build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn))
+    figure = build_figure(snapshot, view, snapshot_hover(cache, snapshot, drawn), joint, pair)
     figure["layout"]["meta"]["live"] = live
     return (figure,
             no_update if layers == (shown_layers or []) else layers,
@@ -117,6 +121,21 @@ def snapshot_hover(cache: ReplyCache, snapshot: Mapping[str, Any] | None, drawn:
 def _drawn_key(drawn: Any) -> Any:
     """What was drawn, as a cache key: the live snapshot's version, or each space's history frame."""
     return tuple(sorted(drawn.items())) if isinstance(drawn, Mapping) else drawn
+
+
+def quality_outputs(client: CollectorClient, cache: ReplyCache, history: Mapping[str, Any] | None,
+                    compared: Mapping[str, Any] | None) -> dict:
+    """The quality charts of the shown run, with the compared run's lines (dashed) when comparing."""
+    runs = list((compared or {}).get("runs") or [])
+    if len(runs) != 2 or runs[0] != (history or {}).get("run"):
+        return quality_figure(history)
+    try:
+        other = cache.fetch(("history", runs[1], "compare", compared.get("version")),
+                            lambda: fetch_history(client, runs[1]))
+    except CollectorError as exc:
+        log.info("cannot fetch the compared run's history: %s", exc)
+        return quality_figure(history)
+    return quality_figure(history, other)
 
 
 def tag_options(snapshot: Mapping[str, Any] | None) -> list[dict]:
@@ -169,12 +188,14 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache, audio: 
         Input(ids.VERSION_STORE, "data"), Input(ids.SCRUBBER, "value"), *colour_inputs,
         Input(ids.LAYER_FILTER, "value"), Input(ids.SELECTION_STORE, "data"), Input(ids.TRAJECTORY_TOGGLE, "value"),
         Input(ids.TAG_SELECT, "value"),
+        Input(ids.COMPARE_SEEN, "data"),
         State(ids.HISTORY_STORE, "data"), State(ids.LAYER_FILTER, "options"), State(ids.TAG_SELECT, "options"),
     )
-    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, history,
+    def render(seen, position, latent_c, lora_c, prompt_c, layers, selected, trajectories, tag, compared, history,
                shown_layers, shown_tags):
         view = view_from_controls((latent_c, lora_c, prompt_c), layers, selected, trajectories, tag)
-        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, audio)
+        return render_outputs(client, cache, seen, history, position, view, shown_layers, shown_tags, audio,
+                              compared)
 
     @app.callback(Output(ids.SELECTION_STORE, "data"),
                   Input(ids.GRAPH, "selectedData"), Input(ids.GRAPH, "clickData"),
@@ -215,9 +236,10 @@ def register(app: dash.Dash, client: CollectorClient, cache: ReplyCache, audio: 
             return True, PLAY_LABEL, live_position(history)
         return no_update, no_update, nxt
 
-    @app.callback(Output(ids.QUALITY_GRAPH, "figure"), Input(ids.HISTORY_STORE, "data"))
-    def quality(history):
-        return quality_figure(history)
+    @app.callback(Output(ids.QUALITY_GRAPH, "figure"), Input(ids.HISTORY_STORE, "data"),
+                  Input(ids.COMPARE_SEEN, "data"))
+    def quality(history, compared):
+        return quality_outputs(client, cache, history, compared)
 
     app.clientside_callback(STALENESS_JS, Output(ids.STALENESS, "children"),
                             Input(ids.CLOCK, "n_intervals"), Input(ids.STALENESS_STORE, "data"))

@@ -56,4 +56,7 @@ LR = Setting("lr", 1e-3, "the demo's peak learning rate (AdamW; the twins' defau
              "adapter does not move), 0.02 or more makes the LoRA outputs collapse", parse=float, check=at_least(0))
 AUDIO_DIR = Setting("audio_dir", None, "write the demo clips' audio into this folder as WAV files (created if "
                     "missing), for the dashboard's --audio-root; `up --demo` uses <store>/demo-audio", str)
-DEMO_SETTINGS = (STEPS, MODEL, LR, AUDIO_DIR)
+COMPARE = Setting("compare", False, "train the twin twice, one run after the other, the second with 4x the learning "
+                  "rate (--lr): two runs of the same clips (<run>-lr0.001, <run>-lr0.004 by default) for "
+                  "the dashboard's \"Compare with\"", parse_bool)
+DEMO_SETTINGS = (STEPS, MODEL, LR, AUDIO_DIR, COMPARE)

@@ -85,6 +85,7 @@ def run_demo(endpoint: str = "tcp://127.0.0.1:5557", steps: int = 200, run: str 
     loss = trainer.callback_metrics.get("train/loss")
     return {
         "run": run,
+        "learning_rate": pipeline.hparams.learning_rate,
         "steps": trainer.global_step,
         "seconds": round(seconds, 3),
         "ms_per_step_median": round(1000 * durations[len(durations) // 2], 2) if durations else None,

@@ -29,6 +29,9 @@ except ImportError:  # pytorch_lightning ships Fabric as lightning_fabric
     from lightning_fabric import Fabric
 
 
+LEARNING_RATE = 1e-3
+
+
 def default_run_name() -> str:
     return datetime.now().strftime("demo15-%Y%m%d-%H%M%S")
 
