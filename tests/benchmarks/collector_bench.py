@@ -25,7 +25,7 @@ import time
 import numpy as np
 import psutil
 from acestep_viz.collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
-from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter
+from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter, warm_start
 from acestep_viz.collector.quality import neighbour_overlap
 from common import query, quiet_collector, record
 from support import send_frames, wait_for
@@ -137,8 +137,9 @@ def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> dict:
         if full_fit_reason(change, 0.0, policy) is None:
             now = extend_layout(prev_keys, prev, keys, data)[0]
         else:
-            init = extend_layout(prev_keys, prev, keys, data)[0] if prev_keys else None
-            now = fit_layout(data, 10, init)
+            start = warm_start(prev_keys, prev, keys, data) if prev_keys else None
+            init, held = start if start is not None else (None, None)
+            now = fit_layout(data, 10, init, held)
             now = align_to_previous(prev_keys, prev, keys, now) if prev_keys else now
             full_keys = frozenset(keys)
             if prev_keys is not None:
