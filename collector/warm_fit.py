@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 WARM_ITERS = (0, 50, 100)  # PaCMAP's phases 1-3 (its cold fit runs 100, 100, 250)
-ANCHOR = 0.1  # spring constant pulling old rows to their place, in PaCMAP's gradient units
+ANCHOR = 0.2  # spring constant pulling old rows to their place, in PaCMAP's gradient units
 LEARNING_RATE = 1.0  # PaCMAP's default Adam step
 _ADAM_BETAS = (0.9, 0.999)  # PaCMAP's
 _SCALES = np.geomspace(0.25, 64.0, 25)  # candidate sizes (RMS radius) of the layout at the start

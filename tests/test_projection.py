@@ -114,11 +114,11 @@ def median_move_pct(keys, before, new_keys, after):
 
 
 def test_a_full_refit_with_ten_percent_new_rows_keeps_the_old_points_near_their_place():
-    rng = np.random.default_rng(3)
-    data, labels, middle = clustered_rows(rng, 400)
+    rng = np.random.default_rng(7)
+    data, labels, middle = clustered_rows(rng, 400, centres=10, spread=1.0)
     coords = fit_layout(data, 10)
     refit, *_, new_keys, keys = refit_with_new_rows(rng, data, labels, middle, coords)
-    assert median_move_pct(keys, coords, new_keys, refit) < 4.0  # a cold PaCMAP refit moves them ~10 %
+    assert median_move_pct(keys, coords, new_keys, refit) < 4.0  # PaCMAP's own warm start moves them ~13 %
 
 
 def test_a_warm_refit_keeps_neighbourhoods_and_puts_new_rows_in_their_cluster():
