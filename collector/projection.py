@@ -11,7 +11,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from acestep_viz.collector.pacmap_inputs import neighbour_pairs, pair_counts, reduce_dimensions
 from acestep_viz.collector.placement import extend_layout
+from acestep_viz.collector.warm_fit import warm_fit
 
 MIN_POINTS = 3  # the fewest rows a map is drawn from (by PCA)
 PACMAP_MIN_POINTS = 10  # PaCMAP errors at n <= 3 and is meaningless below about 10
@@ -38,40 +40,53 @@ def pca_layout(vectors: np.ndarray) -> np.ndarray:
 
 
 def fit_layout(vectors: np.ndarray, n_neighbors: int = 10, init: np.ndarray | None = None,
-               num_iters: tuple[int, int, int] | None = None) -> np.ndarray:
-    """2-D PaCMAP coordinates of ``vectors`` (n, d). A new reducer per fit: a fitted one
-    silently reuses its neighbour pairs on new data."""
+               held: np.ndarray | None = None) -> np.ndarray:
+    """2-D PaCMAP coordinates of ``vectors`` (n, d).
+
+    Cold (``init`` None): PaCMAP's full three-phase fit from its PCA start. Warm: PaCMAP's later
+    phases from ``init`` (n, 2), with the rows marked in ``held`` (n,) anchored to their place
+    (collector/warm_fit.py), returned in init's frame. Either way the rows are first reduced to
+    100 dimensions and paired by exact neighbours (collector/pacmap_inputs.py). A new reducer per
+    fit: a fitted one silently reuses its neighbour pairs on new data."""
     import pacmap
 
     n = vectors.shape[0]
     if n < PACMAP_MIN_POINTS:
         raise ValueError(f"PaCMAP needs at least {PACMAP_MIN_POINTS} points, got {n}: use pca_layout")
-    kwargs = {"n_components": 2, "n_neighbors": min(n_neighbors, n - 1), "verbose": False}
-    if num_iters is not None:
-        kwargs["num_iters"] = num_iters
-    reducer = pacmap.PaCMAP(**kwargs)
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    n_neighbors = min(n_neighbors, n - 1)
+    points = reduce_dimensions(vectors)
+    pairs_per_row, n_mid_near, n_further = pair_counts(n, n_neighbors)
+    pairs = neighbour_pairs(points, pairs_per_row)
+    if init is not None and _spread(init):
+        held = np.ones(n, dtype=bool) if held is None else held
+        return warm_fit(points, init, held, pairs, n_mid_near, n_further)
+    reducer = pacmap.PaCMAP(n_components=2, n_neighbors=n_neighbors, pair_neighbors=pairs, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if init is None:
-            coords = reducer.fit_transform(data, init="pca")
-        else:
-            coords = reducer.fit_transform(data, init=np.ascontiguousarray(init, dtype=np.float32))
+        coords = reducer.fit_transform(points, init="pca")
     return np.asarray(coords, dtype=np.float64)
 
 
-def warm_start(prev_keys: list[str], prev_coords: np.ndarray | None, new_keys: list[str],
-               vectors: np.ndarray) -> np.ndarray | None:
-    """An initial layout for ``new_keys`` from the previous map, or None (PCA) when too little is shared.
+def _spread(coords: np.ndarray) -> bool:
+    """Whether a layout has any extent to start from (not all its points on one spot)."""
+    return bool(np.ptp(np.asarray(coords, dtype=np.float64), axis=0).max() > 0)
 
-    Old rows keep their place; new rows are placed among them by their neighbours in ``vectors``.
+
+def warm_start(prev_keys: list[str], prev_coords: np.ndarray | None, new_keys: list[str],
+               vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A start for a warm fit of ``new_keys`` from the previous map: (init (n, 2), held (n,)),
+    or None (a cold fit) when too little is shared.
+
+    Old rows keep their place and are held there; new rows are placed among them by their
+    neighbours in ``vectors`` and move freely.
     """
     if prev_coords is None or len(prev_keys) == 0 or len(new_keys) == 0:
         return None
-    shared = len(set(prev_keys).intersection(new_keys))
-    if shared < max(WARM_START_MIN_SHARED * len(new_keys), 3):
+    old = set(prev_keys)
+    held = np.array([key in old for key in new_keys], dtype=bool)
+    if held.sum() < max(WARM_START_MIN_SHARED * len(new_keys), 3):
         return None
-    return extend_layout(prev_keys, prev_coords, new_keys, vectors)[0]
+    return extend_layout(prev_keys, prev_coords, new_keys, vectors)[0], held
 
 
 def procrustes(reference: np.ndarray, moving: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:

@@ -85,14 +85,18 @@ class Projector:
             self.failed = f"projection worker did not start: {exc}"
 
     def fit(self, vectors: np.ndarray, n_neighbors: int, init: np.ndarray | None = None,
-            timeout: float = 600.0) -> tuple[np.ndarray, float]:
-        """Blocking: returns (coords (n, 2), seconds the fit took)."""
+            held: np.ndarray | None = None, timeout: float = 600.0) -> tuple[np.ndarray, float]:
+        """Blocking: returns (coords (n, 2), seconds the fit took). With ``init``, a warm fit from
+        it whose ``held`` rows (all when None) stay anchored to their place."""
         if not self.ready.wait(timeout):
             raise ProjectorError(self.failed or "projection worker is still warming up")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         header = {"n": vectors.shape[0], "d": vectors.shape[1], "n_neighbors": n_neighbors,
                   "init": init is not None}
-        arrays = (vectors,) if init is None else (vectors, np.asarray(init, dtype=np.float64))
+        arrays = (vectors,)
+        if init is not None:
+            held = np.ones(len(vectors), dtype=bool) if held is None else held
+            arrays += (np.asarray(init, dtype="<f8"), np.asarray(held, dtype="u1"))
         with self._lock:
             try:
                 write_message(self.proc.stdin, header, *arrays)
@@ -130,7 +134,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     from acestep_viz.collector.projection import fit_layout
 
     started = time.perf_counter()
-    fit_layout(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32), 10)  # compile kernels
+    warmup = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    fit_layout(warmup, 10, fit_layout(warmup, 10))  # compile the kernels of cold and warm fits
     write_message(out, {"ready": True, "warmup_s": time.perf_counter() - started})
     while True:
         try:
@@ -139,9 +144,10 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         vectors = read_array(inp, (job["n"], job["d"]), "<f4")
         init = read_array(inp, (job["n"], 2), "<f8") if job.get("init") else None
+        held = read_array(inp, (job["n"],), "u1").astype(bool) if job.get("init") else None
         started = time.perf_counter()
         try:
-            coords = fit_layout(vectors, job["n_neighbors"], init)
+            coords = fit_layout(vectors, job["n_neighbors"], init, held)
         except Exception as exc:  # reported to the parent, which counts it; the worker lives on
             write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             continue

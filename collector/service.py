@@ -258,9 +258,10 @@ class Collector:
             self._pca(job)
             return
         prev = job.previous
-        init = warm_start(prev.keys, prev.coords, job.keys, job.vectors) if prev is not None else None
+        start = warm_start(prev.keys, prev.coords, job.keys, job.vectors) if prev is not None else None
+        init, held = start if start is not None else (None, None)
         try:
-            coords, seconds = self.projector.fit(job.vectors, self.n_neighbors, init)
+            coords, seconds = self.projector.fit(job.vectors, self.n_neighbors, init, held)
         except ProjectorError as exc:
             if self.stop_event.is_set():
                 return

@@ -8,10 +8,12 @@
   (new rows placed on the map, a full fit once more than --refit-new-share of it is new or gone);
   `..._full_refit`: the same move across the full fits only (warm-started and aligned);
   `..._unaligned`: fresh fits of the same frames without warm start or alignment.
+- neighbour_overlap_1k: neighbour overlap (collector/quality.py) of the first, cold fit of those 1000
+  points; neighbour_overlap_full_refit: its median over the full refits.
 - collector_rss_mb_10k: resident memory of the collector process holding 3 x 10k x 2560 float16
   (its PaCMAP worker process reported separately).
 
-    python tests/benchmarks/collector_bench.py [--quick]
+    python tests/benchmarks/collector_bench.py [--quick | --stability]
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import time
 import numpy as np
 import psutil
 from acestep_viz.collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
-from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter
+from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter, warm_start
+from acestep_viz.collector.quality import neighbour_overlap
 from common import query, quiet_collector, record
 from support import send_frames, wait_for
 
@@ -113,15 +116,17 @@ def last_full_fit_s(collector, run: str) -> float:
     return [f["seconds"] for f in frames if f.get("fit", "full") == "full"][-1]
 
 
-def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> tuple[float, float, float, int]:
-    """Median old-point displacement between consecutive frames: (all frames under the collector's
-    policy, full refits only, fresh unaligned fits), and how many of the frames were full refits."""
+def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> dict:
+    """Median old-point displacement between consecutive frames (all frames under the collector's
+    policy, full refits only, fresh unaligned fits), how many of the frames were full refits, and the
+    neighbour overlap of the first fit and of the full refits."""
     rng = np.random.default_rng(2)
     policy = RefitPolicy()
     data = clustered(rng, n).astype(np.float32)
     keys = [f"k{i}" for i in range(n)]
     prev_keys, prev, prev_raw, full_keys = None, None, None, frozenset()
-    moves, moves_full, moves_raw = [], [], []
+    moves, moves_full, moves_raw, overlaps_full = [], [], [], []
+    first_overlap = None
     for _ in range(frames):
         if prev_keys is not None:  # replace 10 % of the rows by new ones
             drop = rng.choice(n, size=int(new_share * n), replace=False)
@@ -132,12 +137,16 @@ def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> tuple[
         if full_fit_reason(change, 0.0, policy) is None:
             now = extend_layout(prev_keys, prev, keys, data)[0]
         else:
-            init = extend_layout(prev_keys, prev, keys, data)[0] if prev_keys else None
-            now = fit_layout(data, 10, init)
+            start = warm_start(prev_keys, prev, keys, data) if prev_keys else None
+            init, held = start if start is not None else (None, None)
+            now = fit_layout(data, 10, init, held)
             now = align_to_previous(prev_keys, prev, keys, now) if prev_keys else now
             full_keys = frozenset(keys)
             if prev_keys is not None:
                 moves_full.append(_median_move(prev_keys, prev, keys, now))
+                overlaps_full.append(neighbour_overlap(data, now))
+            else:
+                first_overlap = neighbour_overlap(data, now)
         if prev_keys is not None:
             moves.append(_median_move(prev_keys, prev, keys, now))
             raw = fit_layout(data, 10)
@@ -147,7 +156,11 @@ def stability(n: int = 1000, frames: int = 13, new_share: float = 0.1) -> tuple[
         prev_keys, prev, prev_raw = list(keys), now, raw
     print(f"stability: moves per frame {[round(m, 2) for m in moves]}; full refits {len(moves_full)} "
           f"{[round(m, 2) for m in moves_full]}", flush=True)
-    return statistics.median(moves), statistics.median(moves_full), statistics.median(moves_raw), len(moves_full)
+    return dict(stability_median_disp_pct=round(statistics.median(moves), 2),
+                stability_median_disp_pct_full_refit=round(statistics.median(moves_full), 2),
+                stability_median_disp_pct_unaligned=round(statistics.median(moves_raw), 2),
+                stability_full_refits=len(moves_full), neighbour_overlap_1k=round(first_overlap, 3),
+                neighbour_overlap_full_refit=round(statistics.median(overlaps_full), 3))
 
 
 def _median_move(prev_keys, prev, keys, now) -> float:
@@ -184,9 +197,7 @@ def main(quick: bool = False) -> dict:
     if not quick:
         p95_10k, fit_10k = freshness(10000, duration_s=30)
         results.update(freshness_p95_s_10k=round(p95_10k, 2), projection_s_10k_capped=round(fit_10k, 3))
-    policy, full, raw, refits = stability()
-    results.update(stability_median_disp_pct=round(policy, 2), stability_median_disp_pct_full_refit=round(full, 2),
-                   stability_median_disp_pct_unaligned=round(raw, 2), stability_full_refits=refits)
+    results.update(stability())
     rss, worker_rss = memory_10k()
     results.update(collector_rss_mb_10k=round(rss, 1), projector_rss_mb=round(worker_rss, 1))
     print(json.dumps(results), flush=True)
@@ -196,4 +207,7 @@ def main(quick: bool = False) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1k freshness only, shorter")
-    record(main(parser.parse_args().quick))
+    parser.add_argument("--stability", action="store_true",
+                        help="layout stability and neighbour overlap only (in process, no collector)")
+    args = parser.parse_args()
+    record(stability() if args.stability else main(args.quick))
