@@ -304,9 +304,10 @@ class Collector:
             coords = pca_layout(joint.vectors)
             seconds = time.perf_counter() - started
         else:
-            init = warm_start(prev.keys, prev.coords, joint.keys, joint.vectors) if prev is not None else None
+            start = warm_start(prev.keys, prev.coords, joint.keys, joint.vectors) if prev is not None else None
+            init, held = start if start is not None else (None, None)
             try:
-                coords, seconds = self.projector.fit(joint.vectors, self.n_neighbors, init)
+                coords, seconds = self.projector.fit(joint.vectors, self.n_neighbors, init, held)
             except ProjectorError as exc:
                 self.state.projection_errors[f"compare_{type(exc).__name__}"] += 1
                 self.compares.failed(pair, space, str(exc))
