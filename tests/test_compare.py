@@ -183,7 +183,7 @@ def test_links_join_each_clip_and_layers_newest_point_in_both_runs():
 def test_the_lora_panel_shows_the_joint_map_coloured_by_run_and_leaves_the_other_panels_alone():
     snap, reply, pair = own_snapshot(), joint_reply(), ("lr-a", "lr-b")
     alone = build_figure(snap, View())
-    fig = build_figure(snap, View(), reply, pair)
+    fig = build_figure(snap, View(), joint=reply, pair=pair)
     go.Figure(fig)  # valid Plotly
     assert fig["data"][0] == alone["data"][0] and fig["data"][2] == alone["data"][2]
     runs = [t for t in fig["data"] if t.get("meta") == "lora"]
@@ -209,7 +209,7 @@ def test_selecting_a_clip_highlights_it_in_both_runs_and_links_only_it():
 def test_without_a_joint_map_yet_the_lora_panel_stays_the_runs_own():
     snap = own_snapshot()
     waiting = {"ok": True, "version": None, "current": False, "points": {"x": []}}
-    assert build_figure(snap, View(), waiting, ("lr-a", "lr-b")) == build_figure(snap, View())
+    assert build_figure(snap, View(), joint=waiting, pair=("lr-a", "lr-b")) == build_figure(snap, View())
 
 
 def test_the_compare_picker_lists_every_run_and_off():

@@ -36,6 +36,7 @@ VERSION_JS = f"""(version) => {{ const gd = {GRAPH_JS};
     return gd.layout.meta && gd.layout.meta.version === version && gd.data[0].x.bdata !== undefined; }}"""
 REFRESH_JS = f"() => document.getElementById('{ids.REFRESH_BUTTON}').click()"
 MORE_FRAMES_JS = "(n) => window.__samples.length >= n"
+ARRIVED_JS = "(x) => window.__samples.length > 0 && window.__samples[window.__samples.length - 1] === x"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,9 @@ def move_and_sample(page, fake) -> tuple[float, float, list[float]]:
     version = fake.move(SHIFT)
     page.evaluate(REFRESH_JS)
     settled(page, version)
-    return before, page.evaluate(FIRST_X_JS), page.evaluate("() => window.__samples")
+    after = page.evaluate(FIRST_X_JS)
+    page.wait_for_function(ARRIVED_JS, arg=after, timeout=SHORT_MS)  # the motion, if any, has ended
+    return before, after, page.evaluate("() => window.__samples")
 
 
 def between(samples: list[float], start: float, end: float) -> list[float]:
