@@ -2,7 +2,9 @@
 
 - freshness_p95_s_{1k,10k}: 3 spaces pre-filled with N points each, then new rows stream in;
   for each new row, the time from its capture (`sent_at`) until a snapshot contains it.
-- projection_s_1k: PaCMAP fit time of one space of 1000 points (from the collector's stats).
+- projection_s_1k: one full PaCMAP fit of 1000 x 2560 from scratch (no previous map), median of 5 fits
+  after one that compiles the kernels; projection_s_1k_in_collector: the collector's newest full fit of a
+  1000-point space during the freshness run (a refit that starts from the current map).
 - stability_median_disp_pct: between consecutive frames where <= 10 % of the points are new,
   the median move of the old points as % of the layout's diameter, under the collector's policy
   (new rows placed on the map, a full fit once more than --refit-new-share of it is new or gone);
@@ -39,6 +41,21 @@ SPACES = ("latent", "lora", "prompt")
 def clustered(rng, n, dim=DIM, centres=8):
     middle = rng.normal(0, 3, size=(centres, dim))
     return (middle[rng.integers(0, centres, n)] + rng.normal(size=(n, dim))).astype(np.float16)
+
+
+def cold_fit_s(n: int = 1000, repeats: int = 5) -> tuple[float, float]:
+    """(median seconds, median neighbour overlap) of full fits of ``n`` clustered rows with no previous map."""
+    rng = np.random.default_rng(7)
+    fit_layout(clustered(rng, 200), 10)  # compiles the kernels, as the collector's worker does at start-up
+    seconds, overlaps = [], []
+    for _ in range(repeats):
+        data = clustered(rng, n)
+        started = time.perf_counter()
+        coords = fit_layout(data, 10)
+        seconds.append(time.perf_counter() - started)
+        overlaps.append(neighbour_overlap(data, coords))
+    print(f"cold fits of {n} x {DIM}: {[round(x, 3) for x in seconds]} s", flush=True)
+    return statistics.median(seconds), statistics.median(overlaps)
 
 
 def frames_for(run, space, ids, vectors, step, sent_at):
@@ -193,7 +210,9 @@ def memory_10k() -> tuple[float, float]:
 def main(quick: bool = False) -> dict:
     results = {}
     p95, fit = freshness(1000, duration_s=20 if quick else 40)
-    results.update(freshness_p95_s_1k=round(p95, 2), projection_s_1k=round(fit, 3))
+    cold_s, cold_overlap = cold_fit_s()
+    results.update(freshness_p95_s_1k=round(p95, 2), projection_s_1k_in_collector=round(fit, 3),
+                   projection_s_1k=round(cold_s, 3), neighbour_overlap_1k_cold=round(cold_overlap, 3))
     if not quick:
         p95_10k, fit_10k = freshness(10000, duration_s=30)
         results.update(freshness_p95_s_10k=round(p95_10k, 2), projection_s_10k_capped=round(fit_10k, 3))
