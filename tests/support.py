@@ -238,3 +238,15 @@ def projected_snapshot(query_endpoint: str, run: str, minimum: int = 10) -> dict
     ready = snap.get("run") == run and len(spaces) == 3 and all(s["projected"] >= minimum for s in spaces)
     return snap if ready else None
 
+
+
+def install_fake_fit(state, job) -> None:
+    """What the collector's projection loop does with a fit job, minus PaCMAP: a full fit gets arbitrary
+    coordinates, a placement places its new rows as the collector does."""
+    from acestep_viz.collector.placement import extend_layout
+
+    if job.full:
+        coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
+    else:
+        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
+    state.install(job, coords, 0.0)

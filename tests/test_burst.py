@@ -6,7 +6,7 @@ import pytest
 from acestep_viz.collector.placement import PLACE_BATCH, RefitPolicy, extend_layout, rows_to_place
 from acestep_viz.collector.state import CollectorState
 from acestep_viz.dashboard import status
-from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
+from support import CollectorProcess, install_fake_fit, query, send_frames, synthetic_frames, wait_for
 
 from acestep_viz.wire import SPACES, Frame
 
@@ -19,13 +19,6 @@ def burst(state, rows, dim=16, seed=0):
         state.accept(Frame("run", space, 0, rng.normal(size=(rows, dim)).astype(np.float16), ids, meta=meta))
 
 
-def fake_fit(state, job):
-    """What the projection loop does, minus PaCMAP: a full fit gets arbitrary coordinates."""
-    if job.full:
-        coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
-    else:
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
-    state.install(job, coords, 0.0)
 
 
 def rounds_until_idle(state, start=1.0, step=0.01, interval=1.0, limit=50):
@@ -36,7 +29,7 @@ def rounds_until_idle(state, start=1.0, step=0.01, interval=1.0, limit=50):
         if not jobs:
             return done
         for job in jobs:
-            fake_fit(state, job)
+            install_fake_fit(state, job)
             done.append(job)
     raise AssertionError(f"still fitting after {limit} rounds")
 
@@ -78,7 +71,7 @@ def test_rows_left_out_by_the_cap_are_not_new_rows_for_the_refit_policy():
 def test_rows_arriving_during_the_catch_up_are_placed_first():
     state = CollectorState(buffer_size=5000, max_fit_points=100)
     burst(state, 100 + PLACE_BATCH + 50)
-    fake_fit(state, next(j for j in state.due_fits(1.0, 1.0) if j.space == "latent"))
+    install_fake_fit(state, next(j for j in state.due_fits(1.0, 1.0) if j.space == "latent"))
     rng = np.random.default_rng(3)
     state.accept(Frame("run", "latent", 1, rng.normal(size=(3, 16)).astype(np.float16), ["late0", "late1", "late2"]))
     job = next(j for j in state.due_fits(1.01, 1.0) if j.space == "latent")  # inside the interval: placed at once
@@ -109,7 +102,7 @@ def test_the_stat_box_says_how_many_rows_the_map_shows():
     state = CollectorState(buffer_size=5000, max_fit_points=100)
     burst(state, 500)
     (first,) = state.due_fits(1.0, 1.0)  # one full fit per round: the other spaces have no map yet
-    fake_fit(state, first)
+    install_fake_fit(state, first)
     texts = status.stat_texts(state.snapshot("run", None))
     assert texts == {space: "100 of 500 samples on the map" if space == first.space else "500 samples"
                      for space in SPACES}

@@ -13,6 +13,7 @@ from acestep_viz.collector.placement import (
     place_rows,
 )
 from acestep_viz.collector.state import CollectorState
+from support import install_fake_fit
 
 from acestep_viz.wire import Frame
 
@@ -90,13 +91,6 @@ def frame(space, ids, rng, step=0):
                  meta=[{"layer": "l0"} if space == "lora" else {} for _ in ids])
 
 
-def install_fake(state, job):
-    """What the projection loop does, minus PaCMAP: a full fit gets arbitrary coordinates."""
-    if job.full:
-        coords = np.random.default_rng(len(job.keys)).normal(size=(len(job.keys), 2))
-    else:
-        coords, _ = extend_layout(job.previous.keys, job.previous.coords, job.keys, job.vectors, anchors=job.anchors)
-    state.install(job, coords, 0.0)
 
 
 def test_a_few_new_rows_are_placed_and_a_full_fit_follows_past_the_share():
@@ -105,14 +99,14 @@ def test_a_few_new_rows_are_placed_and_a_full_fit_follows_past_the_share():
     state.accept(frame("latent", [f"c{i}" for i in range(100)], rng))
     (job,) = state.due_fits(1.0, 0.0)
     assert job.full and job.reason == "first"
-    install_fake(state, job)
+    install_fake_fit(state, job)
     kinds = []
     for batch in range(7):  # 10 new clips at a time: placements until more than 20 % of the map is new
         before = state.runs["run"].spaces["latent"].projection
         state.accept(frame("latent", [f"n{batch}-{i}" for i in range(10)], rng))
         (job,) = state.due_fits(2.0 + batch, 0.0)
         kinds.append("full" if job.full else "placed")
-        install_fake(state, job)
+        install_fake_fit(state, job)
         proj = state.runs["run"].spaces["latent"].projection
         if not job.full:  # old points did not move at all
             where = {k: i for i, k in enumerate(proj.keys)}
@@ -129,10 +123,10 @@ def test_a_full_fit_waits_its_turn_while_other_spaces_get_placements():
         state.accept(frame(space, [f"c{i}" for i in range(50)], rng))
     jobs = state.due_fits(1.0, 0.0)
     assert [j.full for j in jobs] == [True]  # one full fit per round; the other space waits (no map yet)
-    install_fake(state, jobs[0])
+    install_fake_fit(state, jobs[0])
     (second,) = state.due_fits(1.1, 0.0)
     assert second.full and second.space != jobs[0].space
-    install_fake(state, second)
+    install_fake_fit(state, second)
     for space in ("latent", "prompt"):
         state.accept(frame(space, [f"n{i}" for i in range(30)], rng))  # both past the share
     jobs = state.due_fits(2.0, 0.0)
@@ -144,11 +138,11 @@ def test_a_refit_request_and_a_clear_start_from_a_full_fit():
     rng = np.random.default_rng(2)
     state = CollectorState()
     state.accept(frame("prompt", [f"c{i}" for i in range(40)], rng))
-    install_fake(state, state.due_fits(1.0, 0.0)[0])
+    install_fake_fit(state, state.due_fits(1.0, 0.0)[0])
     state.request_refit(None, None)
     (job,) = state.due_fits(2.0, 0.0)
     assert job.full and job.reason == "requested"
-    install_fake(state, job)
+    install_fake_fit(state, job)
     state.clear(None, "prompt")
     state.accept(frame("prompt", [f"c{i}" for i in range(40)], rng))
     (job,) = state.due_fits(3.0, 0.0)
@@ -161,10 +155,10 @@ def test_placements_take_every_new_row_even_above_the_fit_cap():
     state.accept(frame("latent", [f"c{i}" for i in range(80)], rng))
     job = state.due_fits(1.0, 0.0)[0]
     assert job.full and len(job.keys) == 50
-    install_fake(state, job)
+    install_fake_fit(state, job)
     (job,) = state.due_fits(1.5, 0.0)  # the 30 rows the cap left out: placed, not another capped fit
     assert not job.full and len(job.keys) == 80
-    install_fake(state, job)
+    install_fake_fit(state, job)
     state.accept(frame("latent", ["fresh"], rng))
     (job,) = state.due_fits(2.0, 0.0)
     assert not job.full and "fresh" in job.keys and len(job.keys) == 81
@@ -188,7 +182,7 @@ def test_five_clips_give_three_maps_drawn_by_pca_and_the_method_is_recorded():
     assert sorted(j.space for j in jobs) == ["latent", "lora", "prompt"]  # all at once: PCA costs no PaCMAP turn
     assert all(j.full and j.method == "pca" for j in jobs)
     for job in jobs:
-        install_fake(state, job)
+        install_fake_fit(state, job)
     snapshot = state.snapshot("run", None)
     for space in ("latent", "prompt", "lora"):
         assert snapshot["spaces"][space]["method"] == "pca" and len(snapshot["spaces"][space]["points"]["x"]) == 5
@@ -204,7 +198,7 @@ def test_two_rows_draw_no_map_and_a_grown_space_gets_its_first_pacmap_fit():
     state.accept(frame("latent", ["c"], rng))
     (job,) = state.due_fits(2.0, 0.0)
     assert job.method == "pca"
-    install_fake(state, job)
+    install_fake_fit(state, job)
     state.accept(frame("latent", [f"n{i}" for i in range(20)], rng))
     (job,) = state.due_fits(3.0, 0.0)
     assert job.full and job.method == "pacmap" and job.reason == "grown"  # never placed on a PCA map

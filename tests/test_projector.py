@@ -13,8 +13,8 @@ def test_the_worker_fits_cold_and_warm_and_a_warm_fit_keeps_the_old_rows_near_th
     vectors = (centres[rng.integers(0, 4, 120)] + rng.normal(size=(120, 32))).astype(np.float32)
     keys = [f"k{i}" for i in range(120)]
     with Projector(numba_cache_dir=str(NUMBA_CACHE)) as projector:
-        cold, seconds = projector.fit(vectors[:100], 10, timeout=300)
-        assert cold.shape == (100, 2) and np.isfinite(cold).all() and seconds >= 0
+        cold, _ = projector.fit(vectors[:100], 10, timeout=300)
+        assert cold.shape == (100, 2) and np.isfinite(cold).all()
         init, held = warm_start(keys[:100], cold, keys, vectors)  # 20 new rows, placed and free
         warm, _ = projector.fit(vectors, 10, init, held)
     warm = align_to_previous(keys[:100], cold, keys, warm)
