@@ -5,6 +5,7 @@ found by splitting, never by position. Plain functions of strings.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from typing import Any, Iterable
@@ -17,14 +18,19 @@ def prompt_tags(prompt: Any) -> list[str]:
     """The tags of a prompt: split at commas (and semicolons), trimmed, lower case, blanks dropped."""
     if not prompt:
         return []
-    tags = (" ".join(part.split()).lower() for part in _SEPARATORS.split(str(prompt)))
-    return [tag for tag in tags if tag]
+    return list(_split_tags(str(prompt)))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # maps and their redraws split the same texts again and again
+def _split_tags(prompt: str) -> tuple[str, ...]:
+    tags = (" ".join(part.split()).lower() for part in _SEPARATORS.split(prompt))
+    return tuple(tag for tag in tags if tag)
 
 
 def tag_counts(prompts: Iterable[Any]) -> list[tuple[str, int]]:
     """(tag, how many distinct prompt texts have it), most common first, ties by name; sentence-long
     pieces are left out."""
     counts: Counter[str] = Counter()
-    for prompt in {str(p) for p in prompts if p}:
+    for prompt in {str(p) for p in set(prompts) if p}:  # set() first: a map repeats each text many times
         counts.update({tag for tag in prompt_tags(prompt) if len(tag) <= MAX_TAG_CHARS})
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))

@@ -31,10 +31,11 @@
         return Type ? new Type(bytes.buffer) : [];
     }
 
-    function keys(texts, n) {  // one key per point: its hover label, numbered where labels repeat
-        var seen = new Map(), out = new Array(n);
+    function keys(trace, n) {  // one key per point: its id and hover text, numbered where those repeat
+        var seen = new Map(), out = new Array(n), ids = trace.customdata, texts = trace.text;
         for (var i = 0; i < n; i++) {
-            var text = texts && texts[i] !== undefined ? String(texts[i]) : '';
+            var text = (ids && ids[i] !== undefined ? String(ids[i]) : '') + '\u0001' +
+                (texts && texts[i] !== undefined ? String(texts[i]) : '');
             var count = seen.get(text) || 0;
             seen.set(text, count + 1);
             out[i] = text + '\u0000' + count;
@@ -45,9 +46,9 @@
     function tracePath(old, next) {  // {from, to} coordinates of one trace's points, or null when none moves
         var toX = numbers(next.x), toY = numbers(next.y), n = toX.length;
         var oldX = old.x || [], oldY = old.y || [];
-        var where = new Map(), oldKeys = keys(old.text, oldX.length);
+        var where = new Map(), oldKeys = keys(old, oldX.length);
         for (var k = 0; k < oldKeys.length; k++) where.set(oldKeys[k], k);
-        var newKeys = keys(next.text, n), fromX = new Float64Array(n), fromY = new Float64Array(n), moved = false;
+        var newKeys = keys(next, n), fromX = new Float64Array(n), fromY = new Float64Array(n), moved = false;
         for (var i = 0; i < n; i++) {
             var at = where.get(newKeys[i]);
             var known = at !== undefined && isFinite(oldX[at]) && isFinite(oldY[at]);

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from acestep_viz.collector.quality import cap_rows
 
+from acestep_viz.point_columns import LISTS, encode_points
+
 REQUEST_TTL_S = 120.0  # a pair nobody asked for this long stops being refitted
 MAX_PAIRS = 8  # joint maps kept; the least recently asked for goes first
 KEY_SEPARATOR = "\x1e"  # between run and row key in a joint map's keys: no run name or row key holds it
@@ -179,7 +181,8 @@ class CompareBook:
             return state.fitted if state else None
 
 
-def compare_reply(pair: Pair, space: str, state: PairState, since: int | None = None) -> dict:
+def compare_reply(pair: Pair, space: str, state: PairState, since: int | None = None,
+                  encoding: str = LISTS) -> dict:
     """The compare op's answer: the latest joint map (points carry their ``run``), its version, whether it
     was fitted on the rows the runs hold now (``current``); without points when ``since`` is its version."""
     fitted = state.fitted
@@ -191,7 +194,7 @@ def compare_reply(pair: Pair, space: str, state: PairState, since: int | None = 
                  method=fitted.method, counts=dict(fitted.counts))
     if since is not None and since == fitted.version:
         return {**reply, "changed": False}
-    return {**reply, "changed": True, "points": _points(fitted)}
+    return {**reply, "changed": True, "points": encode_points(_points(fitted), encoding)}
 
 
 def _points(fitted: JointMap | None) -> dict:

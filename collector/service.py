@@ -34,6 +34,7 @@ from acestep_viz.collector.store import RunStore, run_dir_name
 from acestep_viz.collector.upkeep import StoreUpkeep
 
 from acestep_viz import security
+from acestep_viz.point_columns import encoding_arg
 from acestep_viz.wire import (
     ADAPTER_KIND,
     FROZEN_SPACES,
@@ -412,7 +413,7 @@ class Collector:
         since = request.get("since")
         if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
             raise ValueError("since must be an integer version or null")
-        reply = self.state.snapshot(_run_arg(request), since)
+        reply = self.state.snapshot(_run_arg(request), since, encoding_arg(request))
         reply["warming_up"] = self._health()["warming_up"]
         return reply
 
@@ -466,7 +467,8 @@ class Collector:
         for run in pair:
             self._check_run({"run": run})
         key = tuple((run, self.state.buffer_stamp(run, space)) for run in pair)  # as pair_key of the rows
-        return compare.compare_reply(pair, space, self.compares.request(pair, space, key, time.time()), since)
+        return compare.compare_reply(pair, space, self.compares.request(pair, space, key, time.time()), since,
+                                     encoding_arg(request))
 
     def _history(self, request: dict) -> dict:
         space = _space_arg(request)
@@ -475,7 +477,7 @@ class Collector:
         version = request.get("version")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise ValueError("version must be an integer or null")
-        return self.state.history(_run_arg(request), space, version)
+        return self.state.history(_run_arg(request), space, version, encoding_arg(request))
 
     def _adapter(self, request: dict) -> dict:
         run = _run_arg(request)

@@ -17,6 +17,7 @@ from acestep_viz.collector.placement import PLACE_BATCH, RefitPolicy, full_fit_r
 from acestep_viz.collector.projection import MIN_POINTS, projection_method
 from acestep_viz.collector.quality import cap_rows
 
+from acestep_viz.point_columns import LISTS, encode_points
 from acestep_viz.wire import SPACES, AdapterSizes, Frame
 
 POINT_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt", "audio")
@@ -115,7 +116,7 @@ class CollectorState:
         self.dropped_rows: Counter[str] = Counter()  # rows left out of accepted frames, by reason
         self.projection_errors: Counter[str] = Counter()
         self.started_at = time.time()
-        self._snapshot_cache: dict[str, tuple[int, dict]] = {}
+        self._snapshot_cache: dict[tuple[str, str], tuple[int, dict]] = {}  # (run, encoding) -> (version, spaces)
         self.adapter: dict[str, AdapterSeries] = {}  # run -> its adapter update sizes (collector/adapter_series.py)
 
     # ingest -------------------------------------------------------------------------------
@@ -365,7 +366,8 @@ class CollectorState:
                                 "method": st.projection.method if st and st.projection else None}
             return result
 
-    def snapshot(self, run: str | None, since: int | None) -> dict:
+    def snapshot(self, run: str | None, since: int | None, encoding: str = LISTS) -> dict:
+        """The run's maps (``encoding`` "typed": numeric point columns as base64, acestep_viz/point_columns.py)."""
         with self.lock:
             run = self.latest_run() if run is None else run
             reply = {"ok": True, "version": self.version, "run": run, "paused": self.paused, "cleared": self.cleared,
@@ -374,7 +376,7 @@ class CollectorState:
             if since is not None and since == self.version:
                 return {**reply, "changed": False}
             reply["changed"] = True
-            reply["spaces"] = self._spaces_payload(run)
+            reply["spaces"] = self._spaces_payload(run, encoding)
             return reply
 
     def _freshness(self, run: str | None) -> dict:
@@ -385,16 +387,18 @@ class CollectorState:
         return {"last_seen": round(state.last_seen, 3),
                 "last_step": state.last_step}
 
-    def _spaces_payload(self, run: str | None) -> dict:
-        cached = self._snapshot_cache.get(run or "")
+    def _spaces_payload(self, run: str | None, encoding: str) -> dict:
+        key = (run or "", encoding)
+        cached = self._snapshot_cache.get(key)
         if cached and cached[0] == self.version:
             return cached[1]
         state = self.runs.get(run) if run else None
         payload = {}
         for name in SPACES:
             st = state.spaces[name] if state else None
-            payload[name] = _space_payload(st)
-        self._snapshot_cache = {run or "": (self.version, payload)}
+            payload[name] = _space_payload(st, encoding)
+        self._snapshot_cache = {k: v for k, v in self._snapshot_cache.items() if v[0] == self.version}
+        self._snapshot_cache[key] = (self.version, payload)
         return payload
 
     def stats(self) -> dict:
@@ -420,7 +424,7 @@ class CollectorState:
                     "projection_errors": dict(self.projection_errors), "runs": runs,
                     "models": {run.name: run.model for run in self.runs.values()}}
 
-    def history(self, run: str | None, space: str, version: int | None) -> dict:
+    def history(self, run: str | None, space: str, version: int | None, encoding: str = LISTS) -> dict:
         """The frames of one space: summaries, or one frame's points when ``version`` is given."""
         with self.lock:
             run = self.latest_run() if run is None else run
@@ -430,8 +434,8 @@ class CollectorState:
             match = [f for f in frames if f.version == version]
             if not match:
                 raise ValueError(f"no frame with version {version} in {run}/{space} (it may have aged out)")
-            return {"ok": True, "run": run, "space": space, "frame": {**match[0].summary(),
-                                                                     "points": _points(match[0])}}
+            points = encode_points(_points(match[0]), encoding)
+            return {"ok": True, "run": run, "space": space, "frame": {**match[0].summary(), "points": points}}
 
     def history_frames(self, run: str | None) -> tuple[str | None, dict[str, list[Projection]]]:
         """Every space's frame history with its points (``step``, ``coords``, per-row ``meta``),
@@ -478,7 +482,7 @@ class CollectorState:
                      "last_step": r.last_step, "model": r.model} for r in ordered]
 
 
-def _space_payload(state: SpaceState | None) -> dict:
+def _space_payload(state: SpaceState | None, encoding: str = LISTS) -> dict:
     empty = {"buffered": 0, "projected": 0, "projected_at": None, "last_step": -1,
              "points": {"x": [], "y": [], **{f: [] for f in POINT_FIELDS}}}
     if state is None:
@@ -488,7 +492,7 @@ def _space_payload(state: SpaceState | None) -> dict:
     if proj is None:
         return payload
     return {**payload, "projected": len(proj.keys), "projected_at": proj.projected_at, "quality": proj.quality,
-            "method": proj.method, "frames": len(state.history), "points": _points(proj)}
+            "method": proj.method, "frames": len(state.history), "points": encode_points(_points(proj), encoding)}
 
 
 def _points(proj: Projection) -> dict:

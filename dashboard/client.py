@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from acestep_viz.point_columns import TYPED, decode_points
 from acestep_viz.settings import DEFAULT_QUERY
 
 
@@ -83,7 +84,11 @@ class CollectorClient:
 
     def snapshot(self, run: str | None = None, since: int | None = None) -> dict[str, Any]:
         """Projected points of ``run`` (None: the most recently active run) newer than ``since``."""
-        return self.request({"op": "snapshot", "run": run, "since": since})
+        reply = self.request({"op": "snapshot", "run": run, "since": since, "encoding": TYPED})
+        for entry in (reply.get("spaces") or {}).values():
+            if isinstance(entry, dict) and isinstance(entry.get("points"), dict):
+                entry["points"] = decode_points(entry["points"])
+        return reply
 
     def clear(self, run: str | None = None, space: str | None = None) -> dict[str, Any]:
         """Empty the live view (None run: every run, None space: every space); the store keeps the frames."""
@@ -104,7 +109,11 @@ class CollectorClient:
 
     def history(self, run: str | None, space: str, version: int | None = None) -> dict[str, Any]:
         """Frame summaries of one space, or one frame's points when ``version`` is given."""
-        return self.request({"op": "history", "run": run, "space": space, "version": version})
+        reply = self.request({"op": "history", "run": run, "space": space, "version": version, "encoding": TYPED})
+        frame = reply.get("frame")
+        if isinstance(frame, dict) and isinstance(frame.get("points"), dict):
+            frame["points"] = decode_points(frame["points"])
+        return reply
 
     def adapter(self, run: str) -> dict[str, Any]:
         """The run's adapter update sizes: {"layers": {layer: {"step": [...], "value": [...]}}}."""
@@ -112,7 +121,10 @@ class CollectorClient:
 
     def compare(self, runs: list[str], space: str = "lora", since: int | None = None) -> dict[str, Any]:
         """The latest joint map of two runs (points carry their ``run``); asking keeps it being refitted."""
-        return self.request({"op": "compare", "runs": list(runs), "space": space, "since": since})
+        reply = self.request({"op": "compare", "runs": list(runs), "space": space, "since": since, "encoding": TYPED})
+        if isinstance(reply.get("points"), dict):
+            reply["points"] = decode_points(reply["points"])
+        return reply
 
     def export(self, run: str | None, fmt: str) -> dict[str, Any]:
         """Ask the collector to write the run as ``fmt`` under its store; the reply lists the files."""
@@ -120,6 +132,7 @@ class CollectorClient:
 
 
 def _parse_reply(raw: bytes, endpoint: str) -> dict[str, Any]:
+    """The reply object; numeric point columns stay typed here (the ops that carry points decode them)."""
     try:
         reply = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

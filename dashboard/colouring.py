@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from acestep_viz.dashboard.view import COLOUR_CHOICES, CONTINUOUS
 from plotly.colors import get_colorscale
 
@@ -29,9 +30,13 @@ def _natural_key(name: str) -> list:
 
 def category_codes(values: Sequence[Any]) -> tuple[list[int], list[str]]:
     """Map names to indices in natural order (block2 before block10); None -> -1."""
-    names = sorted({str(v) for v in values if v is not None}, key=_natural_key)
+    distinct = set(values)  # a map repeats each name many times: work on the distinct ones
+    distinct.discard(None)
+    names = sorted({str(v) for v in distinct}, key=_natural_key)
     index = {name: i for i, name in enumerate(names)}
-    return [index.get(str(v), -1) if v is not None else -1 for v in values], names
+    code = {v: index[str(v)] for v in distinct}
+    code[None] = -1
+    return list(map(code.__getitem__, values)), names
 
 
 def field_values(points: Mapping[str, Sequence], colour_by: str) -> list:
@@ -92,14 +97,15 @@ def marker(colour_by: str, colorscale: str, points: Mapping[str, Sequence], doma
     values = field_values(points, colour_by)
     title = COLOUR_CHOICES[colour_by]
     if colour_by in CONTINUOUS:
-        known = [float(v) for v in values if v is not None]
-        if not known and colour_by != "step":  # e.g. loss in the latent panel: nothing to show
+        numbers = np.array(values, dtype=float) if values else np.zeros(0)  # None reads as NaN
+        known = numbers[~np.isnan(numbers)]
+        if not known.size and colour_by != "step":  # e.g. loss in the latent panel: nothing to show
             fallback = marker("step", colorscale, points, domain, inert)
             fallback["colorbar"]["title"]["text"] = f"Step (no {title.lower()} here)"
             return fallback
-        low, high = (min(known), max(known)) if known else (0.0, 1.0)
+        low, high = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
         high = high if high > low else low + 1
-        colours = [float(v) if v is not None else low for v in values]
+        colours = np.where(np.isnan(numbers), low, numbers).tolist()
         return base | dict(color=colours, cmin=low, cmax=high, colorbar=_colour_bar(title, domain, high - low))
     codes, names = category_codes(values)
     ticks = None

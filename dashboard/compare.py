@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from acestep_viz.dashboard.figures import PANELS, hover_texts, inert, only_layers, space_points
+from acestep_viz.dashboard.hover import HOVER_TEMPLATE, point_keys
 from acestep_viz.dashboard.selection import highlight, trajectories
 
 RUN_COLOURS = ("#a78bfa", "#f59e0b")  # the shown run, the compared run
@@ -84,8 +85,7 @@ def run_trace(points: Mapping[str, Sequence], run: str, colour: str, xaxis: str,
                 name=label, legendgroup=label, showlegend=True, meta="lora",
                 marker=dict(size=5, color=colour, opacity=0.85),
                 text=[f"Run: {label}<br>{text}" for text in hover_texts(points)],
-                customdata=[str(i) if i is not None else "" for i in points["id"]],
-                hovertemplate="%{text}<extra></extra>")
+                customdata=point_keys(points["id"]), hovertemplate=HOVER_TEMPLATE)
 
 
 def joint_lora_traces(reply: Mapping[str, Any], pair: tuple[str, str], view, xaxis: str = f"x{LORA_COL}",

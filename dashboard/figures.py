@@ -7,13 +7,22 @@ labels (dashboard/hover.py), which interpret a subset of HTML.
 from __future__ import annotations
 
 import copy
+import itertools
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 from acestep_viz.dashboard.colouring import category_codes, marker
-from acestep_viz.dashboard.hover import HOVER_FIELDS, hover_text, hover_texts, inert, short_prompt  # noqa: F401
+from acestep_viz.dashboard.hover import (  # noqa: F401
+    HOVER_FIELDS,
+    HOVER_TEMPLATE,
+    hover_text,
+    hover_texts,
+    inert,
+    point_keys,
+    short_prompt,
+)
 from acestep_viz.dashboard.model_labels import panel_title, snapshot_model
 from acestep_viz.dashboard.selection import highlight, trajectories
 from acestep_viz.dashboard.tags import chosen_tag, clip_tags, has_tag, tag_counts
@@ -116,16 +125,16 @@ def has_any_data(snapshot: Mapping[str, Any] | None) -> bool:
 
 def panel_trace(panel: Panel, points: Mapping[str, Sequence], col: int, domain: Sequence[float],
                 colour_by: str, tag: str | None = None) -> dict:
-    """One Scattergl for one space; customdata holds each point's sample id, ``points["text"]`` (when
-    given) its hover label. Coordinates and colours travel as typed arrays (dashboard/typed_arrays.py)."""
+    """One Scattergl for one space; customdata holds each point's sample id (escaped, dashboard/hover.py),
+    ``points["text"]`` (when given) the rest of its hover label. Coordinates and colours travel as typed
+    arrays (dashboard/typed_arrays.py)."""
     colours = marker(colour_by, panel.colorscale, points, domain, inert, tag)
     return dict(
         type="scattergl", xaxis=_axis_name("x", col), yaxis=_axis_name("y", col),
         x=typed_array(points["x"]), y=typed_array(points["y"]), mode="markers", name=panel.title,
         showlegend=False, marker={**colours, "color": typed_array(colours["color"], dtype=None)},
         text=points["text"] if "text" in points else hover_texts(points),
-        customdata=[str(i) if i is not None else "" for i in points["id"]],
-        hovertemplate="%{text}<extra></extra>", meta=panel.space,
+        customdata=point_keys(points["id"]), hovertemplate=HOVER_TEMPLATE, meta=panel.space,
     )
 
 
@@ -144,7 +153,7 @@ def only_layers(points: dict[str, list], layers: frozenset[str]) -> dict[str, li
 
 def snapshot_tags(snapshot: Mapping[str, Any] | None) -> list[tuple[str, int]]:
     """The tags of every prompt text in a snapshot, most common first."""
-    return tag_counts(p for space in SPACES for p in space_points(snapshot, space)["prompt"])
+    return tag_counts(itertools.chain.from_iterable(space_points(snapshot, space)["prompt"] for space in SPACES))
 
 
 def with_tag_flags(points: dict[str, list], space: str, tag: str | None,

@@ -1,7 +1,13 @@
 """Hover labels: one line per field a point has, user text escaped, built once per point.
 
-User text (sample ids, prompts, layer names) is HTML-escaped: Plotly's labels interpret a subset
-of HTML. A new snapshot of a run holds mostly the same rows as the one before, in the same
+A label is the sample id in bold, then the other fields: ``HOVER_TEMPLATE`` puts the id, which each
+point carries anyway as its ``customdata`` (for selection), in front of its ``text`` (the other
+lines), so the id is not sent twice, and its markup only once per trace: Dash escapes every "<", ">"
+and "/" of a reply as six characters. User text (sample ids, prompts, layer names) is HTML-escaped:
+Plotly's labels interpret a subset of HTML, so ``customdata`` holds the escaped id (``point_key``)
+and selection reads it back with ``key_of``.
+
+A new snapshot of a run holds mostly the same rows as the one before, in the same
 order: a buffer drops its oldest rows from the front and appends new ones at the end, and a refit
 moves points without touching their fields. ``HoverTexts`` takes over the labels of the rows two
 snapshots share (found by comparing whole columns, which Python does in C) and builds only the
@@ -17,9 +23,28 @@ PROMPT_CHARS = 60
 HOVER_FIELDS = ("id", "step", "loss", "timestep", "layer", "prompt")  # the columns a hover label shows
 
 
+HOVER_TEMPLATE = "<b>%{customdata}</b><br>%{text}<extra></extra>"
+
+
 def inert(value: Any) -> str:
     """User text made safe for Plotly's HTML-like labels: <, > and & are escaped."""
     return html.escape(str(value), quote=False)
+
+
+def point_key(sample_id: Any) -> str:
+    """A point's ``customdata``: its sample id, escaped for the label ("" for none)."""
+    return "" if sample_id is None else inert(sample_id)
+
+
+def point_keys(ids: Sequence[Any]) -> list[str]:
+    """``point_key`` of each id; each distinct id is escaped once."""
+    key = {i: point_key(i) for i in set(ids)}
+    return list(map(key.__getitem__, ids))
+
+
+def key_of(customdata: Any) -> str:
+    """The sample id a point's ``customdata`` stands for (``point_key`` undone)."""
+    return html.unescape(str(customdata))
 
 
 def short_prompt(prompt: str) -> str:
@@ -28,8 +53,9 @@ def short_prompt(prompt: str) -> str:
 
 
 def hover_text(sample_id: Any, step: Any, loss: Any, timestep: Any, layer: Any, prompt: Any) -> str:
-    """One point's hover label; fields that do not apply are left out."""
+    """One point's hover ``text``: the label's lines after the id; fields that do not apply are left out."""
     return _hover_text(sample_id, step, loss, timestep, layer, prompt, _Escaped())
+
 
 
 class _Escaped(dict):
@@ -43,9 +69,7 @@ class _Escaped(dict):
 
 
 def _hover_text(sample_id, step, loss, timestep, layer, prompt, escaped: _Escaped) -> str:
-    lines = []
-    if sample_id is not None:
-        lines.append(f"<b>{escaped['id', sample_id]}</b>")
+    lines = []  # the id is not among them: HOVER_TEMPLATE shows it
     if step is not None:
         lines.append(f"Step: {int(step)}")
     if loss is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
+from acestep_viz.dashboard.hover import key_of, point_key
 from acestep_viz.dashboard.view import MAX_SELECTED
 
 MAX_TRAJECTORIES = 40  # lines drawn at most: (clip, layer) pairs
@@ -22,7 +23,7 @@ TRAJECTORY_COLOUR = "rgba(229, 231, 235, 0.85)"
 def selected_ids(selected_data: Mapping[str, Any] | None, click_data: Mapping[str, Any] | None = None) -> list[str]:
     """Clip keys of a lasso/box selection, or of a clicked point; sorted, without blanks."""
     source = selected_data if selected_data and selected_data.get("points") else click_data
-    keys = {str(point.get("customdata")) for point in (source or {}).get("points") or []
+    keys = {key_of(point.get("customdata")) for point in (source or {}).get("points") or []
             if isinstance(point, Mapping) and point.get("customdata") not in (None, "")}
     return sorted(keys)[:MAX_SELECTED]
 
@@ -36,7 +37,7 @@ def highlight(trace: dict, selected: frozenset[str]) -> None:
     """Mark the selected clips in a point trace; the rest fade. No selection: nothing changes."""
     if not selected:
         return
-    trace["selectedpoints"] = selected_indices(trace["customdata"], selected)
+    trace["selectedpoints"] = selected_indices(trace["customdata"], {point_key(key) for key in selected})
     trace["selected"] = {"marker": {"size": 9, "opacity": 1.0}}
     trace["unselected"] = {"marker": {"opacity": 0.15}}
 

@@ -14,6 +14,7 @@ import time
 
 import zmq
 
+from acestep_viz.point_columns import ENCODINGS, LISTS, encode_points
 from tests.support import free_port
 
 SPACES = ("latent", "lora", "prompt")
@@ -21,8 +22,10 @@ RUN = "bench"
 
 
 def points(n: int, space: str, rng: random.Random) -> dict:
+    """One space's columns as the collector sends them (coordinates rounded to 4 places, as it rounds them)."""
     lora = space == "lora"
-    return {"x": [rng.uniform(-10, 10) for _ in range(n)], "y": [rng.uniform(-10, 10) for _ in range(n)],
+    return {"x": [round(rng.uniform(-10, 10), 4) for _ in range(n)],
+            "y": [round(rng.uniform(-10, 10), 4) for _ in range(n)],
             "id": [f"clip_{i % 300:04d}" for i in range(n)], "step": [i // 3 for i in range(n)],
             "loss": [rng.random() for _ in range(n)] if lora else [None] * n,
             "timestep": [rng.uniform(0, 1000) for _ in range(n)] if lora else [None] * n,
@@ -41,9 +44,14 @@ class FakeCollector:
         self.version = 100  # the history lists the 100 newest versions, as a full one does
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self._lock = threading.Lock()
-        self._spaces_json = json.dumps(self.spaces)
+        self._spaces_json = self._encoded()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _encoded(self) -> dict[str, str]:
+        """The spaces' JSON per encoding the dashboard may ask for, as the collector sends them."""
+        return {encoding: json.dumps({name: {**space, "points": encode_points(space["points"], encoding)}
+                                      for name, space in self.spaces.items()}) for encoding in ENCODINGS}
 
     def bump(self) -> int:
         with self._lock:
@@ -54,9 +62,9 @@ class FakeCollector:
         """A full refit: every point moves by ``shift`` along x and y, and the version goes up."""
         with self._lock:
             for space in self.spaces.values():
-                space["points"]["x"] = [x + shift for x in space["points"]["x"]]
-                space["points"]["y"] = [y + shift for y in space["points"]["y"]]
-            self._spaces_json = json.dumps(self.spaces)
+                space["points"]["x"] = [round(x + shift, 4) for x in space["points"]["x"]]
+                space["points"]["y"] = [round(y + shift, 4) for y in space["points"]["y"]]
+            self._spaces_json = self._encoded()
             self.version += 1
             return self.version
 
@@ -89,7 +97,8 @@ class FakeCollector:
                 if sock.poll(50):
                     request = json.loads(sock.recv())
                     with self._lock:
-                        reply, spaces_json = self.answer(request), self._spaces_json
+                        reply = self.answer(request)
+                        spaces_json = self._spaces_json[request.get("encoding", LISTS)]
                     with_points = "spaces" in reply
                     reply.pop("spaces", None)
                     head = json.dumps(reply)

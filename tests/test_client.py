@@ -90,7 +90,7 @@ def test_round_trip_of_every_op():
         assert client.clear("run-a", "lora")["echo"] == {"op": "clear", "run": "run-a", "space": "lora"}
         assert client.pause()["ok"] and client.resume()["ok"]
         assert client.refit("run-a")["echo"] == {"op": "refit", "run": "run-a", "space": None}
-    assert seen[2] == {"op": "snapshot", "run": "run-a", "since": 2}
+    assert seen[2] == {"op": "snapshot", "run": "run-a", "since": 2, "encoding": "typed"}
 
 
 def test_timeout_raises_collector_unavailable_quickly():
@@ -177,13 +177,13 @@ def test_poll_follows_a_new_run_with_a_full_snapshot():
     with rep_server(json_handler(lambda r: collector_reply(r, run="run-b"))) as (endpoint, seen_requests):
         out = poll(CollectorClient(endpoint), {"run": "run-a", "version": 3})
     assert out.seen["run"] == "run-b" and out.history is not no_update
-    assert {"op": "snapshot", "run": "run-b", "since": None} in seen_requests
+    assert {"op": "snapshot", "run": "run-b", "since": None, "encoding": "typed"} in seen_requests
 
 
 def test_choosing_a_run_asks_for_that_run_from_scratch():
     with rep_server(json_handler(lambda r: collector_reply(r, run=r.get("run") or "run-b"))) as (endpoint, asked):
         out = poll(CollectorClient(endpoint), {"run": "run-b", "version": 3}, run="run-a")
-    assert asked[0] == {"op": "snapshot", "run": "run-a", "since": None}
+    assert asked[0] == {"op": "snapshot", "run": "run-a", "since": None, "encoding": "typed"}
     assert out.seen["run"] == "run-a"
 
 

@@ -4,6 +4,8 @@ import time
 import pytest
 from support import CollectorProcess, query, send_frames, synthetic_frames, wait_for
 
+from acestep_viz.point_columns import decode_points
+
 pytestmark = pytest.mark.slow
 SPACES = ("latent", "lora", "prompt")
 
@@ -160,3 +162,20 @@ def test_five_clips_give_three_maps_drawn_by_pca_and_prompt_variants_share_their
     assert len(set(prompt["id"])) == 5 and len(set(prompt["prompt"])) == 10
     frames_of_latent = query(collector.query, {"op": "history", "space": "latent"})["frames"]
     assert frames_of_latent[-1]["method"] == "pca"
+
+
+def test_typed_replies_decode_to_the_same_points_as_lists(collector):
+    send_frames(collector.ingest, synthetic_frames(run="run-typed", n_clips=20, steps=2))
+    snap = wait_for(lambda: all_projected(collector.query), timeout=60)
+    typed = query(collector.query, {"op": "snapshot", "since": None, "encoding": "typed"})
+    assert typed["version"] == snap["version"]
+    for space in SPACES:
+        sent = typed["spaces"][space]["points"]
+        assert isinstance(sent["x"], dict) and isinstance(sent["id"], dict)  # not lists of values
+        assert decode_points(sent) == snap["spaces"][space]["points"]
+    version = query(collector.query, {"op": "history", "run": "run-typed", "space": "lora"})["frames"][0]["version"]
+    frames = [query(collector.query, {"op": "history", "run": "run-typed", "space": "lora", "version": version,
+                                      "encoding": encoding})["frame"]["points"] for encoding in ("lists", "typed")]
+    assert decode_points(frames[1]) == frames[0]
+    refused = query(collector.query, {"op": "snapshot", "encoding": "msgpack"})
+    assert refused["ok"] is False and "encoding must be one of lists, typed" in refused["error"]

@@ -11,7 +11,9 @@ import pytest
 from acestep_viz.dashboard import figures, status
 from acestep_viz.dashboard.colouring import category_codes
 from acestep_viz.dashboard.figures import EMPTY_DETAIL, EMPTY_TITLE, INSUFFICIENT, TITLES
+from acestep_viz.dashboard.selection import selected_ids
 from acestep_viz.dashboard.typed_arrays import decoded
+from acestep_viz.dashboard.view import View
 
 SPACES = ("latent", "lora", "prompt")
 
@@ -44,9 +46,9 @@ def snapshot(sizes=(30, 90, 30), prompt: str = "jazz song, 120 bpm", buffered=No
     return reply
 
 
-def build_figure(snap) -> go.Figure:
+def build_figure(snap, view: View | None = None) -> go.Figure:
     """The dashboard's figure dict, validated by plotly.graph_objects (raises if malformed)."""
-    figure = figures.build_figure(snap)
+    figure = figures.build_figure(snap, view)
     assert set(figure) == {"data", "layout"}
     return go.Figure(figure)
 
@@ -97,11 +99,18 @@ def test_layers_sort_naturally():
     assert codes == [1, 0, -1, 0]
 
 
-def test_hover_text_shows_the_fields_and_four_decimal_loss():
-    text = build_figure(snapshot()).data[1].text[0]
-    assert "Step: 0" in text and "Loss: 0.1235" in text and "clip_000" in text
-    assert "Layer: block0.to_out.0" in text and "Prompt: jazz song, 120 bpm" in text
-    assert "Loss" not in build_figure(snapshot()).data[0].text[0]  # latent rows have no loss
+def label(trace, i: int) -> str:
+    """Point ``i``'s hover label as Plotly fills the trace's template in."""
+    return trace.hovertemplate.replace("%{customdata}", trace.customdata[i]).replace("%{text}", trace.text[i])
+
+
+def test_hover_label_shows_the_id_in_bold_the_fields_and_four_decimal_loss():
+    fig = build_figure(snapshot())
+    shown = label(fig.data[1], 0)
+    assert shown.startswith("<b>clip_000</b><br>Step: 0<br>") and "Loss: 0.1235" in shown
+    assert "Layer: block0.to_out.0" in shown and "Prompt: jazz song, 120 bpm" in shown
+    assert "Loss" not in label(fig.data[0], 0)  # latent rows have no loss
+    assert "clip_000" not in fig.data[1].text[0]  # the id travels once, as customdata
 
 
 def test_hover_text_escapes_html():
@@ -110,11 +119,19 @@ def test_hover_text_escapes_html():
     snap["spaces"]["latent"]["points"]["id"][0] = "<img src=x onerror=alert(2)>"
     snap["spaces"]["lora"]["points"]["layer"][0] = "<i>layer</i>"
     fig = build_figure(snap)
-    latent_text = fig.data[0].text[0]
-    assert "<script>" not in latent_text and "<img" not in latent_text and "<b>bold" not in latent_text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in latent_text
-    assert "&lt;img src=x onerror=alert(2)&gt;" in latent_text
-    assert "Layer: &lt;i&gt;layer&lt;/i&gt;" in fig.data[1].text[0]
+    latent_label = label(fig.data[0], 0)
+    assert "<script>" not in latent_label and "<img" not in latent_label and "<b>bold" not in latent_label
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in latent_label
+    assert "<b>&lt;img src=x onerror=alert(2)&gt;</b>" in latent_label
+    assert "Layer: &lt;i&gt;layer&lt;/i&gt;" in label(fig.data[1], 0)
+
+
+def test_selection_reads_the_escaped_id_back():
+    snap = snapshot()
+    snap["spaces"]["latent"]["points"]["id"][0] = "rock & <roll>"
+    fig = build_figure(snap, View(selected=frozenset({"rock & <roll>"})))
+    assert fig.data[0].customdata[0] == "rock &amp; &lt;roll&gt;" and list(fig.data[0].selectedpoints) == [0]
+    assert selected_ids(None, {"points": [{"customdata": fig.data[0].customdata[0]}]}) == ["rock & <roll>"]
 
 
 def test_long_prompts_are_cut_to_60_characters():

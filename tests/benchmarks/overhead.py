@@ -174,6 +174,7 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
     batches = make_batches(64)
     times = {"off": [], "ours": [], "default": [], "seed": []}
     sent_frozen: set = set()  # the default mode's clips already sent, carried from round to round
+    probes: dict = {}  # each mode's adapter update-size probe, carried likewise (a run keeps one)
     never = 3600.0  # a batch goes when the harness wakes the publisher, not when batch_s has passed
     with quiet_collector() as collector, \
             Publisher(collector.ingest, frozen_spaces=FROZEN_SPACES, batch_s=never) as publisher, \
@@ -196,11 +197,14 @@ def main(rounds: int = 2400, batch_steps: int | None = None) -> dict:
                     tap = attach(pipeline, run=f"bench-overhead-{mode}", frozen_once=False, publisher=held[mode])
                 elif mode == "default":
                     # A run keeps one tap; here each round attaches its own (so that "off" steps run
-                    # without hooks), and the new tap takes over what the earlier ones already sent.
+                    # without hooks), and the new tap takes over what the earlier ones already sent
+                    # (and, in both modes, the adapter probe, which measures the frozen weights once).
                     tap = attach(pipeline, run="bench-overhead-default", publisher=held[mode])
                     tap._seen_frozen = sent_frozen
                 elif mode == "seed":
                     seed = SeedStyleHooks(seed_modules, collector.ingest)
+                if tap is not None:
+                    tap.adapter = probes.setdefault(mode, tap.adapter)
                 times[mode].append(train_step(pipeline, optimizer, batch, step, tap, held.get(mode)))
                 if tap is not None:
                     tap.close()

@@ -164,6 +164,7 @@ def run_twin(name: str, seconds: float) -> dict:
         group = max(1, round(BATCH_S / statistics.median(warm_up[4:])))
         held = {mode: Batched(publisher, group) for mode, publisher in senders.items()}
         errors: dict[str, int] = {}
+        probes: dict = {}
         step, deadline = 10, time.monotonic() + seconds
         while time.monotonic() < deadline or len(times["off"]) % group:
             batch = batches[step % len(batches)]
@@ -171,6 +172,7 @@ def run_twin(name: str, seconds: float) -> dict:
                 tap, handles = None, noop_hooks(hooked) if mode == "noop_hooks" else []
                 if mode == "tap":
                     tap = attach(pipeline, run=f"bench-sender-{name}-{mode}", frozen_once=False, publisher=held[mode])
+                    tap.adapter = probes.setdefault(mode, tap.adapter)  # a run keeps one, as overhead.py
                 times[mode].append(train_step(pipeline, optimizer, batch, step, tap, held.get(mode)))
                 for handle in handles:
                     handle.remove()
