@@ -130,12 +130,23 @@ class Projector:
         self.close()
 
 
+def limit_blas_threads() -> None:
+    """One thread for every BLAS loaded in this process. PaCMAP's numba kernels use the cores in
+    parallel; an idle BLAS pool's threads spin between calls and take cores from them (a cold fit of
+    1000 x 2560 takes about a quarter longer, and varies twice as much, with two BLAS threads on two
+    cores)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     from acestep_viz.collector.projection import fit_layout
 
     started = time.perf_counter()
     warmup = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
     fit_layout(warmup, 10, fit_layout(warmup, 10))  # compile the kernels of cold and warm fits
+    limit_blas_threads()  # after the warm-up: every BLAS the fits use is loaded by now
     write_message(out, {"ready": True, "warmup_s": time.perf_counter() - started})
     while True:
         try:

@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 from acestep_viz.collector.placement import RefitPolicy, extend_layout, full_fit_reason, map_change
 from acestep_viz.collector.projection import align_to_previous, fit_layout, layout_diameter, warm_start
+from acestep_viz.collector.projector import limit_blas_threads
 from acestep_viz.collector.quality import neighbour_overlap
 from common import query, quiet_collector, record
 from support import send_frames, wait_for
@@ -47,6 +48,7 @@ def cold_fit_s(n: int = 1000, repeats: int = 5) -> tuple[float, float]:
     """(median seconds, median neighbour overlap) of full fits of ``n`` clustered rows with no previous map."""
     rng = np.random.default_rng(7)
     fit_layout(clustered(rng, 200), 10)  # compiles the kernels, as the collector's worker does at start-up
+    limit_blas_threads()  # as the worker does then
     seconds, overlaps = [], []
     for _ in range(repeats):
         data = clustered(rng, n)
