@@ -28,8 +28,8 @@ def reduce_dimensions(vectors: np.ndarray, dims: int = PCA_DIMS, seed: int = 0) 
         return np.ascontiguousarray(data)
     basis = _range_basis(data, min(dims + OVERSAMPLING, *data.shape), seed)
     # The SVD of the small (width x columns) matrix from the eigenvectors of its width x width Gram
-    # matrix, in float64: a fraction of LAPACK's SVD time, and the precision squaring costs goes
-    # only to components far below the ones kept.
+    # matrix, in float64: a fraction of LAPACK's SVD time, and the precision lost by squaring falls
+    # on components far below the ones kept.
     small = (basis.T @ data).astype(np.float64)
     eigenvalues, eigenvectors = np.linalg.eigh(small @ small.T)
     order = np.argsort(eigenvalues)[::-1][:min(dims, len(eigenvalues))]
@@ -41,7 +41,7 @@ def _range_basis(data: np.ndarray, width: int, seed: int) -> np.ndarray:
     """An orthonormal (rows, width) basis of ``data``'s leading column space: a randomized range finder.
     Between power iterations the columns only need to stay independent and of bounded size, which a
     symmetric orthogonalisation from a small Gram matrix gives at a fraction of a QR's cost; the last
-    step takes one QR. numpy only: scipy's own BLAS threads would spin against numpy's on a small machine."""
+    step takes one QR. numpy only: scipy brings its own BLAS, whose threads would compete with numpy's."""
     basis = np.random.default_rng(seed).standard_normal((data.shape[1], width), dtype=np.float32)
     for _ in range(POWER_ITERATIONS):
         basis = _orthogonalised(data @ basis)

@@ -132,9 +132,8 @@ class Projector:
 
 def limit_blas_threads() -> None:
     """One thread for every BLAS loaded in this process. PaCMAP's numba kernels use the cores in
-    parallel; an idle BLAS pool's threads spin between calls and take cores from them (a cold fit of
-    1000 x 2560 takes about a quarter longer, and varies twice as much, with two BLAS threads on two
-    cores)."""
+    parallel; an idle BLAS pool's threads spin between calls and take cores from them, which makes
+    fits slower and their time erratic on a small machine (figures: docs/benchmarks.md)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
