@@ -31,10 +31,10 @@ def reduce_dimensions(vectors: np.ndarray, dims: int = PCA_DIMS, seed: int = 0) 
     # matrix, in float64: a fraction of LAPACK's SVD time, and the precision lost by squaring falls
     # on components far below the ones kept.
     small = (basis.T @ data).astype(np.float64)
-    eigenvalues, eigenvectors = np.linalg.eigh(small @ small.T)
-    order = np.argsort(eigenvalues)[::-1][:min(dims, len(eigenvalues))]
-    sigma = np.sqrt(np.maximum(eigenvalues[order], 0.0))
-    return np.ascontiguousarray((basis @ eigenvectors[:, order].astype(np.float32)) * sigma, dtype=np.float32)
+    eigenvalues, eigenvectors = np.linalg.eigh(small @ small.T)  # ascending
+    keep = min(dims, len(eigenvalues))
+    sigma = np.sqrt(np.maximum(eigenvalues[::-1][:keep], 0.0))
+    return np.ascontiguousarray((basis @ eigenvectors[:, ::-1][:, :keep].astype(np.float32)) * sigma, dtype=np.float32)
 
 
 def _range_basis(data: np.ndarray, width: int, seed: int) -> np.ndarray:

@@ -78,6 +78,7 @@ def main(rounds: int, batch_steps: int) -> None:
         hooked = [binding.module for binding in probe.bindings]
         probe.close()
         held = Batched(publisher, batch_steps)
+        sinks = {"ours": held, "unsent": Unsent()}
         for step in range(15):
             timed_step(pipeline, optimizer, batches[step], step)
         probes: dict = {}
@@ -86,11 +87,10 @@ def main(rounds: int, batch_steps: int) -> None:
             random.shuffle(modes)
             for mode in modes:
                 batch = batches[step % len(batches)]
-                if mode in ("ours", "unsent"):
-                    sink = held if mode == "ours" else Unsent()
-                    with attach(pipeline, run="phases", frozen_once=False, publisher=sink) as tap:
+                if mode in sinks:
+                    with attach(pipeline, run="phases", frozen_once=False, publisher=sinks[mode]) as tap:
                         tap.adapter = probes.setdefault(mode, tap.adapter)  # a run keeps one, as overhead.py
-                        times[mode].append(timed_step(pipeline, optimizer, batch, step, tap, sink))
+                        times[mode].append(timed_step(pipeline, optimizer, batch, step, tap, sinks[mode]))
                 elif mode == "noop":
                     handles = [m.register_forward_hook(lambda *args: None, with_kwargs=True) for m in hooked]
                     times[mode].append(timed_step(pipeline, optimizer, batch, step))
