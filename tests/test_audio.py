@@ -9,8 +9,9 @@ import pytest
 from acestep_viz.dashboard.audio import NO_ROOTS, audio_type, index_names, resolve
 from acestep_viz.dashboard.audio_route import AudioLibrary
 from acestep_viz.dashboard.selection import details
+from acestep_viz.trainer_plugin.batch_frames import build_frames
 from acestep_viz.trainer_plugin.demo.audio_files import write_v1_audio, write_wav
-from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, build_frames
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord
 from acestep_viz.trainer_plugin.tap import metadata_audio
 
 from acestep_viz.wire import MAX_PATH_CHARS, decode, encode

@@ -1,7 +1,8 @@
 """Step records: the frames built from one training step, and the vectors made from pooled sums."""
 import numpy as np
+from acestep_viz.trainer_plugin.batch_frames import build_frames
 from acestep_viz.trainer_plugin.publisher import ErrorLog
-from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, build_frames, scaled_rows
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, scaled_rows
 
 
 def vectors(rows: int, dim: int, start: float = 0.0) -> np.ndarray:

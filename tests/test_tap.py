@@ -503,7 +503,7 @@ def test_outputs_with_strides_of_their_own_reach_the_publisher_with_the_right_va
     x = torch.randn(5, 3, 4)  # (features, rows, time)
     with tap, tap.step(0, 0, {"keys": ["a", "b", "c"]}):
         model(x)
-    vectors = {c.label: c.vectors for c in publisher.records[0].captures}
+    vectors = {c.label: c.pooled() for c in publisher.records[0].captures}
     np.testing.assert_allclose(vectors["rows"], x[:, :, 0].t().numpy(), rtol=1e-6)
     np.testing.assert_allclose(vectors["sequence"], x.permute(1, 2, 0).mean(1).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(vectors["channels"], x.permute(1, 0, 2).mean(-1).numpy(), rtol=1e-5, atol=1e-6)

@@ -14,27 +14,28 @@ is how it learns that a collector is listening, or has restarted:
   silently; the frame then waits in ``pending`` and is retried, so every loss is counted.
 
 Items are ``Frame``, ``StepRecord`` or ``AdapterSizes`` objects, or zero-argument callables returning
-one (or None); a record becomes frames through ``build_frames``; adapter messages are sent as they
-are. The callables run on the sender thread: device-to-host waits, row planning and numpy conversion
-stay off the training thread.
+one (or None); adapter messages are sent as they are. The callables run on the sender thread:
+device-to-host waits, row planning and numpy conversion stay off the training thread.
 ``publish`` is a bounded deque append, with no lock and no wake-up: the
 sender thread wakes every ``batch_s`` (sooner once ``WAKE_ITEMS`` are waiting) and handles
-whatever queued meanwhile in one go, merged into one frame per run and space (see ``coalesce``),
-so its work and the collector's are paid per batch rather than per step. This module never
-imports torch.
+whatever queued meanwhile in one go: the records' frames are built together, one per run and
+space (``batch_frames``), and ready frames are merged likewise (``coalesce``), so its work and the
+collector's are paid per batch rather than per step. This module never imports torch.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 import zmq
+from acestep_viz.trainer_plugin.batch_frames import Segment, build_frames, chunk_frame, chunks, segments
 from acestep_viz.trainer_plugin.coalesce import coalesce
-from acestep_viz.trainer_plugin.step_record import StepRecord, build_frames
+from acestep_viz.trainer_plugin.step_record import StepRecord
 
 from acestep_viz.wire import AdapterSizes, Frame, check_shape, encode, encode_adapter, model_name_problem
 
@@ -239,33 +240,47 @@ class Publisher:
 
     def _take(self) -> None:
         """Build, merge and encode everything queued since the last turn."""
-        frames = [frame for item in self._handoff.take() for frame in self._prepare(item)]
-        for message in [f for f in frames if isinstance(f, AdapterSizes)]:
-            self._accept_adapter(message)
-        for frame, count in coalesce([f for f in frames if not isinstance(f, AdapterSizes)]):
+        built: list[Segment] = []
+        ready: list[Frame] = []
+        for item in self._handoff.take():
+            self._prepare(item, built, ready)
+        now, model = time.time(), self.model
+        for frame, count in itertools.chain(coalesce(ready), self._chunk_frames(built)):
+            frame.sent_at = frame.sent_at or now
+            frame.model = frame.model or model
             self._accept(frame, count)
-            self._pump()  # the collector starts on this frame while the next one is merged
+            self._pump()  # the collector starts on this frame while the next one is built
 
-    def _prepare(self, item: Item) -> list[Frame]:
-        """Run a deferred item and vet its frames' shapes, before they can be merged with good ones.
+    def _prepare(self, item: Item, built: list[Segment], ready: list[Frame]) -> None:
+        """Run a deferred item; a step record's segments go to ``built``, a frame, its shape vetted before it
+        can be merged with good ones, to ``ready``; an adapter message is held at once.
 
         Values are not vetted here: the collector drops rows holding NaN or Inf one by one and
         counts them in its stats, where the user looks."""
         try:
-            frames = frames_of(item, self.errors)
-            for frame in frames:
-                if not isinstance(frame, AdapterSizes):
-                    check_shape(frame)
+            value = item() if callable(item) else item
+            if value is None:
+                return
+            if isinstance(value, StepRecord):
+                built.extend(segments(value, self.errors))
+            elif isinstance(value, AdapterSizes):
+                value.sent_at = value.sent_at or time.time()
+                self._accept_adapter(value)
+            else:
+                check_shape(value)
+                ready.append(value)
         except Exception as exc:
             self.errors.record("prepare_frame" if callable(item) else "encode", exc)
             self._dropped_sender += frame_count(item)
-            return []
-        now, model = time.time(), self.model
-        for frame in frames:
-            frame.sent_at = frame.sent_at or now
-            if not isinstance(frame, AdapterSizes):
-                frame.model = frame.model or model
-        return frames
+
+    def _chunk_frames(self, built: list[Segment]) -> Iterator[tuple[Frame, int]]:
+        """The records' frames, one per chunk, with how many step frames each stands for."""
+        for chunk in chunks(built):
+            try:
+                yield chunk_frame(chunk), len(chunk)
+            except Exception as exc:
+                self.errors.record("build_frames", exc)
+                self._dropped_sender += len(chunk)
 
     def _accept_adapter(self, message: AdapterSizes) -> None:
         """Encode and hold an adapter message (sent like a frame of a live space)."""

@@ -48,7 +48,7 @@ from acestep_viz.trainer_plugin.pooling import pool_sum
 from acestep_viz.trainer_plugin.presets import PRESET_MODELS, Binding, select_bindings, space_specs, timestep_module
 from acestep_viz.trainer_plugin.publisher import ErrorLog, Publisher
 from acestep_viz.trainer_plugin.settings import ADAPTER_EVERY
-from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, row_id, scaled_rows
+from acestep_viz.trainer_plugin.step_record import CaptureRows, StepRecord, row_id
 from torch import nn
 
 from acestep_viz.settings import zmq_endpoint
@@ -154,17 +154,17 @@ def check_run_name(run: str) -> str:
 
 
 def _capture_rows(point: "_HookPoint", pooled: tuple) -> CaptureRows:
-    """A pooled firing's vectors: its sums divided by the length (times LoRA scaling) or row by row by the
-    mask weights' sums. Runs on the publisher's sender thread; the step's device copies must be done."""
-    _, first_key, _, host, divisor, keep = pooled
+    """A pooled firing's rows: its sums, to be divided by the length (times LoRA scaling) or row by row by the
+    mask weights' sums where frames are built. Runs on the publisher's sender thread; the step's device copies
+    must be done."""
+    _, first_key, rows, host, divisor, keep = pooled
     scale = 1.0 if point.lora_layer is None else float(point.lora_layer.scaling[point.adapter])
     sums = host.numpy()
-    rows = sums.shape[0] if sums.ndim > 1 else 1
-    if isinstance(divisor, torch.Tensor):
-        vectors = scaled_rows(sums, rows, scale, divisor.numpy())
-    else:
-        vectors = scaled_rows(sums, rows, scale / divisor)
-    return CaptureRows(point.space, point.label, first_key, vectors, point.order, keep)
+    if sums.ndim != 2:
+        sums = sums.reshape(rows, -1)
+    if divisor.__class__ is float:
+        return CaptureRows(point.space, point.label, first_key, sums, point.order, keep, scale / divisor)
+    return CaptureRows(point.space, point.label, first_key, sums, point.order, keep, scale, divisor.numpy())
 
 
 class _HookPoint(NamedTuple):
