@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-from acestep_viz.trainer_plugin import attach
-from acestep_viz.trainer_plugin.adapter_size import AdapterProbe, lora_parts, low_rank_norm, update_size
+from acestep_viz.trainer_plugin import adapter_size, attach
+from acestep_viz.trainer_plugin.adapter_size import AdapterProbe, batches_of, lora_parts, low_rank_norm, update_size
 from acestep_viz.trainer_plugin.publisher import ErrorLog, MemoryPublisher
 from peft import LoraConfig, get_peft_model
 from torch import nn
@@ -87,6 +87,38 @@ def test_the_probe_sends_one_message_for_all_layers_on_due_steps():
     [message] = sent.adapter
     assert (message.run, message.step) == ("run-a", 5)
     assert message.layers == {"base_model.model.q_proj": pytest.approx(dense_size(model, 2.0), rel=1e-5)}
+
+
+def mixed_model() -> nn.Module:
+    """Five adapted layers of three shapes, interleaved, each with its own trained B."""
+    torch.manual_seed(3)
+    base = nn.Sequential()
+    for name, (fan_in, fan_out) in zip("abcde", [(12, 10), (16, 10), (12, 10), (16, 8), (12, 10)]):
+        base.add_module(f"{name}_proj", nn.Linear(fan_in, fan_out))
+    model = get_peft_model(base, LoraConfig(target_modules=[f"{n}_proj" for n in "abcde"], r=4, lora_alpha=8))
+    with torch.no_grad():
+        for name in "abcde":
+            getattr(model.base_model.model, f"{name}_proj").lora_B["default"].weight.normal_()
+    return model
+
+
+def test_layers_measured_together_by_shape_give_each_layers_own_size_in_the_models_order():
+    model = mixed_model()
+    parts = lora_parts(model)[0]
+    assert batches_of(parts) == [[0, 2, 4], [1], [3]]
+    sent = MemoryPublisher()
+    assert AdapterProbe(model, "run-a", every=1, publish=sent.publish, errors=ErrorLog()).measure(0)
+    [message] = sent.adapter
+    expected = {p.name: update_size(p.lora_b, p.lora_a, p.scale(), p.base_weight.norm()).item() for p in parts}
+    assert list(message.layers) == list(expected)
+    assert message.layers == {name: pytest.approx(value, rel=1e-5) for name, value in expected.items()}
+
+
+def test_batches_stay_under_the_stacking_limit(monkeypatch):
+    parts = lora_parts(mixed_model())[0]
+    one_layer = 4 * (parts[0].lora_a.numel() + parts[0].lora_b.numel())
+    monkeypatch.setattr(adapter_size, "MAX_STACK_BYTES", 2 * one_layer)
+    assert batches_of(parts) == [[0, 2], [4], [1], [3]]
 
 
 def test_a_model_without_lora_layers_sends_nothing():
